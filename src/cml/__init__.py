@@ -1,0 +1,3 @@
+"""cml: continual multilingual learning."""
+
+__version__ = "0.1.0"

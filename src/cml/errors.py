@@ -1,0 +1,25 @@
+"""One error type for everything a user can get wrong: it names where (file, line, key path) and what."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CMLError(Exception):
+    """A user-facing error. The CLI prints it as ``file:line: key: message`` and exits with status 2."""
+
+    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None,
+                 key: str | None = None):
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.key = key
+        super().__init__(self.location_prefix() + message)
+
+    def location_prefix(self) -> str:
+        parts = []
+        if self.file:
+            parts.append(self.file + (f":{self.line}" if self.line is not None else ""))
+        if self.key:
+            parts.append(self.key)
+        return "".join(p + ": " for p in parts)

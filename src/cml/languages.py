@@ -1,0 +1,147 @@
+"""Canonical language identities.
+
+A language variety is an ISO 639-3 code plus an ISO 15924 script when the script is not the language's
+usual one: ``deu``, ``arb``, ``arb_Latn``, ``cmn_Hant``, ``ace_Arab``. Inputs may be ISO 639-1 (``de``),
+ISO 639-3 (``deu``), FLORES-200 (``deu_Latn``), BCP-47-like tags (``zh-TW``, ``pt-BR``), UD treebank
+codes and names (``de_pud``, ``UD_German-PUD``) or English language names (``German``).
+
+Two rules, both from CLDR (through ``langcodes``), so they are consistent rather than a hand list:
+
+* Macrolanguages resolve to CLDR's dominant individual language: ``ar``/``ara`` -> ``arb``,
+  ``zh``/``zho`` -> ``cmn``, ``ms``/``msa`` -> ``zsm``, ``fa`` -> ``pes``, ``sw`` -> ``swh``,
+  ``et`` -> ``ekk``, ``no`` -> ``nob``. URIEL keys on individual languages, so this is what typology needs.
+* The script is dropped when it is the language's likely script (``deu_Latn`` -> ``deu``,
+  ``zho_Hans`` -> ``cmn``) and kept otherwise (``zho_Hant`` -> ``cmn_Hant``, ``zh-TW`` -> ``cmn_Hant``).
+  Regions only matter through the script they imply; ``pt-BR`` and ``pt-PT`` are both ``por``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from dataclasses import dataclass
+
+import langcodes
+from langcodes import data_dicts
+
+from .errors import CMLError
+
+# CLDR lists each macrolanguage's dominant member as {individual: macrolanguage}; we need the inverse.
+_DOMINANT_INDIVIDUAL = {macro: individual for individual, macro in data_dicts.NORMALIZED_MACROLANGUAGES.items()}
+_UD_TREEBANK = re.compile(r"^UD_(?P<name>[A-Za-z_ ]+?)(?:-[A-Za-z0-9]+)?$")
+_UD_CODE = re.compile(r"^(?P<code>[a-z]{2,3})_[a-z]+$")
+
+
+@dataclass(frozen=True, order=True)
+class Language:
+    """A canonical language variety. ``str(lang)`` is its code, e.g. ``arb`` or ``cmn_Hant``."""
+
+    iso639_3: str
+    script: str | None = None
+
+    @property
+    def code(self) -> str:
+        return f"{self.iso639_3}_{self.script}" if self.script else self.iso639_3
+
+    @property
+    def name(self) -> str:
+        return _tag(self).display_name()
+
+    @property
+    def full_script(self) -> str:
+        """The script, explicit or likely (``Latn`` for ``deu``)."""
+        return self.script or _likely_script(self.iso639_3)
+
+    def __str__(self) -> str:
+        return self.code
+
+
+def _tag(lang: Language) -> langcodes.Language:
+    return langcodes.Language.get(lang.iso639_3 if not lang.script else f"{lang.iso639_3}-{lang.script}")
+
+
+@functools.lru_cache(maxsize=None)
+def _likely_script(iso639_3: str) -> str | None:
+    return langcodes.Language.get(iso639_3).maximize().script
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(code: str) -> Language:
+    raw = code.strip()
+    if not raw:
+        raise CMLError("empty language code")
+    tag = _parse_tag(raw)
+    if tag is None or not tag.language or tag.language == "und":
+        raise CMLError(f"unknown language code {code!r}{_suggestions(raw)}")
+    language = tag.language
+    language = _DOMINANT_INDIVIDUAL.get(language, language)
+    try:
+        alpha3 = langcodes.Language.get(language).to_alpha3()
+    except LookupError:
+        raise CMLError(f"unknown language code {code!r}{_suggestions(raw)}") from None
+    alpha3 = _DOMINANT_INDIVIDUAL.get(alpha3, alpha3)
+    if langcodes.Language.get(alpha3).display_name().startswith("Unknown language"):
+        raise CMLError(f"unknown language code {code!r}{_suggestions(raw)}")
+    script = tag.script or (langcodes.Language.get(f"{language}-{tag.territory}").maximize().script
+                            if tag.territory else None)
+    if script == _likely_script(alpha3):
+        script = None
+    return Language(alpha3, script)
+
+
+def _parse_tag(raw: str) -> langcodes.Language | None:
+    ud = _UD_TREEBANK.match(raw)
+    if ud:
+        return _find_name(ud.group("name").replace("_", " "))
+    ud_code = _UD_CODE.match(raw)
+    if ud_code and len(raw.split("_")[1]) > 4:  # `de_pud`, `en_ewt`: treebank suffix, not a script
+        raw = ud_code.group("code")
+    try:
+        tag = langcodes.Language.get(raw.replace("_", "-"))
+        if tag.is_valid():
+            return tag
+    except (langcodes.LanguageTagError, ValueError):
+        pass
+    return _find_name(raw)
+
+
+def _find_name(name: str) -> langcodes.Language | None:
+    try:
+        return langcodes.find(name)
+    except LookupError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _known_codes() -> list[str]:
+    codes = set(data_dicts.LANGUAGE_ALPHA3) | set(data_dicts.LANGUAGE_ALPHA3.values())
+    return sorted(codes)
+
+
+def _suggestions(raw: str) -> str:
+    close = difflib.get_close_matches(raw.lower().split("_")[0].split("-")[0], _known_codes(), n=4, cutoff=0.6)
+    if not close:
+        return ""
+    named = ", ".join(f"{c} ({langcodes.Language.get(c).display_name()})" for c in close)
+    return f"; did you mean: {named}?"
+
+
+def parse_language(code: str | Language) -> Language:
+    """Resolve any supported code to its canonical :class:`Language`; raise :class:`CMLError` if unknown."""
+    if isinstance(code, Language):
+        return code
+    return _parse(str(code))
+
+
+def canonical(code: str | Language) -> str:
+    """The canonical code string, e.g. ``canonical("zh-TW") == "cmn_Hant"``."""
+    return parse_language(code).code
+
+
+def macrolanguage(lang: Language) -> str | None:
+    """The ISO 639-3 macrolanguage that contains ``lang`` (``arb`` -> ``ara``), if any."""
+    macro = data_dicts.MACROLANGUAGES.get(lang.iso639_3) or data_dicts.NORMALIZED_MACROLANGUAGES.get(lang.iso639_3)
+    if macro is None:
+        return None
+    return langcodes.Language.get(macro).to_alpha3()
