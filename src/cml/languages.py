@@ -27,8 +27,21 @@ from langcodes import data_dicts
 
 from .errors import CMLError
 
-# CLDR lists each macrolanguage's dominant member as {individual: macrolanguage}; we need the inverse.
-_DOMINANT_INDIVIDUAL = {macro: individual for individual, macro in data_dicts.NORMALIZED_MACROLANGUAGES.items()}
+
+def _dominant_individuals() -> dict[str, str]:
+    """{macrolanguage ISO 639-3: dominant individual language}, inverted from CLDR's normalisation table.
+
+    Kept: macrolanguages with exactly one individual ISO 639-3 member listed. CLDR's table also names
+    2-letter collective codes and, for Akan and Mandingo, two members; those macrolanguages stay as they
+    are, so Akan stays ``aka`` and Bhojpuri ``bho`` as in FLORES-200.
+    """
+    members: dict[str, list[str]] = {}
+    for individual, macro in data_dicts.NORMALIZED_MACROLANGUAGES.items():
+        members.setdefault(langcodes.Language.get(macro, normalize=False).to_alpha3(), []).append(individual)
+    return {macro: found[0] for macro, found in members.items() if len(found) == 1 and len(found[0]) == 3}
+
+
+_DOMINANT_INDIVIDUAL = _dominant_individuals()
 _UD_TREEBANK = re.compile(r"^UD_(?P<name>[A-Za-z_ ]+?)(?:-[A-Za-z0-9]+)?$")
 _UD_CODE = re.compile(r"^(?P<code>[a-z]{2,3})_[a-z]+$")
 
@@ -72,22 +85,24 @@ def _parse(code: str) -> Language:
     if not raw:
         raise CMLError("empty language code")
     tag = _parse_tag(raw)
-    if tag is None or not tag.language or tag.language == "und":
+    if tag is None or not tag.language or tag.language in ("und", "mul", "zxx"):
         raise CMLError(f"unknown language code {code!r}{_suggestions(raw)}")
-    language = tag.language
-    language = _DOMINANT_INDIVIDUAL.get(language, language)
     try:
-        alpha3 = langcodes.Language.get(language).to_alpha3()
+        alpha3 = tag.to_alpha3()
     except LookupError:
         raise CMLError(f"unknown language code {code!r}{_suggestions(raw)}") from None
     alpha3 = _DOMINANT_INDIVIDUAL.get(alpha3, alpha3)
-    if langcodes.Language.get(alpha3).display_name().startswith("Unknown language"):
+    if not _is_known(alpha3):
         raise CMLError(f"unknown language code {code!r}{_suggestions(raw)}")
-    script = tag.script or (langcodes.Language.get(f"{language}-{tag.territory}").maximize().script
+    script = tag.script or (langcodes.Language.get(f"{alpha3}-{tag.territory}").maximize().script
                             if tag.territory else None)
     if script == _likely_script(alpha3):
         script = None
     return Language(alpha3, script)
+
+
+def _is_known(alpha3: str) -> bool:
+    return not langcodes.Language.get(alpha3).display_name().startswith("Unknown language")
 
 
 def _parse_tag(raw: str) -> langcodes.Language | None:
@@ -97,11 +112,13 @@ def _parse_tag(raw: str) -> langcodes.Language | None:
     ud_code = _UD_CODE.match(raw)
     if ud_code and len(raw.split("_")[1]) > 4:  # `de_pud`, `en_ewt`: treebank suffix, not a script
         raw = ud_code.group("code")
+    # normalize=False: langcodes would otherwise apply CLDR replacements that merge varieties FLORES-200
+    # keeps apart (Dari `prs` -> Persian, Tagalog `tgl` -> Filipino).
     try:
-        tag = langcodes.Language.get(raw.replace("_", "-"))
-        if tag.is_valid():
+        tag = langcodes.Language.get(raw.replace("_", "-"), normalize=False)
+        if tag.language and _is_known(tag.to_alpha3()):
             return tag
-    except (langcodes.LanguageTagError, ValueError):
+    except (langcodes.LanguageTagError, ValueError, LookupError):
         pass
     return _find_name(raw)
 

@@ -1,0 +1,92 @@
+"""The ``cml`` command line. Heavy libraries are imported inside commands so ``cml --help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .errors import CMLError
+
+CONFIG = click.argument("config", type=click.Path(dir_okay=False))
+OVERRIDES = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+                         help="Override a config setting (value parsed as YAML); repeatable.")
+
+
+class _Main(click.Group):
+    """Turns a CMLError anywhere below into one clear line on stderr and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CMLError as err:
+            click.secho(f"error: {err}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="continual-multilingual")
+def main():
+    """Continual multilingual learning: update a multilingual model safely, and measure every language.
+
+    \b
+    Typical use:
+      cml data stats configs/sib200.yaml     # what the stream holds
+      cml run configs/sib200.yaml            # train, update, evaluate every language
+      cml report runs/sib200                 # tables, plots and an HTML page
+    """
+
+
+@main.group()
+def data():
+    """Inspect data sources and CML streams."""
+
+
+@data.command("stats")
+@CONFIG
+@OVERRIDES
+@click.option("--labels", is_flag=True, help="Also count labels (tags for tagging) per stage and language.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def data_stats(config, overrides, labels, as_json):
+    """Print the stage x language table of training-example counts of CONFIG's stream.
+
+    Dev and test sets are fixed across stages and shown as the last two columns.
+    """
+    from .config import load_config
+    from .data.readers import read_dataset
+    from .data.stream import build_stream
+
+    cfg = load_config(config, overrides)
+    stream = build_stream(read_dataset(cfg.data, cfg.task), cfg.stream, cfg.stream_seed)
+    stats = stream.stats(labels=labels)
+    if as_json:
+        click.echo(json.dumps(stats, indent=2, ensure_ascii=False))
+        return
+    from .data.stats_table import print_stats
+
+    print_stats(stats, title=f"{cfg.name}: {cfg.task.value} stream (seed {stream.seed})")
+
+
+def _not_yet(name: str, issue: str):
+    @click.pass_context
+    def command(ctx, **_):
+        raise CMLError(f"`cml {name}` is not implemented yet ({issue})")
+
+    return command
+
+
+main.command("run", help="Run a CML experiment: initial training, update stages, evaluation.")(
+    click.argument("config")(_not_yet("run", "models and training")))
+main.command("report", help="Write report.md, report.html and results.csv for a run folder.")(
+    click.argument("run_dir")(_not_yet("report", "evaluation and reports")))
+main.command("predict", help="Predict with a trained run on JSONL or plain-text lines from stdin.")(
+    click.argument("run_dir")(_not_yet("predict", "using the result")))
+
+
+main.command("typology", help="URIEL distances and language groups.")(
+    click.argument("codes", nargs=-1)(_not_yet("typology", "typology")))
+main.command("model", help="Prepare and inspect backbones.")(
+    click.argument("args", nargs=-1)(_not_yet("model", "models")))
+if __name__ == "__main__":
+    main()

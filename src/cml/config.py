@@ -1,0 +1,279 @@
+"""Experiment configuration: one YAML file, validated into typed models.
+
+Errors name the file, the line and the key path (``configs/x.yaml:12: stream.stages.1.amount: ...``).
+Relative paths in a config resolve against the config file's folder, and ``$VARS`` are expanded, so a
+config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator,
+                      model_validator)
+
+from .data.examples import TaskFamily
+from .errors import CMLError
+from .languages import canonical
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _canonical_codes(codes: list[str]) -> list[str]:
+    # ValueError, not CMLError, so that pydantic reports the key path of the bad code.
+    try:
+        return [canonical(code) for code in codes]
+    except CMLError as err:
+        raise ValueError(err.message) from None
+
+
+def _check_amount(value: int | float) -> int | float:
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("a count must be a positive integer")
+    elif not 0.0 < value <= 1.0:
+        raise ValueError("a fraction must be in (0, 1]; write an integer for a count of examples")
+    return value
+
+
+Amount = Annotated[Union[StrictInt, float], AfterValidator(_check_amount)]
+"""An integer is a count of examples; a float is a fraction of the available examples (``1.0`` = all)."""
+
+
+class SplitRatios(Strict):
+    train: float = Field(0.8, ge=0)
+    dev: float = Field(0.1, ge=0)
+    test: float = Field(0.1, gt=0)
+
+
+class SourceBase(Strict):
+    path: str | None = None
+    languages: list[str] | Literal["all"] = "all"
+    exclude_languages: list[str] = []
+    labels: list[str] | None = Field(None, description="the label (or tag) set; other labels are an error")
+    max_per_split: int | None = Field(None, gt=0, description="read at most this many examples per language and split")
+    split: SplitRatios = SplitRatios()
+
+    @field_validator("languages", "exclude_languages")
+    @classmethod
+    def _canonical_languages(cls, value):
+        return value if value == "all" else _canonical_codes(value)
+
+
+class SIB200Source(SourceBase):
+    format: Literal["sib200"]
+
+
+class DelimitedColumns(Strict):
+    id: str | None = None
+    language: str | None = None
+    split: str | None = None
+    text: str = "text"
+    label: str = "label"
+    tokens: str = "tokens"
+    tags: str = "tags"
+    source: str = "source"
+    target: str = "target"
+
+
+class DelimitedSource(SourceBase):
+    """TSV/CSV/JSONL: one file with a language column, or a folder ``<root>/<lang>/{train,dev,test}.<ext>``."""
+
+    format: Literal["tsv", "csv", "jsonl"]
+    columns: DelimitedColumns = DelimitedColumns()
+
+
+class ConlluSource(SourceBase):
+    format: Literal["conllu"]
+    tag_column: Literal["upos", "xpos"] = "upos"
+
+
+class ConllSource(SourceBase):
+    """CoNLL token/tag files (NER): ``<root>/<lang>/{train,dev,test}.txt``, blank line between sentences."""
+
+    format: Literal["conll"]
+    token_column: int = 0
+    tag_column: int = -1
+    scheme: Literal["IOB2", "none"] = "IOB2"
+    file_pattern: str = "{split}.txt"
+
+
+class SimplemmaSource(SourceBase):
+    format: Literal["simplemma"]
+    languages: list[str]
+    pairs_per_language: int = Field(2000, gt=0)
+    include_identity: bool = Field(False, description="keep pairs whose lemma equals the form")
+    seed: int = 0
+
+
+class HuggingFaceSource(SourceBase):
+    format: Literal["huggingface"]
+    dataset: str = Field(description="hub id (e.g. Davlan/sib200) or a builder such as json")
+    config_template: str | None = Field(None, description="per-language config name, e.g. '{code}' or '{code}_pud'")
+    language_codes: dict[str, str] = Field({}, description="our code -> the dataset's code, where they differ")
+    data_files: dict[str, str] | None = Field(None, description="for builders such as json: split -> file pattern with {code}")
+    columns: DelimitedColumns = DelimitedColumns()
+    trust_remote_code: bool = False
+
+
+DataSource = Annotated[
+    Union[SIB200Source, DelimitedSource, ConlluSource, ConllSource, SimplemmaSource, HuggingFaceSource],
+    Field(discriminator="format"),
+]
+
+
+class AllExcept(Strict):
+    all_except: list[str]
+
+    @field_validator("all_except")
+    @classmethod
+    def _canonical(cls, value):
+        return _canonical_codes(value)
+
+
+class StageConfig(Strict):
+    name: str
+    languages: list[str] | Literal["all"] | AllExcept = "all"
+    amount: Amount = 1.0
+    per_language: dict[str, Amount] = Field({}, description="amount overrides for some languages")
+
+    @field_validator("languages")
+    @classmethod
+    def _canonical_languages(cls, value):
+        return _canonical_codes(value) if isinstance(value, list) else value
+
+    @field_validator("per_language")
+    @classmethod
+    def _canonical_keys(cls, value):
+        return dict(zip(_canonical_codes(list(value)), value.values()))
+
+
+class StreamConfig(Strict):
+    stages: list[StageConfig] = Field(min_length=1)
+    seed: int | None = Field(None, description="defaults to the experiment seed")
+    disjoint_sentences: bool = Field(
+        False, description="a parallel sentence id used in one stage (any language) is never used in a later one")
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        return self
+
+
+class ModelConfig(Strict):
+    name: str = "embedded:multilingual-e5-small"
+    trust_remote_code: bool = False
+    max_length: int = Field(128, gt=0)
+    freeze_embeddings: bool = True
+    decoder: str | None = Field(None, description="seq2seq: decoder checkpoint for an EncoderDecoderModel")
+
+
+class ExperimentConfig(Strict):
+    name: str
+    task: TaskFamily
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataSource
+    stream: StreamConfig
+    model: ModelConfig = ModelConfig()
+    # Sections filled in by later components; validated by them.
+    training: dict[str, Any] = {}
+    strategies: list[Any] = []
+    evaluation: dict[str, Any] = {}
+
+    @property
+    def stream_seed(self) -> int:
+        return self.seed if self.stream.seed is None else self.stream.seed
+
+
+def _set_override(tree: dict, dotted: str, value: Any, origin: str) -> None:
+    keys = dotted.split(".")
+    node: Any = tree
+    for key in keys[:-1]:
+        if isinstance(node, list):
+            node = node[_list_index(key, origin)]
+        else:
+            node = node.setdefault(key, {})
+    last = keys[-1]
+    if isinstance(node, list):
+        node[_list_index(last, origin)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(key: str, origin: str) -> int:
+    try:
+        return int(key)
+    except ValueError:
+        raise CMLError(f"expected a list index, got {key!r}", key=origin) from None
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The 1-based line of the deepest YAML node on the pydantic error path ``loc``."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            continue  # pydantic adds union/discriminator tags to the path; they have no YAML node
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _resolve_paths(config: ExperimentConfig, base: Path) -> None:
+    if config.data.path is not None:
+        config.data.path = str((base / os.path.expandvars(config.data.path)).resolve())
+    config.output_dir = str((base / os.path.expandvars(config.output_dir)))
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read, override (``key.path=value``, the value parsed as YAML) and validate an experiment config."""
+    path = Path(path)
+    if not path.is_file():
+        raise CMLError("config file not found", file=path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise CMLError(f"invalid YAML: {getattr(err, 'problem', err)}", file=path,
+                       line=mark.line + 1 if mark else None) from None
+    if not isinstance(tree, dict):
+        raise CMLError("expected a mapping of settings at the top level", file=path, line=1)
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise CMLError(f"--set expects key.path=value, got {override!r}")
+        _set_override(tree, key.strip(), yaml.safe_load(raw), f"--set {key}")
+    try:
+        config = ExperimentConfig.model_validate(tree)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        key = ".".join(str(k) for k in loc)
+        raise CMLError(_describe(first), file=path, line=_line_of(node, loc), key=key or None) from None
+    _resolve_paths(config, path.parent)
+    return config
+
+
+def _describe(error: dict) -> str:
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return "unknown setting (check its spelling and section)"
+    if error["type"] == "missing":
+        return "required setting is missing"
+    if "input" in error and error["type"] not in ("union_tag_invalid",):
+        message += f" (got {error['input']!r})"
+    return message

@@ -1,0 +1,1 @@
+"""Multilingual task data: examples, readers for many layouts, and CML streams."""

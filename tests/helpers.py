@@ -1,0 +1,30 @@
+"""Small builders for test data and configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def write_config(path: Path, **sections) -> Path:
+    config = {"name": "t", "task": "classification", "seed": 0, "output_dir": str(path.parent / "runs")}
+    config.update(sections)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def write_sib_like(root: Path, langs=("deu_Latn", "fra_Latn", "hin_Deva"), n=(20, 5, 6),
+                   labels=("a", "b", "c")) -> Path:
+    """A SIB-200-shaped folder with parallel ids: the same index_id in every language."""
+    for lang in langs:
+        folder = root / lang
+        folder.mkdir(parents=True)
+        (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+        start = 0
+        for split, count in zip(("train", "dev", "test"), n):
+            rows = ["index_id\tcategory\ttext"]
+            rows += [f"{i}\t{labels[i % len(labels)]}\t{lang} sentence {i}" for i in range(start, start + count)]
+            (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+            start += count
+    return root

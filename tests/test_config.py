@@ -1,0 +1,55 @@
+import pytest
+import yaml
+from helpers import write_config
+
+from cml.config import load_config
+from cml.errors import CMLError
+
+BASE = {"data": {"format": "sib200", "path": "data"}, "stream": {"stages": [{"name": "s0"}]}}
+
+
+def test_paths_resolve_against_the_config_folder(tmp_path):
+    config = load_config(write_config(tmp_path / "c.yaml", **BASE))
+    assert config.data.path == str(tmp_path / "data")
+    assert config.stream.stages[0].amount == 1.0
+
+
+def test_set_overrides_parse_yaml_values(tmp_path):
+    path = write_config(tmp_path / "c.yaml", **BASE)
+    config = load_config(path, ["seed=7", "stream.stages.0.amount=12", "data.languages=[de, hi]"])
+    assert (config.seed, config.stream.stages[0].amount, config.data.languages) == (7, 12, ["deu", "hin"])
+
+
+def test_error_names_file_line_and_key_path(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "task": "classification", **BASE}, sort_keys=False).replace(
+        "- name: s0", "- name: s0\n    amount: 1.5"))
+    with pytest.raises(CMLError) as err:
+        load_config(path)
+    assert (err.value.file, err.value.key) == (str(path), "stream.stages.0.amount")
+    assert err.value.line == path.read_text().splitlines().index("    amount: 1.5") + 1
+    assert "fraction must be in (0, 1]" in err.value.message
+
+
+@pytest.mark.parametrize("change, key, message", [
+    ({"task": "regression"}, "task", "Input should be"),
+    ({"data": {"format": "sib200", "path": "d", "languages": ["xx"]}}, "data.sib200.languages", "unknown language code 'xx'"),
+    ({"stream": {"stages": []}}, "stream.stages", "at least 1 item"),
+    ({"strem": {}}, "strem", "unknown setting"),
+    ({"data": {"format": "parquet"}}, "data", "format"),
+])
+def test_validation_errors(tmp_path, change, key, message):
+    path = write_config(tmp_path / "c.yaml", **{**BASE, **change})
+    with pytest.raises(CMLError, match=message) as err:
+        load_config(path)
+    assert err.value.key == key
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(CMLError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n  task: [\n")
+    with pytest.raises(CMLError, match="invalid YAML") as err:
+        load_config(bad)
+    assert err.value.line == 2
