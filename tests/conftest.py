@@ -18,3 +18,11 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 def needs_shared_data():
     return pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not present")
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory):
+    """A tiny random BERT with a word-level tokenizer, saved as a Hugging Face folder (built in seconds)."""
+    from tiny import build_tiny_backbone
+
+    return build_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"))

@@ -76,17 +76,42 @@ def _not_yet(name: str, issue: str):
     return command
 
 
-main.command("run", help="Run a CML experiment: initial training, update stages, evaluation.")(
-    click.argument("config")(_not_yet("run", "models and training")))
+@main.command()
+@CONFIG
+@OVERRIDES
+@click.option("--resume", is_flag=True, help="Continue an interrupted run: reuse finished stages and the last "
+                                               "checkpoint of the unfinished one.")
+def run(config, overrides, resume):
+    """Run the CML experiment CONFIG: train on the initial stage, apply each update stage, and score every
+    language after every stage. Writes <output_dir>/<name>/results.json (with the resolved config,
+    versions and seed), per-example predictions, stage checkpoints (safetensors) and run.log.
+    """
+    from .config import load_config
+    from .experiment import Experiment
+    from .summary import print_scores
+
+    cfg = load_config(config, overrides)
+    experiment = Experiment(cfg, resume=resume)
+    results = experiment.run()
+    print_scores(results)
+    click.echo(f"results: {experiment.run_dir / 'results.json'}")
+
 main.command("report", help="Write report.md, report.html and results.csv for a run folder.")(
     click.argument("run_dir")(_not_yet("report", "evaluation and reports")))
 main.command("predict", help="Predict with a trained run on JSONL or plain-text lines from stdin.")(
     click.argument("run_dir")(_not_yet("predict", "using the result")))
 
 
-main.command("typology", help="URIEL distances and language groups.")(
-    click.argument("codes", nargs=-1)(_not_yet("typology", "typology")))
-main.command("model", help="Prepare and inspect backbones.")(
-    click.argument("args", nargs=-1)(_not_yet("model", "models")))
+def _register_component_commands() -> None:
+    """Commands that live beside their component; their modules import heavy libraries lazily."""
+    from .models.command import model
+    from .typology.command import typology
+
+    main.add_command(model)
+    main.add_command(typology)
+
+
+_register_component_commands()
+
 if __name__ == "__main__":
     main()

@@ -175,6 +175,28 @@ class ModelConfig(Strict):
     decoder: str | None = Field(None, description="seq2seq: decoder checkpoint for an EncoderDecoderModel")
 
 
+class TrainingConfig(Strict):
+    epochs: int = Field(3, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
+    batch_size: int = Field(16, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="stop after this many epochs without a better dev score")
+    select_best: bool = Field(True, description="end with the weights of the epoch with the best dev score")
+    checkpoint_every_steps: int = Field(0, ge=0, description="0: checkpoint at the end of each stage only")
+    bucket_multiplier: int = Field(
+        50, gt=0, description="length bucketing: sort by length within chunks of this many batches")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "no", description="GPUs only: on CPU bf16 matmuls are ~300x slower than fp32 here, so CPU runs use no")
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+
+
 class ExperimentConfig(Strict):
     name: str
     task: TaskFamily
@@ -183,8 +205,10 @@ class ExperimentConfig(Strict):
     data: DataSource
     stream: StreamConfig
     model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    update_training: dict[str, Any] = Field(
+        {}, description="overrides of `training` for update stages, e.g. {epochs: 2, learning_rate: 3e-5}")
     # Sections filled in by later components; validated by them.
-    training: dict[str, Any] = {}
     strategies: list[Any] = []
     evaluation: dict[str, Any] = {}
 

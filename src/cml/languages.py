@@ -158,7 +158,10 @@ def canonical(code: str | Language) -> str:
 
 def macrolanguage(lang: Language) -> str | None:
     """The ISO 639-3 macrolanguage that contains ``lang`` (``arb`` -> ``ara``), if any."""
-    macro = data_dicts.MACROLANGUAGES.get(lang.iso639_3) or data_dicts.NORMALIZED_MACROLANGUAGES.get(lang.iso639_3)
+    # CLDR keys a member by its 2-letter code where it has one (`nb` for `nob`, `id` for `ind`).
+    keys = (lang.iso639_3, langcodes.Language.get(lang.iso639_3).language)
+    macro = next((table[k] for k in keys for table in (data_dicts.MACROLANGUAGES,
+                                                         data_dicts.NORMALIZED_MACROLANGUAGES) if k in table), None)
     if macro is None:
         return None
     return langcodes.Language.get(macro).to_alpha3()

@@ -1,0 +1,1 @@
+"""Evaluation: batched per-language inference, per-example predictions, scores."""

@@ -1,0 +1,38 @@
+"""Batched, length-sorted inference that returns predictions in the examples' order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..training.batching import BucketBatchSampler
+
+
+def predict(model: torch.nn.Module, task, features: Sequence[dict], batch_size: int, device=None) -> list:
+    """One prediction per feature, in input order. Sorting by length keeps padding (and time) low."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predictions: list = [None] * len(features)
+    sampler = BucketBatchSampler([len(f["input_ids"]) for f in features], batch_size, shuffle=False)
+    with torch.inference_mode():
+        for indices in sampler:
+            batch = {k: v.to(device) for k, v in task.collate([features[i] for i in indices]).items()}
+            for i, prediction in zip(indices, task.predict(model, batch)):
+                predictions[i] = prediction
+    model.train(was_training)
+    return predictions
+
+
+def evaluate_languages(model, task, data: dict[str, tuple[Sequence, Sequence[dict]]], batch_size: int):
+    """``{lang: (scores, predictions)}`` for ``data = {lang: (examples, features)}``."""
+    out = {}
+    for lang, (examples, features) in data.items():
+        predictions = predict(model, task, features, batch_size)
+        out[lang] = (task.score(examples, predictions), predictions)
+    return out
+
+
+def mean_primary(task, results: dict) -> float:
+    return sum(scores[task.primary_metric] for scores, _ in results.values()) / max(len(results), 1)

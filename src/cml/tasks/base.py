@@ -1,0 +1,72 @@
+"""The interface every task family implements, and the pieces they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from ..data.examples import Example, TaskFamily
+
+
+class Task(ABC):
+    """Turns examples into tensors and model outputs into predictions and scores.
+
+    Features are tokenised once (``encode``) and reused by every stage and strategy; ``predict`` returns
+    one decoded prediction per example of the batch; ``score`` maps predictions to metrics where
+    ``primary_metric`` is the one deltas and gates compare; ``item_scores`` gives each example's
+    correctness (1/0, or a fraction of tokens) for paired bootstraps and flip rates.
+    """
+
+    family: TaskFamily
+    primary_metric: str
+
+    def __init__(self, labels: Sequence[str] | None, model_config):
+        self.labels = list(labels) if labels else []
+        self.model_config = model_config
+        self.label_to_id = {label: i for i, label in enumerate(self.labels)}
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        from ..models.embedded import resolve_model_path
+
+        return AutoTokenizer.from_pretrained(resolve_model_path(self.model_config.name),
+                                             trust_remote_code=self.model_config.trust_remote_code)
+
+    @abstractmethod
+    def build_model(self) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def encode(self, examples: Sequence[Example]) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def predict(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list: ...
+
+    @abstractmethod
+    def score(self, examples: Sequence[Example], predictions: Sequence) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def item_scores(self, examples: Sequence[Example], predictions: Sequence) -> list[float]: ...
+
+    def reference(self, example: Example):
+        """What the example should be predicted as, in the form ``predict`` returns."""
+        return example.label if self.family is TaskFamily.classification else (
+            list(example.tags) if self.family is TaskFamily.tagging else example.target)
+
+    def pad(self, sequences: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+        # Hand-written on purpose: tokenizer.pad() cannot pad label sequences with -100.
+        width = max(len(s) for s in sequences)
+        return torch.tensor([list(s) + [value] * (width - len(s)) for s in sequences], dtype=torch.long)
+
+    def pad_inputs(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        input_ids = self.pad([f["input_ids"] for f in features], self.tokenizer.pad_token_id)
+        return {"input_ids": input_ids, "attention_mask": (input_ids != self.tokenizer.pad_token_id).long()
+                if self.tokenizer.pad_token_id is not None else torch.ones_like(input_ids)}

@@ -1,0 +1,49 @@
+"""Sentence classification: a sequence-classification head; accuracy (primary) and macro-F1."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..data.examples import Example, TaskFamily
+from ..metrics import accuracy, macro_f1
+from .base import Task
+
+
+class ClassificationTask(Task):
+    family = TaskFamily.classification
+    primary_metric = "accuracy"
+
+    def build_model(self):
+        from transformers import AutoModelForSequenceClassification
+
+        from ..models.embedded import resolve_model_path
+
+        return AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_path(self.model_config.name), num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)), label2id=self.label_to_id,
+            trust_remote_code=self.model_config.trust_remote_code)
+
+    def encode(self, examples: Sequence[Example]):
+        encoded = self.tokenizer([e.text for e in examples], truncation=True,
+                                 max_length=self.model_config.max_length)["input_ids"]
+        return [{"input_ids": ids, "labels": self.label_to_id[e.label]} for ids, e in zip(encoded, examples)]
+
+    def collate(self, features):
+        batch = self.pad_inputs(features)
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        return batch
+
+    @torch.no_grad()
+    def predict(self, model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return [self.labels[i] for i in logits.argmax(-1).tolist()]
+
+    def score(self, examples, predictions):
+        references = [e.label for e in examples]
+        return {"accuracy": accuracy(references, predictions),
+                "macro_f1": macro_f1(references, predictions, self.labels)}
+
+    def item_scores(self, examples, predictions):
+        return [float(e.label == p) for e, p in zip(examples, predictions)]

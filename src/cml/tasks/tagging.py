@@ -1,0 +1,83 @@
+"""Token classification (POS, NER): the label sits on each word's first sub-word; the others are ignored.
+
+Metric: token accuracy for POS-like tag sets; seqeval entity F1 (strict IOB2) when the tag set is IOB2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..data.examples import Example, TaskFamily
+from ..metrics import SEQEVAL_MODE, SEQEVAL_SCHEME, entity_f1, is_iob2, token_accuracy
+from .base import Task
+
+IGNORE = -100
+
+
+class TaggingTask(Task):
+    family = TaskFamily.tagging
+
+    def __init__(self, labels, model_config):
+        super().__init__(labels, model_config)
+        self.ner = is_iob2(self.labels)
+        self.primary_metric = "entity_f1" if self.ner else "token_accuracy"
+
+    def build_model(self):
+        from transformers import AutoModelForTokenClassification
+
+        from ..models.embedded import resolve_model_path
+
+        return AutoModelForTokenClassification.from_pretrained(
+            resolve_model_path(self.model_config.name), num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)), label2id=self.label_to_id,
+            trust_remote_code=self.model_config.trust_remote_code)
+
+    def encode(self, examples: Sequence[Example]):
+        encoded = self.tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, truncation=True,
+                                 max_length=self.model_config.max_length)
+        return [{"input_ids": encoded["input_ids"][i],
+                 "labels": first_subword_labels(encoded.word_ids(i), [self.label_to_id[t] for t in e.tags]),
+                 "n_words": len(e.tokens)}
+                for i, e in enumerate(examples)]
+
+    def collate(self, features):
+        batch = self.pad_inputs(features)
+        batch["labels"] = self.pad([f["labels"] for f in features], IGNORE)
+        return batch
+
+    @torch.no_grad()
+    def predict(self, model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        predicted = logits.argmax(-1)
+        labelled = batch["labels"] != IGNORE
+        # Words cut off by truncation have no prediction: they count as wrong ("O" for NER).
+        return [[self.labels[i] for i in predicted[row][labelled[row]].tolist()]
+                for row in range(predicted.shape[0])]
+
+    def _complete(self, examples, predictions):
+        filler = "O" if self.ner else ""
+        return [list(p) + [filler] * (len(e.tags) - len(p)) for e, p in zip(examples, predictions)]
+
+    def score(self, examples, predictions):
+        predictions = self._complete(examples, predictions)
+        references = [list(e.tags) for e in examples]
+        scores = {"token_accuracy": token_accuracy(references, predictions)}
+        if self.ner:
+            scores.update(entity_f1(references, predictions))
+            scores["seqeval"] = {"mode": SEQEVAL_MODE, "scheme": SEQEVAL_SCHEME}
+        return scores
+
+    def item_scores(self, examples, predictions):
+        predictions = self._complete(examples, predictions)
+        return [sum(r == p for r, p in zip(e.tags, pred)) / len(e.tags) for e, pred in zip(examples, predictions)]
+
+
+def first_subword_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
+    """Label each word's first sub-word with the word's label; special tokens and continuations get IGNORE."""
+    labels, previous = [], None
+    for word in word_ids:
+        labels.append(IGNORE if word is None or word == previous else word_labels[word])
+        previous = word
+    return labels

@@ -1,0 +1,1 @@
+"""Training: length-bucketed batches, an Accelerate loop, safetensors checkpoints that resume exactly."""

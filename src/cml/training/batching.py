@@ -1,0 +1,47 @@
+"""Length-bucketed batch sampling: few pad tokens, yet a shuffled, seeded order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+
+class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Shuffle, cut into chunks of ``batch_size * multiplier`` examples, sort each chunk by length,
+    batch it, and shuffle the batches. The order depends only on (seed, epoch), so an interrupted epoch
+    resumes with the same batches. Without ``shuffle`` (evaluation) examples are simply sorted by length.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0,
+                 multiplier: int = 50):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.multiplier = multiplier
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = sorted(range(n), key=lambda i: (self.lengths[i], i))
+            return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=generator).tolist()
+        chunk = self.batch_size * self.multiplier
+        batches = []
+        for start in range(0, n, chunk):
+            part = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
+            batches += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        permutation = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in permutation]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size

@@ -1,0 +1,104 @@
+"""Checkpoints as safetensors plus JSON, never pickle.
+
+A checkpoint folder holds ``model.safetensors`` (the parameters that training changes), optionally
+``optimizer.safetensors`` + ``optimizer.json`` (AdamW moments and hyper-parameters, flattened),
+``rng.safetensors`` (torch's CPU RNG, for dropout) and ``state.json``. Folders are written under a
+temporary name and renamed, so a killed process leaves either the old checkpoint or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import CMLError
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def changed_state(model: torch.nn.Module, frozen_prefixes: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Every tensor of the model except those known to equal the backbone (frozen embeddings)."""
+    return {name: t.detach().contiguous() for name, t in model.state_dict().items()
+            if not name.startswith(frozen_prefixes)}
+
+
+def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses tensors that share memory (tied weights); store each once, by value.
+    seen: dict[int, str] = {}
+    out = {}
+    for name, tensor in tensors.items():
+        key = tensor.data_ptr()
+        out[name] = tensor.clone() if key in seen and tensor.numel() else tensor
+        seen.setdefault(key, name)
+    return out
+
+
+def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: dict,
+                    optimizer: torch.optim.Optimizer | None = None, save_rng: bool = False) -> None:
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_file(_unshare(model_state), tmp / "model.safetensors")
+        if optimizer is not None:
+            tensors, meta = _flatten_optimizer(optimizer)
+            save_file(tensors, tmp / "optimizer.safetensors")
+            (tmp / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
+        if save_rng:
+            save_file({"torch_cpu": torch.get_rng_state()}, tmp / "rng.safetensors")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_state(folder: Path) -> dict | None:
+    path = Path(folder) / "state.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def load_model_state(model: torch.nn.Module, folder: Path) -> None:
+    tensors = load_file(Path(folder) / "model.safetensors")
+    missing_in_model = set(tensors) - set(model.state_dict())
+    if missing_in_model:
+        raise CMLError(f"checkpoint has tensors the model lacks: {sorted(missing_in_model)[:5]}", file=folder)
+    model.load_state_dict(tensors, strict=False)
+
+
+def load_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> None:
+    folder = Path(folder)
+    meta = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
+    tensors = load_file(folder / "optimizer.safetensors")
+    state: dict[int, dict] = {}
+    for key, tensor in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = tensor
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    rng = folder / "rng.safetensors"
+    if rng.is_file():
+        torch.set_rng_state(load_file(rng)["torch_cpu"])
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state_dict = optimizer.state_dict()
+    tensors = {}
+    for index, entry in state_dict["state"].items():
+        for name, value in entry.items():
+            tensors[f"{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return {k: v.contiguous() for k, v in tensors.items()}, {"param_groups": state_dict["param_groups"]}

@@ -1,0 +1,182 @@
+"""The training loop, on Accelerate: the same code runs on a CPU, one GPU, or ``accelerate launch``
+over several processes and machines, with mixed precision where the hardware has it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import TrainingConfig
+from ..evaluation.inference import evaluate_languages, mean_primary
+from .batching import BucketBatchSampler
+from .checkpoint import (load_model_state, load_training_state, read_state, save_checkpoint, trainable_state)
+
+log = logging.getLogger("cml.train")
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    best_dev: float | None = None
+    dev_history: list[float] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+    examples_seen: int = 0
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples_seen / self.train_seconds if self.train_seconds else 0.0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "examples_per_second": self.examples_per_second}
+
+
+def make_accelerator(config: TrainingConfig, project_dir: Path | None = None):
+    from accelerate import Accelerator
+
+    mixed = config.mixed_precision
+    if mixed != "no" and not torch.cuda.is_available():
+        log.warning("mixed_precision=%s ignored: no GPU (CPU bf16/fp16 matmuls are far slower than fp32)", mixed)
+        mixed = "no"
+    return Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.gradient_accumulation_steps,
+                       log_with=config.trackers or None, project_dir=str(project_dir) if project_dir else None)
+
+
+def _schedule(optimizer, config: TrainingConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    return get_scheduler(config.schedule if config.schedule != "constant" else "constant_with_warmup", optimizer,
+                         num_warmup_steps=int(config.warmup_ratio * total_steps), num_training_steps=total_steps)
+
+
+def _optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
+
+
+def train(model: torch.nn.Module, task, train_features: list[dict], config: TrainingConfig, *, accelerator,
+          seed: int, dev: dict | None = None, checkpoint_dir: Path | None = None, resume: bool = False,
+          description: str = "train", on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train ``model`` (its trainable parameters) on ``train_features``; pick the best epoch on ``dev``.
+
+    With ``checkpoint_dir`` the loop checkpoints every ``checkpoint_every_steps`` optimizer steps and at
+    each epoch end; ``resume`` continues from the last checkpoint and reaches the same weights as an
+    uninterrupted run (the batch order depends only on seed and epoch, and the RNG state is restored).
+    """
+    torch.manual_seed(seed)
+    latest = checkpoint_dir / "latest" if checkpoint_dir else None
+    best_dir = checkpoint_dir / "best" if checkpoint_dir else None
+    sampler = BucketBatchSampler([len(f["input_ids"]) for f in train_features], config.batch_size,
+                                 shuffle=True, seed=seed, multiplier=config.bucket_multiplier)
+    loader = torch.utils.data.DataLoader(train_features, batch_sampler=sampler, collate_fn=task.collate)
+    optimizer = _optimizer(model, config)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    batches_per_epoch = len(loader)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
+    scheduler = _schedule(optimizer, config, total_steps)
+
+    result, start_epoch, skip_batches = TrainResult(), 0, 0
+    saved = read_state(latest) if resume and latest else None
+    if saved:
+        load_model_state(accelerator.unwrap_model(model), latest)
+        load_training_state(latest, optimizer)
+        result = TrainResult(**saved["result"])
+        start_epoch, skip_batches = saved["epoch"], saved["batches_done"]
+        scheduler.load_state_dict(saved["scheduler"])
+        log.info("%s: resumed at epoch %d, batch %d, step %d", description, start_epoch, skip_batches, result.steps)
+
+    def checkpoint(epoch: int, batches_done: int) -> None:
+        if latest is not None and accelerator.is_main_process:
+            save_checkpoint(latest, trainable_state(accelerator.unwrap_model(model)),
+                            {"epoch": epoch, "batches_done": batches_done, "result": asdict(result),
+                             "scheduler": scheduler.state_dict()}, optimizer=optimizer, save_rng=True)
+
+    best_weights = None
+    if result.best_epoch is not None and best_dir is not None and (best_dir / "model.safetensors").exists():
+        from safetensors.torch import load_file
+
+        best_weights = load_file(best_dir / "model.safetensors")
+    model.train()
+    done = result.steps >= total_steps
+    for epoch in range(start_epoch, config.epochs):
+        if done:
+            break
+        sampler.set_epoch(epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+        progress = tqdm(epoch_loader, desc=f"{description} epoch {epoch + 1}/{config.epochs}",
+                        initial=skip_batches, total=batches_per_epoch, leave=False,
+                        disable=not accelerator.is_local_main_process)
+        losses, started = [], time.perf_counter()
+        for index, batch in enumerate(progress, start=skip_batches):
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    if config.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+            losses.append(loss.item())
+            result.examples_seen += len(batch["input_ids"])
+            if accelerator.sync_gradients:
+                result.steps += 1
+                accelerator.log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0]}, step=result.steps)
+                if on_step:
+                    on_step(result.steps)
+                if config.checkpoint_every_steps and result.steps % config.checkpoint_every_steps == 0:
+                    result.train_seconds += time.perf_counter() - started
+                    started = time.perf_counter()
+                    checkpoint(epoch, index + 1)
+            elapsed = result.train_seconds + time.perf_counter() - started
+            progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}",
+                                 ex_s=f"{result.examples_seen / max(elapsed, 1e-9):.1f}")
+            if result.steps >= total_steps:
+                done = True
+                break
+        result.train_seconds += time.perf_counter() - started
+        skip_batches = 0
+        result.epochs_run = epoch + 1
+        result.epoch_losses.append(sum(losses) / max(len(losses), 1))
+        if dev:
+            score = mean_primary(task, evaluate_languages(accelerator.unwrap_model(model), task, dev,
+                                                          config.eval_batch_size))
+            result.dev_history.append(score)
+            log.info("%s epoch %d: loss %.4f, dev %s %.4f", description, epoch + 1, result.epoch_losses[-1],
+                     task.primary_metric, score)
+            if result.best_dev is None or score > result.best_dev:
+                result.best_dev, result.best_epoch, result.bad_epochs = score, epoch + 1, 0
+                if config.select_best:
+                    best_weights = trainable_state(accelerator.unwrap_model(model))
+                    if best_dir is not None and accelerator.is_main_process:
+                        save_checkpoint(best_dir, best_weights, {"epoch": epoch + 1, "dev": score})
+            else:
+                result.bad_epochs += 1
+        checkpoint(epoch + 1, 0)
+        if config.early_stopping_patience and result.bad_epochs >= config.early_stopping_patience:
+            log.info("%s: early stop after epoch %d (best epoch %s)", description, epoch + 1, result.best_epoch)
+            break
+    unwrapped = accelerator.unwrap_model(model)
+    if config.select_best and best_weights is not None:
+        unwrapped.load_state_dict(best_weights, strict=False)
+    if checkpoint_dir is not None and accelerator.is_main_process:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    accelerator.free_memory()
+    return result

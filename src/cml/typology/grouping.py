@@ -1,0 +1,137 @@
+"""Groups of typologically close languages: average-linkage clustering of a :class:`TypologyMatrix`.
+
+Average linkage (UPGMA) because a group's distance to another is then the mean over all member pairs, the same
+quantity :func:`nearest_group` uses to place a new language; single linkage would chain dialect continua into one
+group, complete linkage would split on a single poorly covered pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import CMLError
+from ..languages import Language, parse_language
+from .uriel import TypologyMatrix, distances_to
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Languages (sorted), their group ids (1, 2, ... numbered in order of each group's first language), the
+    scipy linkage over ``languages`` for a dendrogram, and the matrix clustered (in ``languages`` order)."""
+
+    languages: list[str]
+    labels: list[int]
+    linkage: np.ndarray
+    matrix: TypologyMatrix
+    n_groups: int | None = None
+    threshold: float | None = None
+
+    @property
+    def groups(self) -> dict[int, list[str]]:
+        groups: dict[int, list[str]] = {}
+        for language, label in zip(self.languages, self.labels):
+            groups.setdefault(label, []).append(language)
+        return groups
+
+    def group_of(self, code: str | Language) -> int:
+        return self.labels[self.matrix.index(code)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": "average",
+            "n_groups": self.n_groups,
+            "threshold": self.threshold,
+            "groups": {str(label): members for label, members in self.groups.items()},
+            "linkage": self.linkage.tolist(),
+            "linkage_languages": self.languages,
+        }
+
+
+@dataclass(frozen=True)
+class NearestGroup:
+    """The group whose members are closest to ``language`` on average, and that average distance."""
+
+    language: str
+    group: int
+    distance: float
+    by_group: dict[int, float]
+
+
+def cluster(matrix: TypologyMatrix, n_groups: int | None = None, threshold: float | None = None) -> Grouping:
+    """Cluster into ``n_groups`` groups, or cut the average-linkage tree at distance ``threshold``.
+
+    Deterministic: languages are clustered in sorted order, whatever the matrix's order, and groups are numbered
+    by their first language in that order.
+    """
+    if (n_groups is None) == (threshold is None):
+        raise CMLError("give either a number of groups or a distance threshold")
+    if n_groups is not None and not 1 <= n_groups <= len(matrix.languages):
+        raise CMLError(f"cannot make {n_groups} groups of {len(matrix.languages)} languages")
+    if threshold is not None and not threshold >= 0:
+        raise CMLError(f"the distance threshold must be non-negative, got {threshold}")
+    ordered = matrix.reordered(sorted(matrix.languages))
+    _require_finite(ordered)
+    tree = _linkage(ordered.distances)
+    raw = _cut(tree, len(ordered.languages), n_groups, threshold)
+    return Grouping(ordered.languages, _renumbered(raw), tree, ordered, n_groups, threshold)
+
+
+def nearest_group(language: str | Language, grouping: Grouping) -> NearestGroup:
+    """The group nearest to ``language`` by mean distance to its members; the language may be outside the matrix.
+
+    A language that is itself clustered is left out of the means (its distance 0 to itself would favour its own
+    group); a group with no other member is then not a candidate.
+    """
+    code = parse_language(language).code
+    matrix = grouping.matrix
+    if code in matrix.languages:
+        row = matrix.distances[matrix.index(code)]
+    else:
+        row = distances_to(code, matrix.languages, matrix.kinds, matrix.weights)
+    labels = np.array(grouping.labels)
+    others = np.array([member != code for member in matrix.languages])
+    by_group = {}
+    for label in grouping.groups:
+        members = (labels == label) & others & np.isfinite(row)
+        if members.any():
+            by_group[label] = float(row[members].mean())
+    if not by_group:
+        raise CMLError(f"{code}: no distance to any grouped language")
+    best = min(by_group, key=lambda label: (by_group[label], label))
+    return NearestGroup(code, best, by_group[best], by_group)
+
+
+def _require_finite(matrix: TypologyMatrix) -> None:
+    rows, cols = np.nonzero(~np.isfinite(matrix.distances))
+    if len(rows):
+        pairs = ", ".join(f"{matrix.languages[i]}–{matrix.languages[j]}" for i, j in zip(rows[:5], cols[:5]))
+        raise CMLError(f"cannot cluster: no typological distance for {pairs}")
+
+
+def _linkage(distances: np.ndarray) -> np.ndarray:
+    if len(distances) < 2:
+        return np.empty((0, 4))
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    return linkage(squareform(distances, checks=False), method="average")
+
+
+def _cut(tree: np.ndarray, size: int, n_groups: int | None, threshold: float | None) -> np.ndarray:
+    if size < 2:
+        return np.ones(size, dtype=np.int64)
+    from scipy.cluster.hierarchy import fcluster
+
+    if n_groups is not None:
+        return fcluster(tree, t=n_groups, criterion="maxclust")
+    return fcluster(tree, t=threshold, criterion="distance")
+
+
+def _renumbered(raw: Iterable[int]) -> list[int]:
+    # scipy's cluster ids depend on the tree's internals; number groups by first appearance instead.
+    order: dict[int, int] = {}
+    return [order.setdefault(int(label), len(order) + 1) for label in raw]

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+from helpers import write_config
+from tiny import write_topic_data
+
+from cml.config import ExperimentConfig, ModelConfig, TrainingConfig, load_config
+from cml.data.examples import Example
+from cml.experiment import Experiment
+from cml.tasks import make_task
+from cml.tasks.tagging import IGNORE, first_subword_labels
+from cml.training.batching import BucketBatchSampler
+from cml.training.trainer import make_accelerator, train
+
+
+def run_config(tmp_path, backbone, **training):
+    write_topic_data(tmp_path / "data", n=(72, 12, 12))
+    return write_config(tmp_path / "c.yaml", data={"format": "sib200", "path": "data"},
+                        model={"name": backbone, "max_length": 32, "freeze_embeddings": False},
+                        training={"epochs": 6, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0,
+                                  **training},
+                        stream={"stages": [{"name": "initial", "amount": 48},
+                                           {"name": "update", "languages": ["hin"], "amount": 24}]})
+
+
+def test_first_subword_alignment():
+    # [CLS] w0 w0 w1 [SEP] w2
+    assert first_subword_labels([None, 0, 0, 1, None, 2], [5, 6, 7]) == [IGNORE, 5, IGNORE, 6, IGNORE, 7]
+
+
+def test_bucket_sampler_is_seeded_and_covers_everything():
+    lengths = [i % 17 for i in range(200)]
+    a = BucketBatchSampler(lengths, 8, shuffle=True, seed=1, multiplier=4)
+    b = BucketBatchSampler(lengths, 8, shuffle=True, seed=1, multiplier=4)
+    assert a.batches() == b.batches()
+    a.set_epoch(1)
+    assert a.batches() != b.batches()
+    assert sorted(i for batch in a for i in batch) == list(range(200))
+    # within a batch lengths are close: sorted inside chunks of 32
+    assert max(max(lengths[i] for i in bt) - min(lengths[i] for i in bt) for bt in a) < 17
+
+
+def test_run_lowers_loss_learns_and_is_deterministic(tmp_path, tiny_backbone):
+    config = load_config(run_config(tmp_path, tiny_backbone))
+    first = Experiment(config).run()
+    initial = first["stages"][0]
+    assert initial["train"]["epoch_losses"][-1] < initial["train"]["epoch_losses"][0]
+    assert min(initial["scores"].values()) > 0.6  # chance is 1/3
+    assert set(first["stages"][1]["scores"]) == {"deu", "fra", "hin"}
+    predictions = (tmp_path / "runs" / "t" / first["stages"][1]["predictions"]).read_text().splitlines()
+    assert len(predictions) == 36 and {"lang", "id", "prediction", "score"} <= set(json.loads(predictions[0]))
+    assert first["versions"]["torch"] and first["config"]["seed"] == 0
+    again = Experiment(config.model_copy(update={"name": "t2"})).run()
+    assert [s["scores"] for s in again["stages"]] == [s["scores"] for s in first["stages"]]
+
+
+def test_resume_after_interruption_gives_the_same_result(tmp_path, tiny_backbone):
+    path = run_config(tmp_path, tiny_backbone, checkpoint_every_steps=2)
+    reference = Experiment(load_config(path, ["name=reference"])).run()
+
+    class Interrupted(Exception):
+        pass
+
+    def crash(step):
+        if step == 7:
+            raise Interrupted
+
+    import cml.experiment as experiment_module
+
+    original = experiment_module.train
+    experiment_module.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
+        if k["description"] == "update" else original(*a, **k)
+    try:
+        with pytest.raises(Interrupted):
+            Experiment(load_config(path, ["name=resumed"])).run()
+    finally:
+        experiment_module.train = original
+    checkpoints = tmp_path / "runs" / "resumed" / "checkpoints" / "full_finetune" / "1" / "latest"
+    assert json.loads((checkpoints / "state.json").read_text())["result"]["steps"] == 6
+    resumed = Experiment(load_config(path, ["name=resumed"]), resume=True).run()
+    assert [s["scores"] for s in resumed["stages"]] == [s["scores"] for s in reference["stages"]]
+    assert not checkpoints.exists()
+
+
+@pytest.mark.parametrize("family", ["classification", "tagging"])
+def test_each_family_lowers_the_loss(tiny_backbone, family):
+    from tiny import TOPICS, words
+    examples = []
+    for i in range(24):
+        topic = TOPICS[i % 3]
+        tokens = (words("deu", topic)[i % 4], f"deuw{i % 6}", words("deu", topic)[(i + 1) % 4])
+        examples.append(Example(str(i), "deu", text=" ".join(tokens), label=topic, tokens=tokens,
+                                tags=("X", "O", "X")))
+    labels = list(TOPICS) if family == "classification" else ["O", "X"]
+    task = make_task(ExperimentConfig.model_fields["task"].annotation(family), labels,
+                     ModelConfig(name=tiny_backbone))
+    torch.manual_seed(0)
+    model = task.build_model()
+    features = task.encode(examples)
+    config = TrainingConfig(epochs=12, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0)
+    result = train(model, task, features, config, accelerator=make_accelerator(config), seed=0)
+    assert result.epoch_losses[-1] < 0.8 * result.epoch_losses[0]
