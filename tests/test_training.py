@@ -66,16 +66,16 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path, tiny_backbone
         if step == 7:
             raise Interrupted
 
-    import cml.experiment as experiment_module
+    import cml.strategies.full_finetune as full_finetune
 
-    original = experiment_module.train
-    experiment_module.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
-        if k["description"] == "update" else original(*a, **k)
+    original = full_finetune.train
+    full_finetune.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
+        if k["description"] == "full_finetune/update" else original(*a, **k)
     try:
         with pytest.raises(Interrupted):
             Experiment(load_config(path, ["name=resumed"])).run()
     finally:
-        experiment_module.train = original
+        full_finetune.train = original
     checkpoints = tmp_path / "runs" / "resumed" / "checkpoints" / "full_finetune" / "1" / "latest"
     assert json.loads((checkpoints / "state.json").read_text())["result"]["steps"] == 6
     resumed = Experiment(load_config(path, ["name=resumed"]), resume=True).run()

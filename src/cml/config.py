@@ -197,6 +197,53 @@ class TrainingConfig(Strict):
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
 
 
+class LoraOptions(Strict):
+    r: int = Field(8, gt=0)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        ["query", "key", "value", "dense"], description="module names (suffixes) that get LoRA matrices")
+    layers: list[int] | None = Field(
+        None, description="only these encoder layers get LoRA; upper layers only make the backward pass short")
+    train_head: bool = Field(True, description="each module gets its own copy of the task head")
+
+
+class StrategyBase(Strict):
+    name: str | None = Field(None, description="defaults to the method; set it to compare variants of a method")
+    training: dict[str, Any] = Field({}, description="overrides of the update training settings")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method
+
+
+class FullFinetuneConfig(StrategyBase):
+    method: Literal["full_finetune"]
+
+
+class ModularConfig(StrategyBase):
+    """Parameter-efficient modules on the frozen previous model, one per group of languages."""
+
+    method: Literal["lora_shared", "lora_per_language", "laft_uriel", "laft_random"]
+    lora: LoraOptions = LoraOptions()
+    n_groups: int | None = Field(None, gt=0, description="laft: number of URIEL groups (default: n_languages // 3)")
+    group_threshold: float | None = Field(None, gt=0, description="laft: cut the dendrogram at this distance instead")
+    kinds: list[str] | None = Field(None, description="URIEL distance kinds (default: the typology module's)")
+    route_to_nearest: float | None = Field(
+        None, gt=0, description="a language whose group got no data uses the nearest trained group within this "
+                                "URIEL distance")
+    hierarchical: bool = Field(False, description="a shared module under the group modules, trained on all data")
+    gate: bool | None = Field(None, description="pick each language's route by dev score (default: on for laft_uriel)")
+    group_seed: int = Field(0, description="laft_random: seed of the random assignment")
+
+    @property
+    def gated(self) -> bool:
+        return self.method == "laft_uriel" if self.gate is None else self.gate
+
+
+StrategyConfig = Annotated[Union[FullFinetuneConfig, ModularConfig], Field(discriminator="method")]
+
+
 class ExperimentConfig(Strict):
     name: str
     task: TaskFamily
@@ -208,9 +255,18 @@ class ExperimentConfig(Strict):
     training: TrainingConfig = TrainingConfig()
     update_training: dict[str, Any] = Field(
         {}, description="overrides of `training` for update stages, e.g. {epochs: 2, learning_rate: 3e-5}")
+    strategies: list[StrategyConfig] = Field(
+        [FullFinetuneConfig(method="full_finetune")], min_length=1,
+        description="update strategies compared on the same stream, each from the same stage-0 model")
     # Sections filled in by later components; validated by them.
-    strategies: list[Any] = []
     evaluation: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _unique_strategy_names(self):
+        labels = [s.label for s in self.strategies]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"strategy names must be unique (set `name` for variants), got {labels}")
+        return self
 
     @property
     def stream_seed(self) -> int:

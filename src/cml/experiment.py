@@ -4,33 +4,39 @@ language after every stage, and write ``results.json``. Interrupted runs continu
 Run folder::
 
     <output_dir>/<name>/results.json, run.log
-    <output_dir>/<name>/stages/<strategy>/<k>-<stage>/{model.safetensors, state.json}
+    <output_dir>/<name>/stages/initial/0-<stage>/{model.safetensors, state.json}   # the stage-0 model
+    <output_dir>/<name>/stages/<strategy>/<k>-<stage>/{model.safetensors, state.json}  # what the strategy changed
     <output_dir>/<name>/predictions/<strategy>/<k>-<stage>.jsonl      # per example: prediction, score
     <output_dir>/<name>/checkpoints/...                                # in-progress training, removed after
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import platform
+import shutil
 import time
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
 
-from .config import ExperimentConfig, TrainingConfig
+from .config import ExperimentConfig, FullFinetuneConfig, TrainingConfig
 from .data.readers import read_dataset
 from .data.stream import Stream, build_stream
 from .evaluation.inference import predict
 from .io import atomic_open, write_json
+from .routing import RoutedModel
+from .strategies import StageContext, make_strategy
 from .tasks import make_task
 from .training.checkpoint import load_model_state, read_state, save_checkpoint
-from .training.trainer import make_accelerator, train
+from .training.trainer import make_accelerator
 
 log = logging.getLogger("cml.run")
 NAIVE = "full_finetune"
+INITIAL = "initial"
 
 
 def _versions() -> dict[str, str]:
@@ -72,10 +78,11 @@ class Experiment:
         self.stream: Stream = build_stream(dataset, config.stream, config.stream_seed)
         labels = dataset.label_set or dataset.observed_labels()
         self.task = make_task(config.task, labels, config.model)
+        self.task.languages = self.stream.languages
         self.accelerator = make_accelerator(config.training, self.run_dir)
         started = time.perf_counter()
-        self.dev = {lang: (ex, self.task.encode(ex)) for lang, ex in self.stream.dev.items()}
-        self.test = {lang: (ex, self.task.encode(ex)) for lang, ex in self.stream.test.items()}
+        self.dev = {lang: (ex, self.task.features(ex)) for lang, ex in self.stream.dev.items()}
+        self.test = {lang: (ex, self.task.features(ex)) for lang, ex in self.stream.test.items()}
         self.tokenize_seconds = time.perf_counter() - started
 
     def stage_dir(self, strategy: str, index: int) -> Path:
@@ -86,36 +93,71 @@ class Experiment:
             return self.config.training
         return self.config.training.model_copy(update=self.config.update_training)
 
+    def context(self, strategy: str, index: int) -> StageContext:
+        stage = self.stream.stages[index]
+        return StageContext(task=self.task, stage=stage, index=index, languages=self.stream.languages,
+                            train_features=[f for lang in stage.languages for f in self.task.features(stage.train[lang])],
+                            dev=self.dev, training=self.training_config(index), accelerator=self.accelerator,
+                            seed=self.config.seed + index, checkpoint_dir=self.run_dir / "checkpoints" / strategy / str(index),
+                            resume=self.resume, history=self.stream.stages[:index])
+
     def run(self) -> dict:
         _setup_logging(self.run_dir)
-        if not self.resume and (self.run_dir / "results.json").exists():
-            log.info("overwriting the results of an earlier run in %s", self.run_dir)
-        model = build_model(self.task, self.config)
+        if self.config.training.trackers:
+            self.accelerator.init_trackers(self.config.name, config={"seed": self.config.seed})
+        model = RoutedModel(build_model(self.task, self.config), self.stream.languages)
         frozen = _frozen_embedding_names(model) if self.config.model.freeze_embeddings else ()
-        stages = []
-        for index, stage in enumerate(self.stream.stages):
-            stage_dir = self.stage_dir(NAIVE, index)
-            saved = read_state(stage_dir) if self.resume else None
-            if saved and saved.get("complete"):
-                load_model_state(model, stage_dir)
-                stages.append(saved["record"])
-                log.info("stage %s: reused from %s", stage.name, stage_dir)
-                continue
-            features = [f for lang in stage.languages for f in self.task.encode(stage.train[lang])]
-            result = train(model, self.task, features, self.training_config(index), accelerator=self.accelerator,
-                           seed=self.config.seed + index, dev={lang: self.dev[lang] for lang in self.stream.languages},
-                           checkpoint_dir=self.run_dir / "checkpoints" / NAIVE / str(index), resume=self.resume,
-                           description=f"{stage.name}")
-            model = self.accelerator.unwrap_model(model)
-            record = {"name": stage.name, "index": index, "updated_languages": stage.languages,
-                      "train_examples": stage.counts(), "train": result.to_json(),
-                      **self.evaluate(model, NAIVE, index)}
-            save_checkpoint(stage_dir, {k: v for k, v in model.state_dict().items() if k not in frozen},
-                            {"complete": True, "record": record})
-            stages.append(record)
-        results = self.results(stages)
+        initial = self.initial_stage(model, frozen)
+        strategies = {}
+        for strategy_config in self.config.strategies:
+            strategy = make_strategy(strategy_config)
+            records = [initial]
+            deployed = copy.deepcopy(model)
+            for index in range(1, len(self.stream.stages)):
+                deployed, record = self.update_stage(strategy, deployed, index, frozen)
+                records.append(record)
+            strategies[strategy.name] = {"method": strategy_config.method, "stages": records}
+            del deployed
+        shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+        results = self.results(strategies)
         write_json(self.run_dir / "results.json", results)
+        self.accelerator.end_training()
         return results
+
+    def initial_stage(self, model: RoutedModel, frozen: tuple[str, ...]) -> dict:
+        """Stage 0: full training on every language; the starting point of every strategy."""
+        stage_dir = self.stage_dir(INITIAL, 0)
+        saved = read_state(stage_dir) if self.resume else None
+        if saved and saved.get("complete"):
+            load_model_state(model, stage_dir)
+            log.info("stage 0: reused from %s", stage_dir)
+            return saved["record"]
+        ctx = self.context(INITIAL, 0)
+        _, artifacts = make_strategy(FullFinetuneConfig(method="full_finetune", name=INITIAL)).update(model, ctx)
+        record = self.record(ctx, artifacts, self.evaluate(model, INITIAL, 0))
+        save_checkpoint(stage_dir, {k: v for k, v in model.state_dict().items() if k not in frozen},
+                        {"complete": True, "record": record})
+        return record
+
+    def update_stage(self, strategy, model: RoutedModel, index: int, frozen: tuple[str, ...]):
+        stage_dir = self.stage_dir(strategy.name, index)
+        ctx = self.context(strategy.name, index)
+        saved = read_state(stage_dir) if self.resume else None
+        if saved and saved.get("complete"):
+            model = strategy.restore(model, saved["record"], ctx)
+            load_model_state(model, stage_dir)
+            log.info("%s stage %d: reused from %s", strategy.name, index, stage_dir)
+            return model, saved["record"]
+        model, artifacts = strategy.update(model, ctx)
+        record = self.record(ctx, artifacts, self.evaluate(model, strategy.name, index))
+        save_checkpoint(stage_dir, strategy.saved_state(model, frozen), {"complete": True, "record": record})
+        record["stored_bytes"] = (stage_dir / "model.safetensors").stat().st_size
+        return model, record
+
+    @staticmethod
+    def record(ctx: StageContext, artifacts: dict, evaluation: dict) -> dict:
+        return {"name": ctx.stage.name, "index": ctx.index, "updated_languages": ctx.stage.languages,
+                "train_examples": ctx.stage.counts(), **artifacts, **evaluation}
 
     def evaluate(self, model, strategy: str, index: int) -> dict:
         started = time.perf_counter()
@@ -135,9 +177,10 @@ class Experiment:
         return {"scores": scores, "metrics": metrics, "eval_seconds": seconds, "eval_examples_per_second": n / seconds,
                 "predictions": str(path.relative_to(self.run_dir))}
 
-    def results(self, stages: list[dict]) -> dict:
+    def results(self, strategies: dict) -> dict:
+        reference = NAIVE if NAIVE in strategies else next(iter(strategies))
         return {"name": self.config.name, "task": self.config.task.value, "metric": self.task.primary_metric,
-                "seed": self.config.seed, "languages": self.stream.languages, "stages": stages,
-                "strategies": {NAIVE: {"stages": stages}},
-                "tokenize_seconds": self.tokenize_seconds,
+                "seed": self.config.seed, "languages": self.stream.languages,
+                "reference_strategy": reference, "stages": strategies[reference]["stages"],
+                "strategies": strategies, "tokenize_seconds": self.tokenize_seconds,
                 "config": self.config.model_dump(mode="json"), "versions": _versions()}

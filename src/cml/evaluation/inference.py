@@ -18,7 +18,7 @@ def predict(model: torch.nn.Module, task, features: Sequence[dict], batch_size: 
     sampler = BucketBatchSampler([len(f["input_ids"]) for f in features], batch_size, shuffle=False)
     with torch.inference_mode():
         for indices in sampler:
-            batch = {k: v.to(device) for k, v in task.collate([features[i] for i in indices]).items()}
+            batch = {k: v.to(device) for k, v in task.batch([features[i] for i in indices]).items()}
             for i, prediction in zip(indices, task.predict(model, batch)):
                 predictions[i] = prediction
     model.train(was_training)

@@ -56,10 +56,28 @@ class Task(ABC):
     @abstractmethod
     def item_scores(self, examples: Sequence[Example], predictions: Sequence) -> list[float]: ...
 
-    def reference(self, example: Example):
-        """What the example should be predicted as, in the form ``predict`` returns."""
-        return example.label if self.family is TaskFamily.classification else (
-            list(example.tags) if self.family is TaskFamily.tagging else example.target)
+    languages: list[str] | None = None
+    """Set by the experiment: batches then carry ``lang_ids`` (indices into this list) for routing."""
+
+    def features(self, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        """``encode`` plus each example's language, tokenised once and reused by every stage and strategy."""
+        encoded = self.encode(examples)
+        for feature, example in zip(encoded, examples):
+            feature["lang"] = example.lang
+        return encoded
+
+    def batch(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """``collate`` plus ``lang_ids`` when the task knows its languages (a routed model needs them)."""
+        batch = self.collate(features)
+        if self.languages is not None and features and "lang" in features[0]:
+            index = {lang: i for i, lang in enumerate(self.languages)}
+            batch["lang_ids"] = torch.tensor([index[f["lang"]] for f in features], dtype=torch.long)
+        return batch
+
+    @staticmethod
+    def inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch without its labels: what a model gets at prediction time."""
+        return {k: v for k, v in batch.items() if k != "labels"}
 
     def pad(self, sequences: Sequence[Sequence[int]], value: int) -> torch.Tensor:
         # Hand-written on purpose: tokenizer.pad() cannot pad label sequences with -100.

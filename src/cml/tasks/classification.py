@@ -37,7 +37,7 @@ class ClassificationTask(Task):
 
     @torch.no_grad()
     def predict(self, model, batch):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**self.inputs(batch)).logits
         return [self.labels[i] for i in logits.argmax(-1).tolist()]
 
     def score(self, examples, predictions):

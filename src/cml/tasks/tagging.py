@@ -49,7 +49,7 @@ class TaggingTask(Task):
 
     @torch.no_grad()
     def predict(self, model, batch):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**self.inputs(batch)).logits
         predicted = logits.argmax(-1)
         labelled = batch["labels"] != IGNORE
         # Words cut off by truncation have no prediction: they count as wrong ("O" for NER).

@@ -84,7 +84,7 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     best_dir = checkpoint_dir / "best" if checkpoint_dir else None
     sampler = BucketBatchSampler([len(f["input_ids"]) for f in train_features], config.batch_size,
                                  shuffle=True, seed=seed, multiplier=config.bucket_multiplier)
-    loader = torch.utils.data.DataLoader(train_features, batch_sampler=sampler, collate_fn=task.collate)
+    loader = torch.utils.data.DataLoader(train_features, batch_sampler=sampler, collate_fn=task.batch)
     optimizer = _optimizer(model, config)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     batches_per_epoch = len(loader)

@@ -1,0 +1,11 @@
+"""One LoRA module per update language; every other language keeps the previous model."""
+
+from __future__ import annotations
+
+from .modular import ModularStrategy
+
+
+class LoraPerLanguage(ModularStrategy):
+    def assign_groups(self, languages):
+        self._distances(languages)
+        return {lang: lang for lang in languages}

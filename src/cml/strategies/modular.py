@@ -1,0 +1,208 @@
+"""Modular updates: LoRA modules (Hugging Face PEFT) on the frozen previous model, one per group of
+languages, with routing by language and an optional validation gate.
+
+The four modular methods differ only in how languages are grouped (``assign_groups``):
+``lora_shared`` (one group), ``lora_per_language`` (one group per language), ``laft_uriel`` (URIEL
+typology clusters) and ``laft_random`` (random groups of the same sizes). Modules persist across stages:
+a later stage continues the modules of the groups that get data and adds modules for new groups.
+
+Routes after a stage, per language: its own group's module if that group has one; else the nearest
+trained group within ``route_to_nearest`` (URIEL distance); else the shared module if ``hierarchical``;
+else the previous model. With the gate, each language takes whichever of these candidates has the best
+dev score (ties keep the more conservative route, the previous model first).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..evaluation.inference import evaluate_languages
+from ..routing import BASE, Route, RoutedModel
+from ..training.trainer import train
+from .base import Strategy, StageContext
+
+log = logging.getLogger("cml.strategies")
+SHARED = "shared"
+
+
+def route_name(route: Route) -> str:
+    return "+".join(route) if route else "previous"
+
+
+class ModularStrategy(Strategy):
+    uses_typology = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.groups: dict[str, str] | None = None  # language -> group name
+        self.typology = None
+
+    # -- grouping -------------------------------------------------------------------------------------
+    def assign_groups(self, languages: list[str]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _distances(self, languages: list[str]):
+        if self.typology is None:
+            from ..typology.uriel import typology_matrix
+
+            kinds = tuple(self.config.kinds) if self.config.kinds else None
+            self.typology = typology_matrix(languages, **({"kinds": kinds} if kinds else {}))
+        return self.typology
+
+    def group_distance(self, lang: str, group: str) -> float:
+        members = [m for m, g in self.groups.items() if g == group and m != lang]
+        if not members:
+            return 0.0 if self.groups.get(lang) == group else float("inf")
+        matrix = self.typology
+        return float(np.mean([matrix.distance(lang, m) for m in members]))
+
+    # -- structure ------------------------------------------------------------------------------------
+    def _ensure_modules(self, model: RoutedModel, names: list[str], task) -> None:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        for name in names:
+            if not isinstance(model.model, PeftModel):
+                # Targets are found on the plain model: PEFT replaces the Linear layers it wraps.
+                options = self.config.lora
+                heads = head_modules(model.model, task) if options.train_head else []
+                targets = target_modules(model.model, options.target_modules, options.layers, heads)
+                self.lora_config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
+                                              target_modules=targets, modules_to_save=heads or None)
+                model.model = get_peft_model(model.model, self.lora_config, adapter_name=name)
+            elif name not in model.model.peft_config:
+                model.model.add_adapter(name, self.lora_config)
+
+    def trained_modules(self, model: RoutedModel) -> list[str]:
+        from peft import PeftModel
+
+        return sorted(model.model.peft_config) if isinstance(model.model, PeftModel) else []
+
+    def _own_route(self, lang: str, modules: list[str]) -> Route | None:
+        group = self.groups.get(lang)
+        if group not in modules:
+            return None
+        return (SHARED, group) if self.config.hierarchical else (group,)
+
+    def _nearest_route(self, lang: str, modules: list[str]) -> tuple[Route | None, float | None]:
+        groups = [m for m in modules if m != SHARED and m != self.groups.get(lang)]
+        if not groups or self.typology is None:
+            return None, None
+        distances = {g: self.group_distance(lang, g) for g in groups}
+        nearest = min(distances, key=lambda g: (distances[g], g))
+        route = (SHARED, nearest) if self.config.hierarchical else (nearest,)
+        return route, distances[nearest]
+
+    def candidates(self, lang: str, modules: list[str]) -> dict[str, Route]:
+        """The routes a language may take, most conservative first."""
+        out: dict[str, Route] = {"previous": BASE}
+        if self.config.hierarchical and SHARED in modules:
+            out["shared"] = (SHARED,)
+        nearest, distance = self._nearest_route(lang, modules)
+        if nearest is not None and (self.config.gated or (self.config.route_to_nearest is not None
+                                                          and distance <= self.config.route_to_nearest)):
+            out["nearest"] = nearest
+        own = self._own_route(lang, modules)
+        if own is not None:
+            out["own"] = own
+        return out
+
+    def default_route(self, lang: str, modules: list[str]) -> Route:
+        options = self.candidates(lang, modules)
+        for kind in ("own", "nearest", "shared"):
+            if kind in options:
+                return options[kind]
+        return BASE
+
+    # -- the update -----------------------------------------------------------------------------------
+    def update(self, model: RoutedModel, ctx: StageContext):
+        if self.groups is None:
+            self.groups = self.assign_groups(ctx.languages)
+        stage_groups = sorted({self.groups[lang] for lang in ctx.stage.languages})
+        training_modules = ([SHARED] if self.config.hierarchical else []) + stage_groups
+        self._ensure_modules(model, training_modules, ctx.task)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(any(f".{module}." in name for module in training_modules))
+        model.routes = {lang: self._own_route(lang, training_modules) for lang in ctx.stage.languages}
+        result = train(model, ctx.task, ctx.train_features, self.training_config(ctx), accelerator=ctx.accelerator,
+                       seed=ctx.seed, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
+                       description=f"{self.name}/{ctx.stage.name}")
+        model = ctx.accelerator.unwrap_model(model)
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        record = {"train": result.to_json(), "groups": self.groups, "modules": self.trained_modules(model),
+                  "stage_groups": stage_groups}
+        model.routes, record["gate"] = self.choose_routes(model, ctx)
+        record["routes"] = {lang: route_name(route) for lang, route in sorted(model.routes.items())}
+        return model, record
+
+    def choose_routes(self, model: RoutedModel, ctx: StageContext) -> tuple[dict[str, Route], dict]:
+        modules = self.trained_modules(model)
+        if not self.config.gated:
+            return {lang: self.default_route(lang, modules) for lang in ctx.languages}, {}
+        options = {lang: self.candidates(lang, modules) for lang in ctx.languages}
+        scores: dict[str, dict[str, float]] = {lang: {} for lang in ctx.languages}
+        for kind in ("previous", "shared", "nearest", "own"):
+            langs = [lang for lang in ctx.languages if kind in options[lang]]
+            if not langs:
+                continue
+            model.routes = {lang: options[lang][kind] for lang in langs}
+            results = evaluate_languages(model, ctx.task, {lang: ctx.dev[lang] for lang in langs},
+                                         ctx.training.eval_batch_size)
+            for lang in langs:
+                scores[lang][kind] = results[lang][0][ctx.task.primary_metric]
+        routes, gate = {}, {}
+        for lang in ctx.languages:
+            best = max(scores[lang], key=lambda kind: scores[lang][kind])  # first maximum: most conservative
+            routes[lang] = options[lang][best]
+            gate[lang] = {"choice": best, "route": route_name(routes[lang]),
+                          "dev": {f"{kind}:{route_name(options[lang][kind])}": s for kind, s in scores[lang].items()}}
+        return routes, gate
+
+    def restore(self, model: RoutedModel, record: dict, ctx: StageContext) -> RoutedModel:
+        self.groups = record["groups"]
+        if self.uses_typology:
+            self._distances(ctx.languages)
+        self._ensure_modules(model, record["modules"], ctx.task)
+        names = {"previous": BASE}
+        model.routes = {lang: tuple(name.split("+")) if name not in names else names[name]
+                        for lang, name in record["routes"].items()}
+        return model
+
+    def saved_state(self, model, frozen):
+        return {k: v for k, v in model.state_dict().items() if "lora_" in k or "modules_to_save" in k}
+
+
+def head_modules(model: torch.nn.Module, task) -> list[str]:
+    """The task head: the model's top-level modules outside the backbone, plus BERT's pooler for
+    classification (it was trained with the head at stage 0)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    heads = [name for name, child in model.named_children()
+             if name != prefix and any(True for _ in child.parameters())]
+    backbone = getattr(model, prefix, None)
+    if task.family.value == "classification" and getattr(backbone, "pooler", None) is not None:
+        heads.append("pooler")
+    return heads
+
+
+def target_modules(model: torch.nn.Module, suffixes, layers: list[int] | None, heads: list[str]) -> list[str]:
+    """Full names of the linear layers that get LoRA: matching suffixes, inside the chosen encoder layers,
+    outside the head. Listing full names lets ``layers`` work for any architecture."""
+    import re
+
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or any(name.split(".")[0] == h or f".{h}" in name for h in heads):
+            continue
+        if suffixes != "all-linear" and not any(name.endswith(s) for s in suffixes):
+            continue
+        if layers is not None:
+            match = re.search(r"\.(?:layer|layers|block)\.(\d+)\.", name)
+            if match is None or int(match.group(1)) not in layers:
+                continue
+        names.append(name)
+    if not names:
+        raise ValueError(f"no linear layers match target_modules={suffixes} and layers={layers}")
+    return names

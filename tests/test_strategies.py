@@ -1,0 +1,118 @@
+import pytest
+import torch
+from helpers import write_config
+from tiny import write_topic_data
+
+from cml.config import ModelConfig, load_config
+from cml.data.examples import Example, TaskFamily
+from cml.experiment import Experiment
+from cml.routing import RoutedModel
+from cml.tasks import make_task
+
+LANGS = ["deu", "fra", "hin"]
+
+
+@pytest.fixture
+def routed(tiny_backbone):
+    from peft import LoraConfig, get_peft_model
+
+    task = make_task(TaskFamily.classification, ["food", "music", "sport"], ModelConfig(name=tiny_backbone))
+    task.languages = LANGS
+    torch.manual_seed(0)
+    model = task.build_model()
+    # init_lora_weights=False: random B matrices, so each module really changes the outputs
+    config = LoraConfig(r=4, target_modules=["query", "value"], init_lora_weights=False, modules_to_save=["classifier"])
+    peft = get_peft_model(model, config, adapter_name="a")
+    peft.add_adapter("b", config)
+    routed = RoutedModel(peft, LANGS, {"deu": ("a",), "fra": ("b",), "hin": ()})
+    routed.eval()
+    examples = [Example(str(i), lang, text=f"{lang}food{i % 4} {lang}w{i % 6}" + f" {lang}w1" * (i % 3), label="food")
+                for i, lang in enumerate(["deu", "fra", "hin", "fra", "deu", "hin", "hin"])]
+    return task, routed, task.batch(task.features(examples))
+
+
+def test_mixed_batch_equals_each_group_alone(routed):
+    task, model, batch = routed
+    mixed = model(**batch).logits
+    for lang in LANGS:
+        rows = (batch["lang_ids"] == LANGS.index(lang)).nonzero().flatten()
+        alone = model(**{k: v[rows] for k, v in batch.items()}).logits
+        assert torch.allclose(mixed[rows], alone, atol=1e-6)
+    # the routes really differ: module a and the base model disagree on the same rows
+    rows = (batch["lang_ids"] == 0).nonzero().flatten()
+    model.routes["deu"] = ()
+    assert not torch.allclose(model(**{k: v[rows] for k, v in batch.items()}).logits, mixed[rows])
+
+
+def test_gradients_reach_only_the_modules_a_row_used(routed):
+    task, model, batch = routed
+    model.train()
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_("lora_" in name or "modules_to_save" in name)
+    rows = (batch["lang_ids"] != 1).nonzero().flatten()  # deu (module a) and hin (base): no fra row
+    model(**{k: v[rows] for k, v in batch.items()}).loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if ".a." in n)
+    assert all(g is None or g.abs().sum() == 0 for n, g in grads.items() if ".b." in n)
+
+
+@pytest.fixture(scope="module")
+def strategy_run(tmp_path_factory, tiny_backbone):
+    tmp_path = tmp_path_factory.mktemp("strategies")
+    write_topic_data(tmp_path / "data", n=(72, 12, 12))
+    lora = {"r": 4, "target_modules": ["query", "value"]}
+    path = write_config(
+        tmp_path / "c.yaml", data={"format": "sib200", "path": "data"},
+        model={"name": tiny_backbone, "max_length": 32, "freeze_embeddings": False},
+        training={"epochs": 6, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0},
+        update_training={"epochs": 2},
+        stream={"stages": [{"name": "initial", "amount": 48}, {"name": "update", "languages": ["hin"], "amount": 24}]},
+        strategies=[{"method": "full_finetune"}, {"method": "lora_shared", "lora": lora},
+                    {"method": "lora_per_language", "lora": lora},
+                    {"method": "laft_uriel", "lora": lora, "n_groups": 2},
+                    {"method": "laft_uriel", "name": "laft_uriel_hier", "lora": lora, "n_groups": 2,
+                     "hierarchical": True, "route_to_nearest": 0.9, "gate": False},
+                    {"method": "laft_random", "lora": lora, "n_groups": 2}])
+    return Experiment(load_config(path)).run(), tmp_path
+
+
+def test_every_strategy_scores_every_language(strategy_run):
+    results, _ = strategy_run
+    assert list(results["strategies"]) == ["full_finetune", "lora_shared", "lora_per_language", "laft_uriel",
+                                           "laft_uriel_hier", "laft_random"]
+    for entry in results["strategies"].values():
+        assert [s["index"] for s in entry["stages"]] == [0, 1]
+        assert set(entry["stages"][1]["scores"]) == set(LANGS)
+        assert entry["stages"][0]["scores"] == results["stages"][0]["scores"]
+
+
+def test_routes_follow_groups(strategy_run):
+    results, _ = strategy_run
+    stages = {name: entry["stages"][1] for name, entry in results["strategies"].items()}
+    assert stages["lora_shared"]["routes"] == {lang: "all" for lang in LANGS}
+    assert stages["lora_per_language"]["modules"] == ["hin"]
+    hier = stages["laft_uriel_hier"]
+    hin_group = hier["groups"]["hin"]
+    assert hier["routes"]["hin"] == f"shared+{hin_group}"
+    # deu and fra are not in hin's group: shared module, or hin's group when within route_to_nearest
+    assert all(hier["routes"][lang] in ("shared", f"shared+{hin_group}") for lang in ("deu", "fra"))
+    assert hier["stored_bytes"] < stages["full_finetune"]["stored_bytes"]
+
+
+def test_gate_never_picks_a_route_with_a_worse_dev_score(strategy_run):
+    results, _ = strategy_run
+    gate = results["strategies"]["laft_uriel"]["stages"][1]["gate"]
+    assert set(gate) == set(LANGS)
+    for choice in gate.values():
+        chosen = next(score for key, score in choice["dev"].items() if key.startswith(choice["choice"] + ":"))
+        assert chosen == max(choice["dev"].values())
+        assert "previous:previous" in choice["dev"]
+
+
+def test_uriel_groups_put_romance_languages_together(strategy_run):
+    results, _ = strategy_run
+    groups = results["strategies"]["laft_uriel"]["stages"][1]["groups"]
+    assert groups["deu"] != groups["hin"] or groups["fra"] != groups["hin"]
+    random_groups = results["strategies"]["laft_random"]["stages"][1]["groups"]
+    assert sorted(map(list(groups.values()).count, set(groups.values()))) == \
+        sorted(map(list(random_groups.values()).count, set(random_groups.values())))
