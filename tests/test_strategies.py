@@ -116,3 +116,33 @@ def test_uriel_groups_put_romance_languages_together(strategy_run):
     random_groups = results["strategies"]["laft_random"]["stages"][1]["groups"]
     assert sorted(map(list(groups.values()).count, set(groups.values()))) == \
         sorted(map(list(random_groups.values()).count, set(random_groups.values())))
+
+
+def test_predict_keeps_order_and_routes_outside_languages(strategy_run):
+    from cml.predict import Predictor, read_inputs
+
+    results, tmp_path = strategy_run
+    lines = ['{"text": "deufood1 deuw2", "lang": "de"}', "hinsport2 hinw1", '{"text": "frafood0", "lang": "fr"}',
+             '{"text": "deumusic1 deuw0", "lang": "es"}']
+    items = list(read_inputs(lines, "hi", None))
+    assert [i["lang"] for i in items] == ["deu", "hin", "fra", "spa"]
+    for strategy in ("full_finetune", "laft_uriel_hier"):
+        predictor = Predictor(tmp_path / "runs" / "t", strategy=strategy)
+        out = list(predictor.predict(items, chunk=3))
+        assert [o["text"] for o in out] == [i["text"] for i in items]
+        assert all(o["prediction"] in ("food", "music", "sport") for o in out)
+        assert out[3]["served"] == "outside the run"
+    assert out[1]["route"] == results["strategies"]["laft_uriel_hier"]["stages"][1]["routes"]["hin"]
+    assert out[3]["route"] != "previous"  # hierarchical: at least the shared module
+    stage0 = list(Predictor(tmp_path / "runs" / "t", stage=0).predict(items))
+    assert {o["route"] for o in stage0} == {"previous"}
+
+
+def test_language_detector_on_real_sentences():
+    from cml.predict import LanguageDetector
+
+    detect = LanguageDetector()
+    assert detect("Der Hund läuft schnell über die Straße und bellt.")[0] == "deu"
+    assert detect("El perro corre rápidamente por la calle.")[0] == "spa"
+    restricted = LanguageDetector(["deu", "fra"])
+    assert restricted("El perro corre rápidamente por la calle.")[0] in ("deu", "fra")

@@ -81,7 +81,9 @@ def _not_yet(name: str, issue: str):
 @OVERRIDES
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: reuse finished stages and the last "
                                                "checkpoint of the unfinished one.")
-def run(config, overrides, resume):
+@click.option("--from-stage", type=int, default=None, metavar="K",
+              help="Roll back: keep stages before K from the run folder and redo stage K and later.")
+def run(config, overrides, resume, from_stage):
     """Run the CML experiment CONFIG: train on the initial stage, apply each update stage, and score every
     language after every stage. Writes <output_dir>/<name>/results.json (with the resolved config,
     versions and seed), per-example predictions, stage checkpoints (safetensors) and run.log.
@@ -91,15 +93,33 @@ def run(config, overrides, resume):
     from .summary import print_scores
 
     cfg = load_config(config, overrides)
-    experiment = Experiment(cfg, resume=resume)
+    experiment = Experiment(cfg, resume=resume, from_stage=from_stage)
     results = experiment.run()
     print_scores(results)
     click.echo(f"results: {experiment.run_dir / 'results.json'}")
 
 main.command("report", help="Write report.md, report.html and results.csv for a run folder.")(
     click.argument("run_dir")(_not_yet("report", "evaluation and reports")))
-main.command("predict", help="Predict with a trained run on JSONL or plain-text lines from stdin.")(
-    click.argument("run_dir")(_not_yet("predict", "using the result")))
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--stage", type=int, default=None, help="Stage whose deployed model to use (default: the last).")
+@click.option("--strategy", default=None, help="Strategy to serve (default: the run's reference strategy).")
+@click.option("--lang", default="auto", show_default=True,
+              help="Language code of every input line, or `auto` to detect each line's language.")
+@click.option("--restrict", is_flag=True, help="With --lang auto: detect only among the run's languages.")
+def predict(run_dir, stage, strategy, lang, restrict):
+    """Predict with a finished run on stdin: JSONL objects with `text` (and optionally `lang`) or plain text
+    lines. Writes one JSON line per input, in order, with the prediction, the language (and whether it
+    was detected) and the route that served it. A language outside the run goes to its nearest URIEL group
+    (modular strategies, within route_to_nearest or 0.5) or to the previous model.
+    """
+    from .predict import LanguageDetector, Predictor, read_inputs
+
+    predictor = Predictor(run_dir, stage=stage, strategy=strategy)
+    detector = LanguageDetector(predictor.languages if restrict else None) if lang == "auto" else None
+    for output in predictor.predict(read_inputs(sys.stdin, lang, detector)):
+        click.echo(json.dumps(output, ensure_ascii=False))
+
 
 
 def _register_component_commands() -> None:

@@ -173,6 +173,8 @@ class ModelConfig(Strict):
     max_length: int = Field(128, gt=0)
     freeze_embeddings: bool = True
     decoder: str | None = Field(None, description="seq2seq: decoder checkpoint for an EncoderDecoderModel")
+    num_beams: int = Field(1, gt=0, description="seq2seq decoding: 1 is greedy, more is beam search")
+    max_new_tokens: int = Field(32, gt=0, description="seq2seq decoding: longest output")
 
 
 class TrainingConfig(Strict):
@@ -241,7 +243,48 @@ class ModularConfig(StrategyBase):
         return self.method == "laft_uriel" if self.gate is None else self.gate
 
 
-StrategyConfig = Annotated[Union[FullFinetuneConfig, ModularConfig], Field(discriminator="method")]
+class EWCConfig(StrategyBase):
+    """Elastic weight consolidation: full fine-tuning plus a quadratic pull towards the previous weights,
+    weighted by the diagonal Fisher information computed at the end of each stage on that stage's data."""
+
+    method: Literal["ewc"]
+    ewc_lambda: float = Field(1000.0, ge=0, description="strength of the penalty")
+    fisher_examples: int = Field(512, gt=0, description="examples per stage used to estimate the Fisher")
+
+
+class ReplayConfig(StrategyBase):
+    """Full fine-tuning on the update data mixed with a memory of k examples per language from earlier stages."""
+
+    method: Literal["replay"]
+    per_language: int = Field(32, gt=0, description="memory size k per language (reservoir sampling)")
+    seed: int = 0
+
+
+class DistillConfig(StrategyBase):
+    """LwF-style distillation: full fine-tuning plus a KL term to the previous model's outputs on the update data."""
+
+    method: Literal["distill"]
+    alpha: float = Field(1.0, ge=0, description="weight of the distillation term")
+    temperature: float = Field(2.0, gt=0)
+
+
+class WiseFTConfig(StrategyBase):
+    """WiSE-FT: fine-tune, then interpolate previous and fine-tuned weights: (1 - alpha) prev + alpha new."""
+
+    method: Literal["wise_ft"]
+    alpha: float | Literal["dev"] = Field(0.5, description="a number in [0, 1], or `dev` to pick it on dev")
+    alpha_grid: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0], description="candidates when alpha is `dev`")
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_range(cls, value):
+        if value != "dev" and not 0.0 <= value <= 1.0:
+            raise ValueError("alpha must be in [0, 1] or `dev`")
+        return value
+
+
+StrategyConfig = Annotated[Union[FullFinetuneConfig, ModularConfig, EWCConfig, ReplayConfig, DistillConfig,
+                                 WiseFTConfig], Field(discriminator="method")]
 
 
 class ExperimentConfig(Strict):

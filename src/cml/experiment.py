@@ -26,6 +26,7 @@ import torch
 from .config import ExperimentConfig, FullFinetuneConfig, TrainingConfig
 from .data.readers import read_dataset
 from .data.stream import Stream, build_stream
+from .errors import CMLError
 from .evaluation.inference import predict
 from .io import atomic_open, write_json
 from .routing import RoutedModel
@@ -70,9 +71,10 @@ def build_model(task, config: ExperimentConfig) -> torch.nn.Module:
 
 
 class Experiment:
-    def __init__(self, config: ExperimentConfig, *, resume: bool = False):
+    def __init__(self, config: ExperimentConfig, *, resume: bool = False, from_stage: int | None = None):
         self.config = config
         self.resume = resume
+        self.from_stage = from_stage
         self.run_dir = Path(config.output_dir) / config.name
         dataset = read_dataset(config.data, config.task)
         self.stream: Stream = build_stream(dataset, config.stream, config.stream_seed)
@@ -84,6 +86,16 @@ class Experiment:
         self.dev = {lang: (ex, self.task.features(ex)) for lang, ex in self.stream.dev.items()}
         self.test = {lang: (ex, self.task.features(ex)) for lang, ex in self.stream.test.items()}
         self.tokenize_seconds = time.perf_counter() - started
+        if from_stage is not None and not 1 <= from_stage < len(self.stream.stages):
+            raise CMLError(f"--from-stage must be between 1 and {len(self.stream.stages) - 1}, got {from_stage}")
+
+    def finished(self, stage_dir: Path, index: int) -> dict | None:
+        """The saved record of a finished stage that this run may reuse, else None."""
+        reusable = self.resume or (self.from_stage is not None and index < self.from_stage)
+        saved = read_state(stage_dir) if reusable else None
+        if self.from_stage is not None and index < self.from_stage and not (saved and saved.get("complete")):
+            raise CMLError(f"cannot roll back to stage {self.from_stage}: stage {index} is not finished", file=stage_dir)
+        return saved["record"] if saved and saved.get("complete") else None
 
     def stage_dir(self, strategy: str, index: int) -> Path:
         return self.run_dir / "stages" / strategy / f"{index}-{self.stream.stages[index].name}"
@@ -127,11 +139,11 @@ class Experiment:
     def initial_stage(self, model: RoutedModel, frozen: tuple[str, ...]) -> dict:
         """Stage 0: full training on every language; the starting point of every strategy."""
         stage_dir = self.stage_dir(INITIAL, 0)
-        saved = read_state(stage_dir) if self.resume else None
-        if saved and saved.get("complete"):
+        saved = self.finished(stage_dir, 0)
+        if saved:
             load_model_state(model, stage_dir)
             log.info("stage 0: reused from %s", stage_dir)
-            return saved["record"]
+            return saved
         ctx = self.context(INITIAL, 0)
         _, artifacts = make_strategy(FullFinetuneConfig(method="full_finetune", name=INITIAL)).update(model, ctx)
         record = self.record(ctx, artifacts, self.evaluate(model, INITIAL, 0))
@@ -142,12 +154,12 @@ class Experiment:
     def update_stage(self, strategy, model: RoutedModel, index: int, frozen: tuple[str, ...]):
         stage_dir = self.stage_dir(strategy.name, index)
         ctx = self.context(strategy.name, index)
-        saved = read_state(stage_dir) if self.resume else None
-        if saved and saved.get("complete"):
-            model = strategy.restore(model, saved["record"], ctx)
+        saved = self.finished(stage_dir, index)
+        if saved:
+            model = strategy.restore(model, saved, ctx)
             load_model_state(model, stage_dir)
             log.info("%s stage %d: reused from %s", strategy.name, index, stage_dir)
-            return model, saved["record"]
+            return model, saved
         model, artifacts = strategy.update(model, ctx)
         record = self.record(ctx, artifacts, self.evaluate(model, strategy.name, index))
         save_checkpoint(stage_dir, strategy.saved_state(model, frozen), {"complete": True, "record": record})
@@ -180,7 +192,7 @@ class Experiment:
     def results(self, strategies: dict) -> dict:
         reference = NAIVE if NAIVE in strategies else next(iter(strategies))
         return {"name": self.config.name, "task": self.config.task.value, "metric": self.task.primary_metric,
-                "seed": self.config.seed, "languages": self.stream.languages,
+                "seed": self.config.seed, "languages": self.stream.languages, "labels": self.task.labels,
                 "reference_strategy": reference, "stages": strategies[reference]["stages"],
                 "strategies": strategies, "tokenize_seconds": self.tokenize_seconds,
                 "config": self.config.model_dump(mode="json"), "versions": _versions()}

@@ -18,6 +18,14 @@ def make_strategy(config) -> Strategy:
         from .laft_uriel import LaftUriel as cls
     elif config.method == "laft_random":
         from .laft_random import LaftRandom as cls
+    elif config.method == "ewc":
+        from .ewc import EWC as cls
+    elif config.method == "replay":
+        from .replay import Replay as cls
+    elif config.method == "distill":
+        from .distill import Distill as cls
+    elif config.method == "wise_ft":
+        from .wise_ft import WiseFT as cls
     else:  # pragma: no cover - the config's discriminated union admits no other method
         raise AssertionError(config.method)
     return cls(config)

@@ -49,6 +49,10 @@ class Strategy(ABC):
         """Rebuild the model's structure for a finished stage, before its saved weights are loaded."""
         return model
 
+    def route_for_new_language(self, lang: str, languages: list[str]):
+        """The route of a language the run never saw (`cml predict`): the previous model by default."""
+        return ()
+
     def saved_state(self, model: RoutedModel, frozen: tuple[str, ...]) -> dict:
         """The tensors that make this stage's deployed model, given the stage-0 model."""
         return {k: v for k, v in model.state_dict().items() if k not in frozen}

@@ -39,6 +39,7 @@ class ModularStrategy(Strategy):
         super().__init__(config)
         self.groups: dict[str, str] | None = None  # language -> group name
         self.typology = None
+        self.trained_modules_cache: list[str] = []
 
     # -- grouping -------------------------------------------------------------------------------------
     def assign_groups(self, languages: list[str]) -> dict[str, str]:
@@ -132,7 +133,8 @@ class ModularStrategy(Strategy):
         model = ctx.accelerator.unwrap_model(model)
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-        record = {"train": result.to_json(), "groups": self.groups, "modules": self.trained_modules(model),
+        self.trained_modules_cache = self.trained_modules(model)
+        record = {"train": result.to_json(), "groups": self.groups, "modules": self.trained_modules_cache,
                   "stage_groups": stage_groups}
         model.routes, record["gate"] = self.choose_routes(model, ctx)
         record["routes"] = {lang: route_name(route) for lang, route in sorted(model.routes.items())}
@@ -166,10 +168,28 @@ class ModularStrategy(Strategy):
         if self.uses_typology:
             self._distances(ctx.languages)
         self._ensure_modules(model, record["modules"], ctx.task)
+        self.trained_modules_cache = list(record["modules"])
         names = {"previous": BASE}
         model.routes = {lang: tuple(name.split("+")) if name not in names else names[name]
                         for lang, name in record["routes"].items()}
         return model
+
+    def route_for_new_language(self, lang: str, languages: list[str]) -> Route:
+        """The nearest trained group by mean URIEL distance to its members, within ``route_to_nearest``
+        (default 0.5); else the shared module when hierarchical; else the previous model."""
+        from ..typology import DEFAULT_KINDS
+        from ..typology.uriel import distances_to
+
+        modules = [m for m in self.trained_modules_cache if m != SHARED]
+        members = {g: [lang_ for lang_, group in self.groups.items() if group == g] for g in modules}
+        distances = distances_to(lang, languages, self.config.kinds or DEFAULT_KINDS, None)
+        by_group = {g: float(np.mean([distances[languages.index(m)] for m in ms])) for g, ms in members.items() if ms}
+        limit = self.config.route_to_nearest if self.config.route_to_nearest is not None else 0.5
+        if by_group:
+            nearest = min(by_group, key=lambda g: (by_group[g], g))
+            if by_group[nearest] <= limit:
+                return (SHARED, nearest) if self.config.hierarchical else (nearest,)
+        return (SHARED,) if self.config.hierarchical and SHARED in self.trained_modules_cache else BASE
 
     def saved_state(self, model, frozen):
         return {k: v for k, v in model.state_dict().items() if "lora_" in k or "modules_to_save" in k}

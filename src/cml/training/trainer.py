@@ -72,12 +72,14 @@ def _optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Op
 
 def train(model: torch.nn.Module, task, train_features: list[dict], config: TrainingConfig, *, accelerator,
           seed: int, dev: dict | None = None, checkpoint_dir: Path | None = None, resume: bool = False,
-          description: str = "train", on_step: Callable[[int], None] | None = None) -> TrainResult:
+          description: str = "train", on_step: Callable[[int], None] | None = None,
+          loss_fn: Callable[[torch.nn.Module, dict, object], torch.Tensor] | None = None) -> TrainResult:
     """Train ``model`` (its trainable parameters) on ``train_features``; pick the best epoch on ``dev``.
 
     With ``checkpoint_dir`` the loop checkpoints every ``checkpoint_every_steps`` optimizer steps and at
     each epoch end; ``resume`` continues from the last checkpoint and reaches the same weights as an
     uninterrupted run (the batch order depends only on seed and epoch, and the RNG state is restored).
+    ``loss_fn(model, batch, output)`` replaces the model's own loss (regularised strategies add terms).
     """
     torch.manual_seed(seed)
     latest = checkpoint_dir / "latest" if checkpoint_dir else None
@@ -126,7 +128,8 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
         losses, started = [], time.perf_counter()
         for index, batch in enumerate(progress, start=skip_batches):
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                output = model(**batch)
+                loss = loss_fn(model, batch, output) if loss_fn else output.loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     if config.max_grad_norm:
