@@ -97,9 +97,8 @@ def run(config, overrides, resume, from_stage):
     results = experiment.run()
     print_scores(results)
     click.echo(f"results: {experiment.run_dir / 'results.json'}")
+    click.echo(f"report:  {experiment.run_dir / 'report.html'} (and report.md, results.csv)")
 
-main.command("report", help="Write report.md, report.html and results.csv for a run folder.")(
-    click.argument("run_dir")(_not_yet("report", "evaluation and reports")))
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--stage", type=int, default=None, help="Stage whose deployed model to use (default: the last).")
@@ -125,10 +124,11 @@ def predict(run_dir, stage, strategy, lang, restrict):
 def _register_component_commands() -> None:
     """Commands that live beside their component; their modules import heavy libraries lazily."""
     from .models.command import model
+    from .reports.command import compare, report
     from .typology.command import typology
 
-    main.add_command(model)
-    main.add_command(typology)
+    for command in (model, typology, report, compare):
+        main.add_command(command)
 
 
 _register_component_commands()

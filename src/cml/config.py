@@ -287,6 +287,13 @@ StrategyConfig = Annotated[Union[FullFinetuneConfig, ModularConfig, EWCConfig, R
                                  WiseFTConfig], Field(discriminator="method")]
 
 
+class EvaluationConfig(Strict):
+    neighbour_threshold: float = Field(
+        0.4, gt=0, description="URIEL distance below which a language counts as a neighbour of an update language")
+    resamples: int = Field(1000, gt=0, description="paired bootstrap resamples for the 95% intervals")
+    seed: int = Field(0, description="bootstrap seed")
+
+
 class ExperimentConfig(Strict):
     name: str
     task: TaskFamily
@@ -301,8 +308,7 @@ class ExperimentConfig(Strict):
     strategies: list[StrategyConfig] = Field(
         [FullFinetuneConfig(method="full_finetune")], min_length=1,
         description="update strategies compared on the same stream, each from the same stage-0 model")
-    # Sections filled in by later components; validated by them.
-    evaluation: dict[str, Any] = {}
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")
     def _unique_strategy_names(self):

@@ -27,8 +27,10 @@ from .config import ExperimentConfig, FullFinetuneConfig, TrainingConfig
 from .data.readers import read_dataset
 from .data.stream import Stream, build_stream
 from .errors import CMLError
+from .evaluation.cml_metrics import summarize_run
 from .evaluation.inference import predict
 from .io import atomic_open, write_json
+from .reports.report import write_report
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
 from .tasks import make_task
@@ -132,7 +134,10 @@ class Experiment:
             del deployed
         shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
         results = self.results(strategies)
+        results["summary"] = summarize_run(results, self.run_dir, reference=results["reference_strategy"],
+                                           **self.config.evaluation.model_dump())
         write_json(self.run_dir / "results.json", results)
+        write_report(self.run_dir)
         self.accelerator.end_training()
         return results
 

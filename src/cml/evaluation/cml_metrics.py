@@ -1,0 +1,328 @@
+"""What an update did to every language: per-language changes with paired bootstrap intervals, flip rates, and
+summaries per strategy and stage (overall, by language category, against a reference strategy, across seeds).
+
+Everything except :func:`summarize_run` (which reads prediction files and URIEL+) is a pure function of numbers.
+
+**Before and after.** For update stage *k* of strategy *S*, "before" is *S*'s deployed model after stage *k-1* and
+"after" is *S* after stage *k*. ``before``/``after`` are the stage records' primary metric (the number every
+table shows) and ``delta = after - before``, as a fraction in [-1, 1].
+
+**Interval** (:func:`paired_bootstrap_interval`). A 95% paired bootstrap percentile interval over the test items:
+each resample draws item indices with replacement, the same indices for before and after (which is resampling
+the per-item differences), and takes the mean difference; the interval is the 2.5th and 97.5th percentiles of
+``resamples`` such means. Per-item scores are the ``score`` fields of the prediction files: 1/0 for
+classification and seq2seq exact match, the fraction of correct tokens of a sentence for tagging. For accuracy
+and exact match the primary metric *is* the mean item score, so the interval is exactly that of ``delta``. For
+corpus-level metrics (token accuracy pools tokens over sentences, entity F1 pools entities, and chrF, should it
+become primary, pools character n-gram statistics) the items do not add up to the metric, so we bootstrap the
+mean item score instead and translate its interval by ``delta - (mean item difference)``: the spread of the item
+mean stands in for the metric's. That is an approximation, exact when the two coincide, and it keeps every
+interval around the delta it qualifies (so "significant" never contradicts the sign of ``delta``). A language is
+significantly improved (degraded) when the whole interval lies above (below) zero.
+
+Each language's resamples are seeded by ``(seed, language)``: reruns are identical, and two strategies are
+compared on the same resampled item sets (common random numbers), so their intervals differ only by their
+predictions.
+
+**Flip rates** (:func:`flip_rates`). The negative flip rate is the share of items whose score dropped from
+before to after, the positive one the share whose score rose. For 1/0 scores that is exactly "right before and
+wrong after" (and the reverse); for tagging it counts sentences with fewer correct tokens, however many.
+
+**Language categories** (:func:`placement`). ``in_update``: trained on in the stage. ``neighbour``: the combined
+URIEL+ distance (:mod:`cml.typology.uriel`, default kinds) to the nearest update language is below
+``neighbour_threshold``. ``far``: everything else, including languages that cannot be placed in URIEL+ (they get
+a ``note``). The default threshold, 0.4, sits in the gap between close relatives and the rest: pairs within one
+branch or genus measure 0.09-0.38 (zsm-ind 0.09, spa-por 0.14, ukr-rus 0.21, nld-deu 0.25, amh-tir 0.31, swh-zul
+0.31, eng-deu 0.35, yor-ibo 0.37, hin-mar 0.37), while pairs from different branches of one family or
+different families start at about 0.46 (eng-fra 0.46, deu-rus 0.47, jpn-kor 0.48, hau-yor 0.50). 0.3 would
+already call eng-deu, hin-mar or swh-zul far.
+
+**Summaries** (:func:`summarize_languages`): counts of improved/degraded languages (``delta`` above/below zero,
+and significantly so), means over languages (each language weighs the same, whatever its test size; the flip
+rate too is a mean of per-language rates), and loss figures as positive magnitudes: ``mean_loss_magnitude`` is
+the mean ``|delta|`` over degraded languages and ``max_loss`` the largest, both 0 when nothing degraded. Means
+over no languages (an empty category) are ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import CMLError
+
+if TYPE_CHECKING:
+    from ..typology.uriel import TypologyMatrix
+
+log = logging.getLogger("cml.metrics")
+
+REFERENCE = "full_finetune"
+NEIGHBOUR_THRESHOLD = 0.4
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+CATEGORIES = ("in_update", "neighbour", "far")
+SUMMARY_KEYS = ("n_languages", "n_improved", "n_degraded", "n_significant_improved", "n_significant_degraded",
+                "mean_delta", "mean_loss_magnitude", "max_loss", "aggregate_before", "aggregate_after",
+                "negative_flip_rate")
+REFERENCE_KEYS = ("improved_share_gain_pp", "loss_magnitude_reduction")
+_BOOTSTRAP_BLOCK = 1 << 20  # resampled indices held in memory at once
+
+
+# ---------------------------------------------------------------------------------------------- per language
+
+def paired_bootstrap_interval(before: Sequence[float] | np.ndarray, after: Sequence[float] | np.ndarray, *,
+                              resamples: int = RESAMPLES, seed: int | Sequence[int] = 0,
+                              confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile interval of the mean of ``after - before`` over item resamples (see the module docstring)."""
+    before, after = _item_arrays(before, after)
+    differences = after - before
+    n = len(differences)
+    rng = np.random.default_rng(seed)
+    rows = max(1, _BOOTSTRAP_BLOCK // n)
+    means = np.concatenate([differences[rng.integers(0, n, size=(min(rows, resamples - start), n))].mean(axis=1)
+                            for start in range(0, resamples, rows)])
+    tail = 50 * (1 - confidence)
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def flip_rates(before: Sequence[float] | np.ndarray, after: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """(negative, positive) flip rate: the shares of items whose score dropped, and rose, from before to after."""
+    before, after = _item_arrays(before, after)
+    return float(np.mean(after < before)), float(np.mean(after > before))
+
+
+def _item_arrays(before: Sequence[float] | np.ndarray,
+                 after: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    if before.shape != after.shape or before.ndim != 1 or len(before) == 0:
+        raise ValueError("need two equally long, non-empty sequences of item scores")
+    return before, after
+
+
+def language_change(before_score: float, after_score: float, before_items: np.ndarray, after_items: np.ndarray,
+                    *, resamples: int = RESAMPLES, seed: int | Sequence[int] = 0) -> dict[str, float]:
+    """``before``, ``after``, ``delta``, its interval (``ci_low``, ``ci_high``) and both flip rates of one language."""
+    delta = after_score - before_score
+    low, high = paired_bootstrap_interval(before_items, after_items, resamples=resamples, seed=seed)
+    shift = delta - float(np.mean(after_items) - np.mean(before_items))  # 0 unless the metric is corpus-level
+    negative, positive = flip_rates(before_items, after_items)
+    return {"before": before_score, "after": after_score, "delta": delta, "ci_low": low + shift,
+            "ci_high": high + shift, "negative_flip_rate": negative, "positive_flip_rate": positive}
+
+
+def language_seed(seed: int, language: str) -> list[int]:
+    """The bootstrap seed of one language: the same in every strategy and stage (common random numbers)."""
+    return [seed, zlib.crc32(language.encode("utf-8"))]
+
+
+# ---------------------------------------------------------------------------------------------- categories
+
+def placement(language: str, updated: Sequence[str], distance: Callable[[str, str], float | None],
+              threshold: float = NEIGHBOUR_THRESHOLD) -> dict[str, Any]:
+    """``category`` and ``distance_to_update`` (to the nearest update language; 0 for update languages) of one
+    language; ``distance(a, b)`` returns None where URIEL+ cannot place a pair, which makes the language far with
+    a ``note``."""
+    if language in updated:
+        return {"category": "in_update", "distance_to_update": 0.0}
+    known = [d for d in (distance(language, other) for other in updated) if d is not None and math.isfinite(d)]
+    if not known:
+        return {"category": "far", "distance_to_update": None,
+                "note": "no URIEL+ distance to any update language; counted as far"}
+    nearest = min(known)
+    return {"category": "neighbour" if nearest < threshold else "far", "distance_to_update": nearest}
+
+
+def typology_distance(languages: Sequence[str]) -> tuple[Callable[[str, str], float | None], TypologyMatrix | None]:
+    """A ``distance(a, b)`` over the languages URIEL+ can place (None for the others) and the matrix behind it
+    (None when no language could be placed). Never raises: a missing typology only makes languages far."""
+    from ..languages import parse_language
+    from ..typology.uriel import typology_matrix, uriel_code
+
+    placed = []
+    for language in languages:
+        try:
+            uriel_code(parse_language(language))
+            placed.append(language)
+        except CMLError as error:
+            log.warning("%s: cannot be placed in URIEL+ (%s); counted as far", language, error)
+    matrix = None
+    if placed:
+        try:
+            matrix = typology_matrix(placed)
+        except CMLError as error:
+            log.warning("no typology for this run (%s); every language not updated counts as far", error)
+    by_code = {} if matrix is None else {language: matrix.index(language) for language in placed}
+
+    def distance(a: str, b: str) -> float | None:
+        if a not in by_code or b not in by_code:
+            return None
+        return float(matrix.distances[by_code[a], by_code[b]])
+
+    return distance, matrix
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+
+def summarize_languages(changes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The :data:`SUMMARY_KEYS` figures over languages' :func:`language_change` records."""
+    def column(key: str) -> np.ndarray:
+        return np.array([change[key] for change in changes.values()], dtype=np.float64)
+
+    def mean(values: np.ndarray) -> float | None:
+        return float(values.mean()) if len(values) else None
+
+    delta = column("delta")
+    losses = -delta[delta < 0]
+    return {
+        "n_languages": len(delta),
+        "n_improved": int((delta > 0).sum()),
+        "n_degraded": int((delta < 0).sum()),
+        "n_significant_improved": int((column("ci_low") > 0).sum()),
+        "n_significant_degraded": int((column("ci_high") < 0).sum()),
+        "mean_delta": mean(delta),
+        "mean_loss_magnitude": float(losses.mean()) if len(losses) else 0.0,
+        "max_loss": float(losses.max()) if len(losses) else 0.0,
+        "aggregate_before": mean(column("before")),
+        "aggregate_after": mean(column("after")),
+        "negative_flip_rate": mean(column("negative_flip_rate")),
+    }
+
+
+def summarize_stage(changes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`summarize_languages` over all languages, plus ``by_category`` ({category: the same figures});
+    each change needs a ``category``."""
+    return {**summarize_languages(changes),
+            "by_category": {category: summarize_languages({lang: change for lang, change in changes.items()
+                                                           if change["category"] == category})
+                            for category in CATEGORIES}}
+
+
+def compare_to_reference(summary: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str, float | None]:
+    """How a strategy's stage summary compares to the reference strategy's for the same stage.
+
+    ``improved_share_gain_pp``: percentage points of languages improved, minus the reference's.
+    ``loss_magnitude_reduction``: ``1 - mean_loss_magnitude / reference's``; 1 means no loss left, negative means
+    larger losses than the reference. When the reference lost nothing the ratio is undefined: 0.0 if the strategy
+    lost nothing either (as good as the reference), None otherwise (any loss is worse than none, by no finite
+    factor).
+    """
+    def improved_share(figures: Mapping[str, Any]) -> float | None:
+        return 100 * figures["n_improved"] / figures["n_languages"] if figures["n_languages"] else None
+
+    ours, theirs = improved_share(summary), improved_share(reference)
+    loss, reference_loss = summary["mean_loss_magnitude"], reference["mean_loss_magnitude"]
+    if reference_loss > 0:
+        reduction = 1 - loss / reference_loss
+    else:
+        reduction = 0.0 if loss == 0 else None
+    return {"improved_share_gain_pp": None if ours is None or theirs is None else ours - theirs,
+            "loss_magnitude_reduction": reduction}
+
+
+def aggregate_seeds(summaries: Sequence[Any]) -> Any:
+    """Mean and standard deviation over runs with different seeds, of every number in equally shaped summaries
+    (a stage summary, a strategy's, or a whole :func:`summarize_run` result).
+
+    Each number becomes ``{"mean", "std", "n"}``: ``std`` is the sample standard deviation (ddof 1), None for a
+    single value; ``None`` values (undefined figures) are left out and ``n`` counts the rest. Mappings keep the
+    keys all summaries share; any other value is kept where all summaries agree on it, else None.
+    """
+    if not summaries:
+        raise ValueError("no summaries to aggregate")
+    first = summaries[0]
+    if all(isinstance(summary, Mapping) for summary in summaries):
+        return {key: aggregate_seeds([summary[key] for summary in summaries])
+                for key in first if all(key in summary for summary in summaries)}
+    if all(value is None or _is_number(value) for value in summaries) and any(map(_is_number, summaries)):
+        values = np.array([value for value in summaries if value is not None], dtype=np.float64)
+        return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else None,
+                "n": len(values)}
+    return first if all(summary == first for summary in summaries) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------------------------- a run
+
+def read_item_scores(path: Path) -> dict[str, dict[str, float]]:
+    """{language: {example id: score}} of a prediction file, in file order."""
+    if not path.is_file():
+        raise CMLError("prediction file missing; cannot compare items", file=path)
+    items: dict[str, dict[str, float]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, 1):
+            row = json.loads(line)
+            by_id = items.setdefault(row["lang"], {})
+            if str(row["id"]) in by_id:
+                raise CMLError(f"example {row['lang']}/{row['id']} appears twice", file=path, line=line_number)
+            by_id[str(row["id"])] = float(row["score"])
+    return items
+
+
+def paired_items(before: Mapping[str, float], after: Mapping[str, float], *,
+                 where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Item scores before and after, matched by example id (in ``before``'s order)."""
+    if not before and not after:
+        raise CMLError(f"{where}: no test items in the prediction files")
+    if before.keys() != after.keys():
+        raise CMLError(f"{where}: the test items differ between stages ({len(before.keys() - after.keys())} only "
+                       f"before, {len(after.keys() - before.keys())} only after)")
+    ids = list(before)
+    return (np.fromiter((before[i] for i in ids), np.float64, len(ids)),
+            np.fromiter((after[i] for i in ids), np.float64, len(ids)))
+
+
+def summarize_run(results: dict, run_dir: Path, *, reference: str = REFERENCE,
+                  neighbour_threshold: float = NEIGHBOUR_THRESHOLD, resamples: int = RESAMPLES,
+                  seed: int = 0) -> dict:
+    """``results["summary"]``: {strategy: {update stage name: summary}} for a run's ``results.json`` content.
+
+    A stage summary holds the :data:`SUMMARY_KEYS` figures, ``by_category`` (the same per category),
+    ``vs_reference`` (:func:`compare_to_reference` against ``reference`` at the same stage; None when the run
+    lacks that strategy), ``settings`` (what produced it) and ``languages``: {language: ``before``, ``after``,
+    ``delta``, ``ci_low``, ``ci_high``, ``negative_flip_rate``, ``positive_flip_rate``, ``category``,
+    ``distance_to_update`` and, where typology failed, ``note``}. Items are matched by (language, id) between
+    the prediction files of the two stages.
+    """
+    run_dir = Path(run_dir)
+    files: dict[str, dict[str, dict[str, float]]] = {}  # stage 0's file serves every strategy
+
+    def items(record: dict) -> dict[str, dict[str, float]]:
+        if record["predictions"] not in files:
+            files[record["predictions"]] = read_item_scores(run_dir / record["predictions"])
+        return files[record["predictions"]]
+
+    distance, _ = typology_distance(results["languages"])
+    stage_changes: dict[str, dict[str, dict[str, dict]]] = {}
+    for strategy, entry in results["strategies"].items():
+        stages = sorted(entry["stages"], key=lambda record: record["index"])
+        stage_changes[strategy] = {}
+        for before, after in zip(stages, stages[1:]):
+            before_items, after_items = items(before), items(after)
+            stage_changes[strategy][after["name"]] = {
+                lang: {**language_change(before["scores"][lang], after["scores"][lang],
+                                         *paired_items(before_items.get(lang, {}), after_items.get(lang, {}),
+                                                       where=f"{strategy}, stage {after['name']}, {lang}"),
+                                         resamples=resamples, seed=language_seed(seed, lang)),
+                       **placement(lang, after["updated_languages"], distance, neighbour_threshold)}
+                for lang in results["languages"]}
+    figures = {strategy: {name: summarize_stage(changes) for name, changes in stages.items()}
+               for strategy, stages in stage_changes.items()}
+    settings = {"reference": reference, "neighbour_threshold": neighbour_threshold, "resamples": resamples,
+                "seed": seed, "confidence": CONFIDENCE}
+    return {strategy: {name: {**stage,
+                              "vs_reference": (compare_to_reference(stage, figures[reference][name])
+                                               if name in figures.get(reference, {}) else None),
+                              "settings": dict(settings), "languages": stage_changes[strategy][name]}
+                       for name, stage in stages.items()}
+            for strategy, stages in figures.items()}
