@@ -197,7 +197,9 @@ class ModularStrategy(Strategy):
 
 def head_modules(model: torch.nn.Module, task) -> list[str]:
     """The task head: the model's top-level modules outside the backbone, plus BERT's pooler for
-    classification (it was trained with the head at stage 0)."""
+    classification (it was trained with the head at stage 0); none for seq2seq."""
+    if task.family.value == "seq2seq":
+        return []  # the output projection is the (frozen, shared) embedding table: no separate head
     prefix = getattr(model, "base_model_prefix", "")
     heads = [name for name, child in model.named_children()
              if name != prefix and any(True for _ in child.parameters())]
