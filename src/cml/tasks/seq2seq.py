@@ -1,0 +1,125 @@
+"""Text to text (lemmatisation, inflection, transliteration): exact match (primary) and chrF.
+
+A checkpoint that is an encoder-decoder itself (mT5, ByT5, BART) is used as it is. An encoder-only checkpoint
+(the embedded multilingual-e5-small) becomes an ``EncoderDecoderModel``: the encoder plus a decoder built
+from ``model.decoder`` or from the same checkpoint, whose self-attention turns causal and whose
+cross-attention is new and random. That is what lets a seq2seq task run offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+import torch
+
+from ..data.examples import Example, TaskFamily
+from ..metrics import chrf, exact_match
+from .base import Task
+
+IGNORE = -100
+
+
+class Seq2SeqTask(Task):
+    family = TaskFamily.seq2seq
+    primary_metric = "exact_match"
+
+    def _path(self, name: str) -> str:
+        from ..models.embedded import resolve_model_path
+
+        return resolve_model_path(name)
+
+    @cached_property
+    def native(self) -> bool:
+        """Whether the checkpoint is an encoder-decoder itself; if not, ``build_model`` assembles one."""
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(self._path(self.model_config.name),
+                                            trust_remote_code=self.model_config.trust_remote_code)
+        return bool(getattr(config, "is_encoder_decoder", False))
+
+    @cached_property
+    def target_tokenizer(self):
+        """Tokenises targets and decodes predictions: a separate decoder checkpoint brings its own vocabulary."""
+        if self.native or not self.model_config.decoder:
+            return self.tokenizer
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self._path(self.model_config.decoder),
+                                             trust_remote_code=self.model_config.trust_remote_code)
+
+    @property
+    def decoder_start_id(self) -> int:
+        tokenizer = self.target_tokenizer
+        return tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+
+    @property
+    def eos_id(self) -> int:
+        tokenizer = self.target_tokenizer
+        return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+
+    def build_model(self):
+        from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, EncoderDecoderModel
+
+        remote = self.model_config.trust_remote_code
+        if self.native:
+            # Its own config and generation config already name its start, end and pad tokens.
+            return AutoModelForSeq2SeqLM.from_pretrained(self._path(self.model_config.name), trust_remote_code=remote)
+        encoder_path = self._path(self.model_config.name)
+        decoder_path = self._path(self.model_config.decoder or self.model_config.name)
+        encoder = AutoModel.from_pretrained(encoder_path, trust_remote_code=remote)
+        decoder = AutoModelForCausalLM.from_pretrained(decoder_path, is_decoder=True, add_cross_attention=True,
+                                                       trust_remote_code=remote)
+        if decoder_path == encoder_path:
+            # One embedding table for encoder input, decoder input and output projection (as BERT's MLM head
+            # ties its output to its input): e5's table is 96M of its 118M parameters, and a second trainable
+            # copy made a CPU step 2.5x slower. freeze_embeddings then freezes all three uses.
+            table = encoder.get_input_embeddings()
+            decoder.set_input_embeddings(table)
+            decoder.get_output_embeddings().weight = table.weight
+        model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+        # forward() shifts labels right behind decoder_start_token_id (filling -100 with pad_token_id) and
+        # generate() reads generation_config, so both need the decoder's special tokens.
+        special = {"decoder_start_token_id": self.decoder_start_id, "eos_token_id": self.eos_id,
+                   "pad_token_id": self.target_tokenizer.pad_token_id}
+        for config in (model.config, model.generation_config):
+            for key, value in special.items():
+                setattr(config, key, value)
+        return model
+
+    def _targets(self, texts: Sequence[str]) -> list[list[int]]:
+        tokenizer, length = self.target_tokenizer, self.model_config.max_length
+        if self.native:
+            # The family's own label format (T5: pieces </s>; BART: <s> pieces </s>), which its generation
+            # settings (decoder start, forced BOS) were made for.
+            return tokenizer(text_target=list(texts), truncation=True, max_length=length)["input_ids"]
+        # The assembled decoder starts from [CLS] (or <s>) and has to learn to stop: pieces then [SEP] (or </s>).
+        pieces = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=length - 1)["input_ids"]
+        return [p + [self.eos_id] for p in pieces]
+
+    def encode(self, examples: Sequence[Example]):
+        sources = self.tokenizer([e.text for e in examples], truncation=True,
+                                 max_length=self.model_config.max_length)["input_ids"]
+        targets = self._targets([e.target for e in examples])
+        return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets)]
+
+    def collate(self, features):
+        batch = self.pad_inputs(features)
+        batch["labels"] = self.pad([f["labels"] for f in features], IGNORE)
+        return batch
+
+    @torch.no_grad()
+    def predict(self, model, batch):
+        # Without the labels: generate() would pass them on to forward(). lang_ids stay for a routed model.
+        generated = model.generate(**self.inputs(batch), num_beams=self.model_config.num_beams,
+                                   max_new_tokens=self.model_config.max_new_tokens, do_sample=False)
+        return [text.strip() for text in self.target_tokenizer.batch_decode(generated, skip_special_tokens=True)]
+
+    def score(self, examples, predictions):
+        references = [e.target for e in examples]
+        chrf_score, signature = chrf(references, predictions)
+        return {"exact_match": exact_match(references, predictions), "chrf": chrf_score,
+                "chrf_signature": signature}
+
+    def item_scores(self, examples, predictions):
+        return [float(e.target.strip() == p.strip()) for e, p in zip(examples, predictions)]

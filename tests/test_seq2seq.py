@@ -1,0 +1,219 @@
+"""Seq2seq task: an EncoderDecoderModel assembled around a tiny BERT, and a tiny T5 used as it is."""
+
+from __future__ import annotations
+
+import pytest
+import sacrebleu
+import torch
+
+from cml.config import ModelConfig
+from cml.data.examples import Example
+from cml.tasks.seq2seq import IGNORE, Seq2SeqTask
+
+PAIRS = [("walked", "walk"), ("talks", "talk"), ("jumping", "jump"), ("cats", "cat"),
+         ("played", "play"), ("books", "book"), ("sings", "sing"), ("dogs", "dog")]
+CHARS = "abcdefghijklmnopqrstuvwxyz "
+
+# EncoderDecoderModel warns at every forward with labels about a change of v4.12 that concerns old checkpoints.
+pytestmark = pytest.mark.filterwarnings("ignore:Version v4.12.0:FutureWarning")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and lose ten times over when another process holds the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def char_tokenizer(specials: dict[str, str], template: str):
+    """Characters as tokens, so the tiny models need no learned vocabulary; ``Fuse`` joins them back."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate([*specials.values(), *CHARS])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=specials["unk_token"]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[(t, vocab[t]) for t in specials.values() if t in template])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **specials)
+
+
+def save_tiny_bert(folder, specials: dict[str, str]) -> str:
+    from transformers import BertConfig, BertModel
+
+    tokenizer = char_tokenizer(specials, "[CLS] $A [SEP]")
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=128, max_position_embeddings=64,
+                         pad_token_id=tokenizer.pad_token_id)).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> str:
+    return save_tiny_bert(tmp_path_factory.mktemp("s2s-bert"), {"pad_token": "[PAD]", "unk_token": "[UNK]",
+                                                                "cls_token": "[CLS]", "sep_token": "[SEP]"})
+
+
+@pytest.fixture(scope="module")
+def other_bert(tmp_path_factory) -> str:
+    """A decoder checkpoint whose vocabulary numbers the tokens differently from ``tiny_bert``'s."""
+    return save_tiny_bert(tmp_path_factory.mktemp("s2s-other"), {"sep_token": "[SEP]", "cls_token": "[CLS]",
+                                                                 "unk_token": "[UNK]", "pad_token": "[PAD]"})
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory) -> str:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("s2s-t5")
+    tokenizer = char_tokenizer({"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}, "$A </s>")
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=64, d_kv=32, d_ff=128, num_layers=2,
+                                        num_heads=2, decoder_start_token_id=0, pad_token_id=0,
+                                        eos_token_id=1)).save_pretrained(folder)
+    return str(folder)
+
+
+def examples(pairs=PAIRS) -> list[Example]:
+    return [Example(str(i), "eng", text=source, target=target) for i, (source, target) in enumerate(pairs)]
+
+
+def train(task: Seq2SeqTask, model: torch.nn.Module, steps: int) -> tuple[float, float]:
+    """Full-batch AdamW on PAIRS; the first and the last loss."""
+    batch = task.collate(task.encode(examples()))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    return losses[0], losses[-1]
+
+
+def test_encode_and_collate_assembled(tiny_bert):
+    task = Seq2SeqTask(None, ModelConfig(name=tiny_bert))
+    assert not task.native
+    tokenizer = task.tokenizer
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    features = task.encode(examples([("cats", "cat"), ("jumping", "jump")]))
+    chars = lambda text: tokenizer.convert_tokens_to_ids(list(text))  # noqa: E731
+    assert features[0]["input_ids"] == [cls, *chars("cats"), sep]
+    # No [CLS] in the labels: it is the decoder's start token, which forward() prepends itself.
+    assert features[1]["labels"] == [*chars("jump"), sep]
+
+    batch = task.collate(features)
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (2, 9)
+    assert batch["input_ids"][0, 6:].tolist() == [pad] * 3
+    assert batch["attention_mask"][0].tolist() == [1] * 6 + [0] * 3
+    assert batch["labels"].tolist() == [[*chars("cat"), sep, IGNORE], [*chars("jump"), sep]]
+
+
+def test_encode_native_uses_the_family_label_format(tiny_t5):
+    task = Seq2SeqTask(None, ModelConfig(name=tiny_t5, max_length=4))
+    assert task.native
+    features = task.encode(examples([("walked", "walk")]))
+    eos = task.tokenizer.eos_token_id
+    # Truncation keeps room for </s> on both sides.
+    assert features[0]["input_ids"] == [*task.tokenizer.convert_tokens_to_ids(list("wal")), eos]
+    assert features[0]["labels"] == task.tokenizer(text_target=["walk"], truncation=True, max_length=4)["input_ids"][0]
+    assert features[0]["labels"][-1] == eos
+
+
+def test_assembled_model_knows_its_special_tokens(tiny_bert):
+    from transformers import EncoderDecoderModel
+
+    task = Seq2SeqTask(None, ModelConfig(name=tiny_bert))
+    model = task.build_model()
+    assert isinstance(model, EncoderDecoderModel)
+    assert model.decoder.config.is_decoder and model.decoder.config.add_cross_attention
+    table = model.get_input_embeddings().weight
+    assert model.decoder.get_input_embeddings().weight is table
+    assert model.decoder.get_output_embeddings().weight is table
+    tokenizer = task.tokenizer
+    for config in (model.config, model.generation_config):
+        assert (config.decoder_start_token_id, config.eos_token_id, config.pad_token_id) == (
+            tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+
+
+def test_assembled_model_learns_the_pairs(tiny_bert):
+    task = Seq2SeqTask(None, ModelConfig(name=tiny_bert, max_new_tokens=12))
+    torch.manual_seed(0)
+    model = task.build_model()
+    first, last = train(task, model, steps=50)
+    assert last < first / 10
+
+    # predict() gets the whole batch, labels included, as the trainer's evaluation passes it.
+    batch = task.collate(task.encode(examples()))
+    greedy = task.predict(model, batch)
+    assert greedy == [target for _, target in PAIRS]
+    task.model_config = ModelConfig(name=tiny_bert, max_new_tokens=12, num_beams=3)
+    beam = task.predict(model, batch)
+    assert len(beam) == len(PAIRS) and all(isinstance(p, str) for p in beam)
+    assert task.score(examples(), beam)["exact_match"] >= 0.75
+
+
+def test_native_model_trains_and_predicts(tiny_t5):
+    from transformers import T5ForConditionalGeneration
+
+    task = Seq2SeqTask(None, ModelConfig(name=tiny_t5, max_new_tokens=12))
+    torch.manual_seed(0)
+    model = task.build_model()
+    assert isinstance(model, T5ForConditionalGeneration)
+    first, last = train(task, model, steps=50)
+    assert last < first / 3
+
+    batch = task.collate(task.encode(examples()))
+    for num_beams in (1, 3):
+        task.model_config = ModelConfig(name=tiny_t5, max_new_tokens=12, num_beams=num_beams)
+        predictions = task.predict(model, batch)
+        assert len(predictions) == len(PAIRS) and all(isinstance(p, str) for p in predictions)
+
+
+def test_separate_decoder_brings_its_own_vocabulary(tiny_bert, other_bert):
+    task = Seq2SeqTask(None, ModelConfig(name=tiny_bert, decoder=other_bert, max_new_tokens=6))
+    source, target = task.tokenizer, task.target_tokenizer
+    assert source.cls_token_id != target.cls_token_id
+    features = task.encode(examples([("cats", "cat")]))
+    assert features[0]["input_ids"][0] == source.cls_token_id
+    assert features[0]["labels"] == [*target.convert_tokens_to_ids(list("cat")), target.sep_token_id]
+
+    model = task.build_model()
+    assert model.decoder.get_input_embeddings() is not model.get_input_embeddings()
+    assert model.config.decoder_start_token_id == target.cls_token_id
+    assert model.config.eos_token_id == target.sep_token_id
+    first, last = train(task, model, steps=20)
+    assert last < first
+    assert len(task.predict(model, task.collate(task.encode(examples())))) == len(PAIRS)
+
+
+def test_routed_model_generates_with_language_ids(tiny_bert):
+    from cml.routing import RoutedModel
+
+    task = Seq2SeqTask(None, ModelConfig(name=tiny_bert, max_new_tokens=4))
+    task.languages = ["deu", "eng"]
+    model = RoutedModel(task.build_model(), task.languages).eval()
+    batch = task.batch(task.features(examples()[:3]))
+    assert "lang_ids" in batch
+    assert len(task.predict(model, batch)) == 3
+
+
+def test_score_and_item_scores():
+    task = Seq2SeqTask(None, ModelConfig(name="unused"))
+    references = examples([("a", "walk"), ("b", "talk"), ("c", "jump"), ("d", "cat")])
+    predictions = ["walk", " talk ", "jumps", "dog"]
+    scores = task.score(references, predictions)
+    assert scores["exact_match"] == 0.5
+    expected = sacrebleu.corpus_chrf(predictions, [["walk", "talk", "jump", "cat"]])
+    assert scores["chrf"] == pytest.approx(expected.score)
+    assert scores["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:")
+    assert task.item_scores(references, predictions) == [1.0, 1.0, 0.0, 0.0]
