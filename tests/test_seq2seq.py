@@ -8,7 +8,8 @@ import torch
 
 from cml.config import ModelConfig
 from cml.data.examples import Example
-from cml.tasks.seq2seq import IGNORE, Seq2SeqTask
+from cml.tasks.base import IGNORE
+from cml.tasks.seq2seq import Seq2SeqTask
 
 PAIRS = [("walked", "walk"), ("talks", "talk"), ("jumping", "jump"), ("cats", "cat"),
          ("played", "play"), ("books", "book"), ("sings", "sing"), ("dogs", "dog")]

@@ -11,6 +11,20 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_readable(path: str | Path) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries; give them the modes a plain write would."""
+    path = Path(path)
+    mask = _umask()
+    for entry in (path, *(path.iterdir() if path.is_dir() else ())):
+        entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -22,6 +36,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

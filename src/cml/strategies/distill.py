@@ -14,7 +14,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..tasks.tagging import IGNORE
+from ..tasks.base import IGNORE
 from .base import StageContext
 from .full_finetune import FullFinetune
 

@@ -11,6 +11,9 @@ import torch
 
 from ..data.examples import Example, TaskFamily
 
+IGNORE = -100
+"""Label value the losses skip: padding, special tokens, continuation sub-words."""
+
 
 class Task(ABC):
     """Turns examples into tensors and model outputs into predictions and scores.
@@ -83,6 +86,21 @@ class Task(ABC):
         # Hand-written on purpose: tokenizer.pad() cannot pad label sequences with -100.
         width = max(len(s) for s in sequences)
         return torch.tensor([list(s) + [value] * (width - len(s)) for s in sequences], dtype=torch.long)
+
+    def collate_sequence_labels(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Inputs plus per-token labels padded with -100 (ignored by the loss): tagging and seq2seq."""
+        batch = self.pad_inputs(features)
+        batch["labels"] = self.pad([f["labels"] for f in features], IGNORE)
+        return batch
+
+    def pretrained_with_head(self, auto_class) -> torch.nn.Module:
+        """The backbone with a fresh label head of this task's size (classification, tagging)."""
+        from ..models.embedded import resolve_model_path
+
+        return auto_class.from_pretrained(
+            resolve_model_path(self.model_config.name), num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)), label2id=self.label_to_id,
+            trust_remote_code=self.model_config.trust_remote_code)
 
     def pad_inputs(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         input_ids = self.pad([f["input_ids"] for f in features], self.tokenizer.pad_token_id)

@@ -18,12 +18,7 @@ class ClassificationTask(Task):
     def build_model(self):
         from transformers import AutoModelForSequenceClassification
 
-        from ..models.embedded import resolve_model_path
-
-        return AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(self.model_config.name), num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)), label2id=self.label_to_id,
-            trust_remote_code=self.model_config.trust_remote_code)
+        return self.pretrained_with_head(AutoModelForSequenceClassification)
 
     def encode(self, examples: Sequence[Example]):
         encoded = self.tokenizer([e.text for e in examples], truncation=True,

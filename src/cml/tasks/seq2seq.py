@@ -17,8 +17,6 @@ from ..data.examples import Example, TaskFamily
 from ..metrics import chrf, exact_match
 from .base import Task
 
-IGNORE = -100
-
 
 class Seq2SeqTask(Task):
     family = TaskFamily.seq2seq
@@ -104,9 +102,7 @@ class Seq2SeqTask(Task):
         return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets)]
 
     def collate(self, features):
-        batch = self.pad_inputs(features)
-        batch["labels"] = self.pad([f["labels"] for f in features], IGNORE)
-        return batch
+        return self.collate_sequence_labels(features)
 
     @torch.no_grad()
     def predict(self, model, batch):

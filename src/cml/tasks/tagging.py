@@ -11,9 +11,7 @@ import torch
 
 from ..data.examples import Example, TaskFamily
 from ..metrics import SEQEVAL_MODE, SEQEVAL_SCHEME, entity_f1, is_iob2, token_accuracy
-from .base import Task
-
-IGNORE = -100
+from .base import IGNORE, Task
 
 
 class TaggingTask(Task):
@@ -27,12 +25,7 @@ class TaggingTask(Task):
     def build_model(self):
         from transformers import AutoModelForTokenClassification
 
-        from ..models.embedded import resolve_model_path
-
-        return AutoModelForTokenClassification.from_pretrained(
-            resolve_model_path(self.model_config.name), num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)), label2id=self.label_to_id,
-            trust_remote_code=self.model_config.trust_remote_code)
+        return self.pretrained_with_head(AutoModelForTokenClassification)
 
     def encode(self, examples: Sequence[Example]):
         encoded = self.tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, truncation=True,
@@ -43,9 +36,7 @@ class TaggingTask(Task):
                 for i, e in enumerate(examples)]
 
     def collate(self, features):
-        batch = self.pad_inputs(features)
-        batch["labels"] = self.pad([f["labels"] for f in features], IGNORE)
-        return batch
+        return self.collate_sequence_labels(features)
 
     @torch.no_grad()
     def predict(self, model, batch):

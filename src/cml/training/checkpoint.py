@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CMLError
+from ..io import make_readable
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -55,6 +56,7 @@ def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: d
         if save_rng:
             save_file({"torch_cpu": torch.get_rng_state()}, tmp / "rng.safetensors")
         (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+        make_readable(tmp)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)
