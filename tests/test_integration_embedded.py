@@ -19,9 +19,11 @@ def test_embedded_model_runs_a_small_cml_stream(tmp_path, config, overrides):
     cfg = load_config(ROOT / "configs" / config, [
         *overrides, f"output_dir={tmp_path}", "data.max_per_split=24", "stream.disjoint_sentences=false",
         "stream.stages.0.amount=8", "stream.stages.0.per_language={}", "stream.stages.1.amount=8",
-        "model.max_length=48", "training.epochs=1", "training.batch_size=8", "training.eval_batch_size=32"])
+        "model.max_length=48", "training.epochs=1", "training.batch_size=8", "training.eval_batch_size=32",
+        "strategies=[{method: full_finetune}, {method: laft_uriel, n_groups: 2, lora: {layers: [10, 11]}}]"])
     results = Experiment(cfg).run()
     assert [s["name"] for s in results["stages"]] == ["initial", "update"]
+    assert set(results["summary"]) == {"full_finetune", "laft_uriel"}
     for stage in results["stages"]:
         assert set(stage["scores"]) == set(results["languages"])
         assert all(0.0 <= v <= 1.0 for v in stage["scores"].values())
