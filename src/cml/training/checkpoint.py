@@ -83,7 +83,9 @@ def load_model_state(model: torch.nn.Module, folder: Path) -> None:
     model.load_state_dict(tensors, strict=False)
 
 
-def load_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> None:
+def load_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    """Restore the optimizer; return the saved torch RNG state for the caller to set at the right moment
+    (after the resumed epoch's data iterator is created: creating one draws from the RNG)."""
     folder = Path(folder)
     meta = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
     tensors = load_file(folder / "optimizer.safetensors")
@@ -93,8 +95,7 @@ def load_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> None:
         state.setdefault(int(index), {})[name] = tensor
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     rng = folder / "rng.safetensors"
-    if rng.is_file():
-        torch.set_rng_state(load_file(rng)["torch_cpu"])
+    return load_file(rng)["torch_cpu"] if rng.is_file() else None
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -94,11 +94,11 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
     scheduler = _schedule(optimizer, config, total_steps)
 
-    result, start_epoch, skip_batches = TrainResult(), 0, 0
+    result, start_epoch, skip_batches, rng_state = TrainResult(), 0, 0, None
     saved = read_state(latest) if resume and latest else None
     if saved:
         load_model_state(accelerator.unwrap_model(model), latest)
-        load_training_state(latest, optimizer)
+        rng_state = load_training_state(latest, optimizer)
         result = TrainResult(**saved["result"])
         start_epoch, skip_batches = saved["epoch"], saved["batches_done"]
         scheduler.load_state_dict(saved["scheduler"])
@@ -120,9 +120,20 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     for epoch in range(start_epoch, config.epochs):
         if done:
             break
-        sampler.set_epoch(epoch)
         epoch_loader = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
-        progress = tqdm(epoch_loader, desc=f"{description} epoch {epoch + 1}/{config.epochs}",
+        # Accelerate's loader re-sets the sampler's epoch to its own iteration count at each iter(), which
+        # restarts at 0 in a resumed process: give it the true epoch first.
+        epoch_loader.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        # Creating a data iterator draws from the RNG. The saved state is the one at the checkpoint: at an
+        # epoch boundary the uninterrupted run creates its iterator after that moment, mid-epoch before it.
+        if rng_state is not None and not skip_batches:
+            torch.set_rng_state(rng_state)
+        batches = iter(epoch_loader)
+        if rng_state is not None and skip_batches:
+            torch.set_rng_state(rng_state)
+        rng_state = None
+        progress = tqdm(batches, desc=f"{description} epoch {epoch + 1}/{config.epochs}",
                         initial=skip_batches, total=batches_per_epoch, leave=False,
                         disable=not accelerator.is_local_main_process)
         losses, started = [], time.perf_counter()
