@@ -10,4 +10,5 @@ import platformdirs
 
 def cache_root() -> Path:
     """``$CML_CACHE_DIR`` if set, else the user cache folder (``~/.cache/cml`` on Linux)."""
-    return Path(os.environ.get("CML_CACHE_DIR") or platformdirs.user_cache_dir("cml"))
+    configured = os.environ.get("CML_CACHE_DIR")
+    return Path(configured).expanduser() if configured else Path(platformdirs.user_cache_dir("cml"))

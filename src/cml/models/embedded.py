@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import platformdirs
 
+from cml.cache import cache_root
 from cml.errors import CMLError
 
 EMBEDDED_PREFIX = "embedded:"
@@ -56,12 +56,6 @@ EMBEDDED_MODELS: dict[str, EmbeddedSource] = {
         sha256="1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
     ),
 }
-
-
-def cache_root() -> Path:
-    """``$CML_CACHE_DIR`` if set, else the platform's per-user cache folder for cml."""
-    configured = os.environ.get("CML_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path(platformdirs.user_cache_dir("cml"))
 
 
 # --------------------------------------------------------------------------------------------------

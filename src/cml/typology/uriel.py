@@ -36,7 +36,6 @@ import importlib.util
 import json
 import logging
 import math
-import os
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -391,12 +390,9 @@ def _pair_list(languages: Sequence[str], pairs: np.ndarray) -> str:
 # ---------------------------------------------------------------------------------------------- cache and entry point
 
 def cache_dir() -> Path:
-    root = os.environ.get("CML_CACHE_DIR")
-    if not root:
-        import platformdirs
+    from ..cache import cache_root
 
-        root = platformdirs.user_cache_dir("cml")
-    return Path(root) / "typology"
+    return cache_root() / "typology"
 
 
 def _cache_path(languages: Sequence[str], kinds: Sequence[str], weights: Sequence[float]) -> Path:
