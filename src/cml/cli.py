@@ -68,14 +68,6 @@ def data_stats(config, overrides, labels, as_json):
     print_stats(stats, title=f"{cfg.name}: {cfg.task.value} stream (seed {stream.seed})")
 
 
-def _not_yet(name: str, issue: str):
-    @click.pass_context
-    def command(ctx, **_):
-        raise CMLError(f"`cml {name}` is not implemented yet ({issue})")
-
-    return command
-
-
 @main.command()
 @CONFIG
 @OVERRIDES

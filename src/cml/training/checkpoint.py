@@ -25,12 +25,6 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def changed_state(model: torch.nn.Module, frozen_prefixes: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """Every tensor of the model except those known to equal the backbone (frozen embeddings)."""
-    return {name: t.detach().contiguous() for name, t in model.state_dict().items()
-            if not name.startswith(frozen_prefixes)}
-
-
 def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses tensors that share memory (tied weights); store each once, by value.
     seen: dict[int, str] = {}
