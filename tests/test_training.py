@@ -102,3 +102,41 @@ def test_each_family_lowers_the_loss(tiny_backbone, family):
     result = train(model, task, features, config, accelerator=make_accelerator(config), seed=0)
     assert result.epoch_losses[-1] < 0.8 * result.epoch_losses[0]
 
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_backbone):
+    """The real thing: SIGKILL a `cml run` mid-update (mid-epoch), then `cml run --resume`."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    path = run_config(tmp_path, tiny_backbone, checkpoint_every_steps=1)
+    # select_best off: the final weights are the last step's, so any divergence after the kill shows.
+    overrides = ["--set", "update_training={epochs: 25, select_best: false}"]
+    command = [sys.executable, "-m", "cml.cli", "run", str(path), *overrides]
+    subprocess.run([*command, "--set", "name=reference"], check=True, capture_output=True)
+    latest = tmp_path / "runs" / "killed" / "checkpoints" / "full_finetune" / "1" / "latest" / "state.json"
+    process = subprocess.Popen([*command, "--set", "name=killed"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        try:
+            steps = json.loads(latest.read_text())["result"]["steps"]
+        except (OSError, ValueError):
+            steps = 0
+        if steps >= 10:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "runs" / "killed" / "results.json").exists()
+    subprocess.run([*command, "--set", "name=killed", "--resume"], check=True, capture_output=True)
+    reference = json.loads((tmp_path / "runs" / "reference" / "results.json").read_text())
+    resumed = json.loads((tmp_path / "runs" / "killed" / "results.json").read_text())
+    assert [s["scores"] for s in resumed["stages"]] == [s["scores"] for s in reference["stages"]]
+    weights = [load_file(tmp_path / "runs" / name / "stages" / "full_finetune" / "1-update" / "model.safetensors")
+               for name in ("reference", "killed")]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])

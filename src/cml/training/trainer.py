@@ -86,7 +86,10 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     best_dir = checkpoint_dir / "best" if checkpoint_dir else None
     sampler = BucketBatchSampler([len(f["input_ids"]) for f in train_features], config.batch_size,
                                  shuffle=True, seed=seed, multiplier=config.bucket_multiplier)
-    loader = torch.utils.data.DataLoader(train_features, batch_sampler=sampler, collate_fn=task.batch)
+    # The loader gets its own generator: by default each epoch's first batch draws a seed from the global
+    # RNG, which would shift the dropout stream of a run resumed mid-epoch.
+    loader = torch.utils.data.DataLoader(train_features, batch_sampler=sampler, collate_fn=task.batch,
+                                         generator=torch.Generator().manual_seed(seed))
     optimizer = _optimizer(model, config)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     batches_per_epoch = len(loader)
@@ -125,15 +128,10 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
         # restarts at 0 in a resumed process: give it the true epoch first.
         epoch_loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
-        # Creating a data iterator draws from the RNG. The saved state is the one at the checkpoint: at an
-        # epoch boundary the uninterrupted run creates its iterator after that moment, mid-epoch before it.
-        if rng_state is not None and not skip_batches:
+        if rng_state is not None:
             torch.set_rng_state(rng_state)
-        batches = iter(epoch_loader)
-        if rng_state is not None and skip_batches:
-            torch.set_rng_state(rng_state)
-        rng_state = None
-        progress = tqdm(batches, desc=f"{description} epoch {epoch + 1}/{config.epochs}",
+            rng_state = None
+        progress = tqdm(epoch_loader, desc=f"{description} epoch {epoch + 1}/{config.epochs}",
                         initial=skip_batches, total=batches_per_epoch, leave=False,
                         disable=not accelerator.is_local_main_process)
         losses, started = [], time.perf_counter()
