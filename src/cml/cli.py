@@ -87,6 +87,8 @@ def run(config, overrides, resume, from_stage):
     cfg = load_config(config, overrides)
     experiment = Experiment(cfg, resume=resume, from_stage=from_stage)
     results = experiment.run()
+    if not experiment.accelerator.is_main_process:  # under `accelerate launch`: print once
+        return
     print_scores(results)
     click.echo(f"results: {experiment.run_dir / 'results.json'}")
     click.echo(f"report:  {experiment.run_dir / 'report.html'} (and report.md, results.csv)")

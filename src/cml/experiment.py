@@ -1,6 +1,10 @@
 """The CML experiment recipe: train the initial model on stage 0, apply each update stage, evaluate every
 language after every stage, and write ``results.json``. Interrupted runs continue with ``resume``.
 
+Under ``accelerate launch`` every process runs this whole recipe (training is data-parallel; evaluation is
+repeated on each process with the same weights, so all get the same scores); only the main process writes
+files, and no process reads what another wrote during the run.
+
 Run folder::
 
     <output_dir>/<name>/results.json, run.log
@@ -22,6 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .config import ExperimentConfig, FullFinetuneConfig, TrainingConfig
 from .data.readers import read_dataset
@@ -29,7 +34,7 @@ from .data.stream import Stream, build_stream
 from .errors import CMLError
 from .evaluation.cml_metrics import summarize_run
 from .evaluation.inference import predict
-from .io import atomic_open, write_json
+from .io import write_json, write_text
 from .reports.report import write_report
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
@@ -116,7 +121,9 @@ class Experiment:
                             resume=self.resume, history=self.stream.stages[:index])
 
     def run(self) -> dict:
-        _setup_logging(self.run_dir)
+        main = self.accelerator.is_main_process
+        if main:  # one run.log: the other processes' lines would repeat the main one's
+            _setup_logging(self.run_dir)
         if self.config.training.trackers:
             self.accelerator.init_trackers(self.config.name, config={"seed": self.config.seed})
         model = RoutedModel(build_model(self.task, self.config), self.stream.languages)
@@ -132,12 +139,14 @@ class Experiment:
                 records.append(record)
             strategies[strategy.name] = {"method": strategy_config.method, "stages": records}
             del deployed
-        shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
         results = self.results(strategies)
-        results["summary"] = summarize_run(results, self.run_dir, reference=results["reference_strategy"],
-                                           **self.config.evaluation.model_dump())
-        write_json(self.run_dir / "results.json", results)
-        write_report(self.run_dir)
+        if main:  # the summary reads the prediction files, which only the main process writes
+            shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+            results["summary"] = summarize_run(results, self.run_dir, reference=results["reference_strategy"],
+                                               **self.config.evaluation.model_dump())
+            write_json(self.run_dir / "results.json", results)
+            write_report(self.run_dir)
+        self.accelerator.wait_for_everyone()  # every process returns once results.json is written
         self.accelerator.end_training()
         return results
 
@@ -152,8 +161,9 @@ class Experiment:
         ctx = self.context(INITIAL, 0)
         _, artifacts = make_strategy(FullFinetuneConfig(method="full_finetune", name=INITIAL)).update(model, ctx)
         record = self.record(ctx, artifacts, self.evaluate(model, INITIAL, 0))
-        save_checkpoint(stage_dir, {k: v for k, v in model.state_dict().items() if k not in frozen},
-                        {"complete": True, "record": record})
+        if self.accelerator.is_main_process:
+            save_checkpoint(stage_dir, {k: v for k, v in model.state_dict().items() if k not in frozen},
+                            {"complete": True, "record": record})
         return record
 
     def update_stage(self, strategy, model: RoutedModel, index: int, frozen: tuple[str, ...]):
@@ -167,8 +177,9 @@ class Experiment:
             return model, saved
         model, artifacts = strategy.update(model, ctx)
         record = self.record(ctx, artifacts, self.evaluate(model, strategy.name, index))
-        save_checkpoint(stage_dir, strategy.saved_state(model, frozen), {"complete": True, "record": record})
-        record["stored_bytes"] = (stage_dir / "model.safetensors").stat().st_size
+        if self.accelerator.is_main_process:  # the run folder may be on the main machine only
+            save_checkpoint(stage_dir, strategy.saved_state(model, frozen), {"complete": True, "record": record})
+            record["stored_bytes"] = (stage_dir / "model.safetensors").stat().st_size
         return model, record
 
     @staticmethod
@@ -178,19 +189,20 @@ class Experiment:
 
     def evaluate(self, model, strategy: str, index: int) -> dict:
         started = time.perf_counter()
-        scores, metrics, n = {}, {}, 0
+        scores, metrics, lines = {}, {}, []
         path = self.run_dir / "predictions" / strategy / f"{index}-{self.stream.stages[index].name}.jsonl"
-        with atomic_open(path) as handle:
-            for lang, (examples, features) in self.test.items():
-                predictions = predict(model, self.task, features, self.config.training.eval_batch_size)
-                metrics[lang] = self.task.score(examples, predictions)
-                scores[lang] = metrics[lang][self.task.primary_metric]
-                for example, prediction, item in zip(examples, predictions,
-                                                     self.task.item_scores(examples, predictions)):
-                    handle.write(json.dumps({"lang": lang, "id": example.id, "prediction": prediction,
-                                             "score": item}, ensure_ascii=False) + "\n")
-                n += len(examples)
+        for lang, (examples, features) in tqdm(self.test.items(), desc=f"{strategy} test", unit="language",
+                                               leave=False, disable=not self.accelerator.is_local_main_process):
+            predictions = predict(model, self.task, features, self.config.training.eval_batch_size)
+            metrics[lang] = self.task.score(examples, predictions)
+            scores[lang] = metrics[lang][self.task.primary_metric]
+            for example, prediction, item in zip(examples, predictions, self.task.item_scores(examples, predictions)):
+                lines.append(json.dumps({"lang": lang, "id": example.id, "prediction": prediction, "score": item},
+                                        ensure_ascii=False) + "\n")
+        if self.accelerator.is_main_process:
+            write_text(path, "".join(lines))
         seconds = time.perf_counter() - started
+        n = len(lines)
         return {"scores": scores, "metrics": metrics, "eval_seconds": seconds, "eval_examples_per_second": n / seconds,
                 "predictions": str(path.relative_to(self.run_dir))}
 
@@ -200,4 +212,5 @@ class Experiment:
                 "seed": self.config.seed, "languages": self.stream.languages, "labels": self.task.labels,
                 "reference_strategy": reference, "stages": strategies[reference]["stages"],
                 "strategies": strategies, "tokenize_seconds": self.tokenize_seconds,
-                "config": self.config.model_dump(mode="json"), "versions": _versions()}
+                "config": self.config.model_dump(mode="json"), "versions": _versions(),
+                "processes": self.accelerator.num_processes}

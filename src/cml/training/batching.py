@@ -9,8 +9,9 @@ import torch
 
 class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Shuffle, cut into chunks of ``batch_size * multiplier`` examples, sort each chunk by length,
-    batch it, and shuffle the batches. The order depends only on (seed, epoch), so an interrupted epoch
-    resumes with the same batches. Without ``shuffle`` (evaluation) examples are simply sorted by length.
+    batch it, and shuffle the batches; the one short batch (if any) goes last. The order depends only on
+    (seed, epoch), so an interrupted epoch resumes with the same batches. Without ``shuffle``
+    (evaluation) examples are simply sorted by length.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0,
@@ -38,7 +39,9 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             part = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
             batches += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
         permutation = torch.randperm(len(batches), generator=generator).tolist()
-        return [batches[i] for i in permutation]
+        # Under `accelerate launch` the loader splits each batch across processes and treats only the
+        # last batch as possibly short: a short batch elsewhere would be silently dropped.
+        return sorted((batches[i] for i in permutation), key=lambda batch: len(batch) < self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())

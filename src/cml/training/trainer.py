@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import TrainingConfig
+from ..errors import CMLError
 from ..evaluation.inference import evaluate_languages, mean_primary
 from .batching import BucketBatchSampler
 from .checkpoint import (load_model_state, load_training_state, read_state, save_checkpoint, trainable_state)
@@ -44,13 +46,24 @@ class TrainResult:
 
 
 def make_accelerator(config: TrainingConfig, project_dir: Path | None = None):
-    from accelerate import Accelerator
+    """One Accelerator per run. Under ``accelerate launch`` with N processes ``batch_size`` stays the
+    global batch: each batch is split across the processes (so it must divide by N), and a run takes the
+    same steps on the same batches as on one process (but the epoch's last, short batch, which Accelerate
+    fills up with the epoch's first examples)."""
+    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 
     mixed = config.mixed_precision
     if mixed != "no" and not torch.cuda.is_available():
         log.warning("mixed_precision=%s ignored: no GPU (CPU bf16/fp16 matmuls are far slower than fp32)", mixed)
         mixed = "no"
-    return Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.gradient_accumulation_steps,
+    # With routing, a batch (or one process's share of it) may hold no row of some trained module's
+    # languages: DDP must then be told that those parameters got no gradient in this step.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # Accelerate uses its CPU backend (gloo) only when told to use the CPU: without it, processes started
+    # by `accelerate launch --multi_gpu` on a machine with no GPU would each train alone on all the data.
+    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return Accelerator(cpu=cpu, mixed_precision=mixed, dataloader_config=DataLoaderConfiguration(split_batches=True),
+                       gradient_accumulation_steps=config.gradient_accumulation_steps, kwargs_handlers=[ddp],
                        log_with=config.trackers or None, project_dir=str(project_dir) if project_dir else None)
 
 
@@ -81,6 +94,9 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     uninterrupted run (the batch order depends only on seed and epoch, and the RNG state is restored).
     ``loss_fn(model, batch, output)`` replaces the model's own loss (regularised strategies add terms).
     """
+    if config.batch_size % accelerator.num_processes:
+        raise CMLError(f"{description}: batch_size {config.batch_size} is the global batch, split across "
+                       f"{accelerator.num_processes} processes: make it a multiple of {accelerator.num_processes}")
     torch.manual_seed(seed)
     latest = checkpoint_dir / "latest" if checkpoint_dir else None
     best_dir = checkpoint_dir / "best" if checkpoint_dir else None
@@ -146,8 +162,13 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
-            losses.append(loss.item())
-            result.examples_seen += len(batch["input_ids"])
+            # Each process holds its share of the batch: sum over processes (a no-op on one) to log the
+            # whole batch's mean loss (the mean of the shares' means; equal shares, as split_batches makes
+            # them) and count every example seen.
+            share = torch.tensor([loss.item(), len(batch["input_ids"])], device=accelerator.device)
+            total_loss, seen = accelerator.reduce(share, "sum").tolist()
+            losses.append(total_loss / accelerator.num_processes)
+            result.examples_seen += int(seen)
             if accelerator.sync_gradients:
                 result.steps += 1
                 accelerator.log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0]}, step=result.steps)
@@ -168,6 +189,8 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
         result.epochs_run = epoch + 1
         result.epoch_losses.append(sum(losses) / max(len(losses), 1))
         if dev:
+            # Every process scores the whole dev set with the same weights, so all of them pick the
+            # same best epoch and early stop together, with no communication.
             score = mean_primary(task, evaluate_languages(accelerator.unwrap_model(model), task, dev,
                                                           config.eval_batch_size))
             result.dev_history.append(score)
