@@ -27,8 +27,10 @@ def predict(model: torch.nn.Module, task, features: Sequence[dict], batch_size: 
 
 def evaluate_languages(model, task, data: dict[str, tuple[Sequence, Sequence[dict]]], batch_size: int):
     """``{lang: (scores, predictions)}`` for ``data = {lang: (examples, features)}``."""
+    from tqdm.auto import tqdm
+
     out = {}
-    for lang, (examples, features) in data.items():
+    for lang, (examples, features) in tqdm(data.items(), desc="evaluate", unit="language", leave=False):
         predictions = predict(model, task, features, batch_size)
         out[lang] = (task.score(examples, predictions), predictions)
     return out

@@ -75,6 +75,7 @@ class ModularStrategy(Strategy):
                 model.model = get_peft_model(model.model, self.lora_config, adapter_name=name)
             elif name not in model.model.peft_config:
                 model.model.add_adapter(name, self.lora_config)
+        model.modules_changed()
 
     def trained_modules(self, model: RoutedModel) -> list[str]:
         from peft import PeftModel
