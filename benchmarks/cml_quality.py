@@ -1,0 +1,215 @@
+"""Quality benchmark: does each update strategy spread gains and shrink losses on real data?
+
+Runs the streams of ``configs/benchmarks/suite.yaml`` (each benchmark's "subset" update and its other update
+kinds) with every strategy over several seeds, prints the headline table against ``full_finetune`` and the
+paper's targets for ``laft_uriel``, and writes ``benchmarks/results/<benchmark>-<mode>.json``.
+
+    python benchmarks/cml_quality.py --quick            # one seed, fewer languages: under 15 min on 2 CPU cores
+    python benchmarks/cml_quality.py                    # every benchmark and update kind, seeds 0 1 2
+    python benchmarks/cml_quality.py --benchmarks sib200 --kinds subset --seeds 0
+
+Runs go to ``runs/benchmarks/<benchmark>-<kind>-<mode>-seed<k>/`` and resume where they stopped. The update
+kinds of one benchmark share stage 0 (same data, model and seed), so its trained model is reused, not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = REPO / "configs" / "benchmarks" / "suite.yaml"
+RESULTS = REPO / "benchmarks" / "results"
+SEEDS = (0, 1, 2)
+TARGET_STRATEGY = "laft_uriel"
+# The paper's figures (arXiv 2209.06767) and our own bar for the aggregate score.
+TARGET_IMPROVED_PP = 25.0
+TARGET_LOSS_REDUCTION = 0.78
+TARGET_AGGREGATE_PP = -0.5
+FIGURES = ("n_languages", "n_improved", "n_degraded", "n_significant_improved", "n_significant_degraded",
+           "mean_delta", "mean_loss_magnitude", "max_loss", "aggregate_before", "aggregate_after",
+           "negative_flip_rate", "improved_share_gain_pp", "loss_magnitude_reduction",
+           "aggregate_after_vs_reference_pp", "train_seconds")
+
+
+def overrides_of(mapping: dict) -> list[str]:
+    # JSON is YAML: load_config parses each value back into the structure written here.
+    return [f"{key}={json.dumps(value)}" for key, value in mapping.items()]
+
+
+def run_config(bench: dict, kind: str, seed: int, quick: bool, suite: dict, output_dir: Path):
+    from cml.config import load_config
+
+    name = f"{bench['name']}-{kind}-{'quick' if quick else 'full'}-seed{seed}"
+    overrides = {**(bench.get("quick", {}) if quick else {}), **bench["update_kinds"][kind],
+                 "seed": seed, "name": name, "output_dir": str(output_dir)}
+    config = load_config(Path(suite["folder"]) / bench["config"], overrides_of(overrides))
+    if quick:
+        wanted = suite["quick"]["strategies"]
+        config = config.model_copy(update={"strategies": [s for s in config.strategies
+                                                          if (s.name or s.method) in wanted]})
+    return config
+
+
+def stage0_fingerprint(config) -> str:
+    """What stage 0 depends on: its examples, the model, the training settings and the seed."""
+    from cml.data.examples import stable_hash
+    from cml.data.readers import read_dataset
+    from cml.data.stream import build_stream
+
+    stream = build_stream(read_dataset(config.data, config.task), config.stream, config.stream_seed)
+    ids = sorted(e.id + "@" + lang for lang, examples in stream.stages[0].train.items() for e in examples)
+    return stable_hash(json.dumps([ids, config.model.model_dump(), config.training.model_dump(), config.seed]))
+
+
+def reuse_stage0(config, donor: Path) -> None:
+    """Copy a finished stage 0 from a run of the same benchmark whose stage 0 is identical."""
+    run_dir = Path(config.output_dir) / config.name
+    # The stage's model and record, and its test predictions (the summary's bootstrap reads them).
+    parts = [Path("stages") / "initial", Path("predictions") / "initial"]
+    if not all((donor / part).is_dir() for part in parts) or (run_dir / parts[0]).exists():
+        return
+    for part in parts:
+        shutil.copytree(donor / part, run_dir / part, dirs_exist_ok=True)
+
+
+def stream_rows(results: dict) -> dict[str, dict]:
+    """{strategy: figures} for the run's (single) update stage."""
+    from cml.reports.tables import overview_rows
+
+    summary = results["summary"]
+    reference = results.get("reference_strategy", "full_finetune")
+    stage = results["stages"][1]["name"]
+    rows = {row["strategy"]: row for row in overview_rows(summary) if row["stage"] == stage}
+    for strategy, row in rows.items():
+        row["aggregate_after_vs_reference_pp"] = 100 * (row["aggregate_after"] - rows[reference]["aggregate_after"])
+        row["train_seconds"] = sum(s["train"]["train_seconds"] for s in results["strategies"][strategy]["stages"][1:]
+                                   if s.get("train"))
+    return rows
+
+
+def aggregate(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
+    out = {}
+    for strategy in per_seed[0]:
+        out[strategy] = {}
+        for key in FIGURES:
+            values = [rows[strategy][key] for rows in per_seed if rows[strategy].get(key) is not None]
+            if values:
+                out[strategy][key] = {"mean": statistics.fmean(values),
+                                      "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return out
+
+
+def targets(kind: str, strategies: dict[str, dict]) -> list[dict]:
+    if TARGET_STRATEGY not in strategies:
+        return []
+    figures = strategies[TARGET_STRATEGY]
+    checks = [("aggregate_after_vs_reference_pp", figures["aggregate_after_vs_reference_pp"]["mean"],
+               TARGET_AGGREGATE_PP, ">=")]
+    if kind == "subset":
+        checks += [("improved_share_gain_pp", figures["improved_share_gain_pp"]["mean"], TARGET_IMPROVED_PP, ">="),
+                   ("loss_magnitude_reduction", figures["loss_magnitude_reduction"]["mean"], TARGET_LOSS_REDUCTION,
+                    ">=")]
+    else:
+        checks.append(("n_degraded", figures["n_degraded"]["mean"],
+                       strategies["full_finetune"]["n_degraded"]["mean"], "<="))
+    return [{"figure": figure, "value": value, "target": target, "rule": rule,
+             "met": value >= target if rule == ">=" else value <= target} for figure, value, target, rule in checks]
+
+
+def render(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    table = Table(title=f"{report['benchmark']} ({report['mode']}, seeds {report['seeds']}): "
+                        "mean ± std over seeds, against full_finetune")
+    for column in ("kind", "strategy", "improved", "degraded", "improved vs ref (pp)", "loss reduction vs ref",
+                   "mean loss (pt)", "after - ref after (pt)", "train s"):
+        table.add_column(column, justify="left" if column in ("kind", "strategy") else "right")
+
+    def cell(figures: dict, key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
+        value = figures.get(key)
+        if value is None:
+            return "-"
+        return f"{fmt.format(scale * value['mean'])} ± {fmt.format(scale * value['std'])}"
+
+    for stream in report["streams"]:
+        for strategy, figures in stream["strategies"].items():
+            table.add_row(stream["update_kind"], strategy, cell(figures, "n_improved"), cell(figures, "n_degraded"),
+                          cell(figures, "improved_share_gain_pp", fmt="{:+.1f}"),
+                          cell(figures, "loss_magnitude_reduction", 100, "{:+.0f}%"),
+                          cell(figures, "mean_loss_magnitude", 100, "{:.2f}"),
+                          cell(figures, "aggregate_after_vs_reference_pp", fmt="{:+.2f}"),
+                          cell(figures, "train_seconds", fmt="{:.0f}"))
+    console.print(table)
+    for stream in report["streams"]:
+        for check in stream["targets"]:
+            mark = "[green]met[/green]" if check["met"] else "[red]MISSED[/red]"
+            console.print(f"{TARGET_STRATEGY} {stream['update_kind']}: {check['figure']} = {check['value']:.3g} "
+                          f"(target {check['rule']} {check['target']:.3g}): {mark}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one seed, fewer languages and streams (see suite.yaml)")
+    parser.add_argument("--benchmarks", nargs="+", help="benchmarks of suite.yaml to run (default: all, or quick's)")
+    parser.add_argument("--kinds", nargs="+", help="update kinds to run (default: all, or quick's)")
+    parser.add_argument("--seeds", nargs="+", type=int, help=f"default: {' '.join(map(str, SEEDS))}; --quick: 0")
+    parser.add_argument("--suite", type=Path, default=SUITE, help="the benchmark manifest")
+    parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "benchmarks", help="where the runs go")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON tables go")
+    args = parser.parse_args(argv)
+
+    from cml.experiment import Experiment
+    from cml.io import write_json
+
+    suite = {**yaml.safe_load(args.suite.read_text(encoding="utf-8")), "folder": args.suite.parent}
+    benchmarks = {name: {"name": name, **spec} for name, spec in suite["benchmarks"].items()}
+    mode = "quick" if args.quick else "full"
+    names = args.benchmarks or (suite["quick"]["benchmarks"] if args.quick else list(benchmarks))
+    seeds = args.seeds or ([0] if args.quick else list(SEEDS))
+    unknown = sorted(set(names) - set(benchmarks))
+    if unknown:
+        parser.error(f"unknown benchmarks {unknown}; {args.suite} has {sorted(benchmarks)}")
+    for name in names:
+        bench = benchmarks[name]
+        kinds = args.kinds or (suite["quick"]["update_kinds"] if args.quick else list(bench["update_kinds"]))
+        report = {"benchmark": name, "mode": mode, "seeds": seeds, "streams": [],
+                  "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                              "cpus": os.cpu_count()},
+                  "command": "python benchmarks/cml_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+        started = time.perf_counter()
+        for kind in kinds:
+            per_seed = []
+            for seed in seeds:
+                config = run_config(bench, kind, seed, args.quick, suite, args.output_dir)
+                # Another update kind of this benchmark and seed may already have trained the same stage 0.
+                fingerprint = stage0_fingerprint(config)
+                for other in bench["update_kinds"]:
+                    donor = run_config(bench, other, seed, args.quick, suite, args.output_dir)
+                    if other != kind and stage0_fingerprint(donor) == fingerprint:
+                        reuse_stage0(config, Path(donor.output_dir) / donor.name)
+                print(f"== {config.name}: {len(config.strategies)} strategies", flush=True)
+                per_seed.append(stream_rows(Experiment(config, resume=True).run()))
+            strategies = aggregate(per_seed)
+            report["streams"].append({"update_kind": kind, "config": bench["config"],
+                                      "strategies": strategies, "targets": targets(kind, strategies)})
+        report["wall_seconds"] = time.perf_counter() - started
+        write_json(args.results_dir / f"{name}-{mode}.json", report)
+        render(report)
+        print(f"wall time {report['wall_seconds']:.0f} s; table: {args.results_dir / f'{name}-{mode}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""benchmarks/cml_quality.py end to end on a tiny suite: two update kinds sharing stage 0, two seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import yaml
+from helpers import write_config
+from tiny import write_topic_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("cml_quality", ROOT / "benchmarks" / "cml_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_backbone, capsys):
+    write_topic_data(tmp_path / "data", n=(72, 12, 12))
+    write_config(tmp_path / "tiny.yaml", data={"format": "sib200", "path": "data"},
+                 model={"name": tiny_backbone, "max_length": 32, "freeze_embeddings": False},
+                 training={"epochs": 2, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0},
+                 stream={"stages": [{"name": "initial", "amount": 40}, {"name": "subset", "languages": ["hin"],
+                                                                         "amount": 20}]},
+                 strategies=[{"method": "full_finetune"},
+                             {"method": "laft_uriel", "n_groups": 2, "gate": False,
+                              "lora": {"r": 2, "alpha": 4, "target_modules": ["query", "value"]}}])
+    suite = {"benchmarks": {"tiny": {"config": "tiny.yaml", "update_kinds": {
+        "subset": {}, "all": {"stream.stages.1": {"name": "all", "languages": "all", "amount": 10}}}}},
+        "quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune"]}}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
+    script = _load_script()
+    argv = ["--suite", str(tmp_path / "suite.yaml"), "--seeds", "0", "1", "--output-dir", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results")]
+    assert script.main(argv) == 0
+
+    report = json.loads((tmp_path / "results" / "tiny-full.json").read_text())
+    assert [s["update_kind"] for s in report["streams"]] == ["subset", "all"]
+    subset, every = report["streams"]
+    assert set(subset["strategies"]) == {"full_finetune", "laft_uriel"}
+    reference = subset["strategies"]["full_finetune"]
+    assert reference["improved_share_gain_pp"] == {"mean": 0.0, "std": 0.0}
+    assert reference["aggregate_after_vs_reference_pp"]["mean"] == 0.0
+    # Each figure is the mean and std over the two seeds' own results.json.
+    runs = [json.loads((tmp_path / "runs" / f"tiny-subset-full-seed{seed}" / "results.json").read_text())
+            for seed in (0, 1)]
+    degraded = [r["summary"]["laft_uriel"]["subset"]["n_degraded"] for r in runs]
+    assert subset["strategies"]["laft_uriel"]["n_degraded"]["mean"] == sum(degraded) / 2
+    assert {c["figure"] for c in subset["targets"]} == {"aggregate_after_vs_reference_pp", "improved_share_gain_pp",
+                                                       "loss_magnitude_reduction"}
+    assert {c["figure"] for c in every["targets"]} == {"aggregate_after_vs_reference_pp", "n_degraded"}
+    # The "all" runs reused the "subset" runs' stage 0: the same stage-0 scores, not a retrained model.
+    all_run = json.loads((tmp_path / "runs" / "tiny-all-full-seed0" / "results.json").read_text())
+    assert all_run["stages"][0]["scores"] == runs[0]["stages"][0]["scores"]
+    assert "train" in runs[0]["stages"][0] and "train" in all_run["stages"][0]
+    assert "laft_uriel" in capsys.readouterr().out
