@@ -71,15 +71,25 @@ def stage0_fingerprint(config) -> str:
     return stable_hash(json.dumps([ids, config.model.model_dump(), config.training.model_dump(), config.seed]))
 
 
-def reuse_stage0(config, donor: Path) -> None:
-    """Copy a finished stage 0 from a run of the same benchmark whose stage 0 is identical."""
+STAGE0_PARTS = (Path("stages") / "initial", Path("predictions") / "initial")  # the summary's bootstrap reads both
+
+
+def reuse_stage0(config, donors: list) -> None:
+    """Copy a finished stage 0 from another run of the same benchmark and seed whose stage 0 is identical.
+    Reading the data to compare fingerprints happens only when there is something to reuse."""
     run_dir = Path(config.output_dir) / config.name
-    # The stage's model and record, and its test predictions (the summary's bootstrap reads them).
-    parts = [Path("stages") / "initial", Path("predictions") / "initial"]
-    if not all((donor / part).is_dir() for part in parts) or (run_dir / parts[0]).exists():
+    if (run_dir / STAGE0_PARTS[0]).exists():
         return
-    for part in parts:
-        shutil.copytree(donor / part, run_dir / part, dirs_exist_ok=True)
+    fingerprint = None
+    for donor in donors:
+        donor_dir = Path(donor.output_dir) / donor.name
+        if not all((donor_dir / part).is_dir() for part in STAGE0_PARTS):
+            continue
+        fingerprint = fingerprint or stage0_fingerprint(config)
+        if stage0_fingerprint(donor) == fingerprint:
+            for part in STAGE0_PARTS:
+                shutil.copytree(donor_dir / part, run_dir / part, dirs_exist_ok=True)
+            return
 
 
 def stream_rows(results: dict) -> dict[str, dict]:
@@ -194,11 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 config = run_config(bench, kind, seed, args.quick, suite, args.output_dir)
                 # Another update kind of this benchmark and seed may already have trained the same stage 0.
-                fingerprint = stage0_fingerprint(config)
-                for other in bench["update_kinds"]:
-                    donor = run_config(bench, other, seed, args.quick, suite, args.output_dir)
-                    if other != kind and stage0_fingerprint(donor) == fingerprint:
-                        reuse_stage0(config, Path(donor.output_dir) / donor.name)
+                reuse_stage0(config, [run_config(bench, other, seed, args.quick, suite, args.output_dir)
+                                      for other in bench["update_kinds"] if other != kind])
                 print(f"== {config.name}: {len(config.strategies)} strategies", flush=True)
                 per_seed.append(stream_rows(Experiment(config, resume=True).run()))
             strategies = aggregate(per_seed)

@@ -78,8 +78,8 @@ def load_model_state(model: torch.nn.Module, folder: Path) -> None:
 
 
 def load_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
-    """Restore the optimizer; return the saved torch RNG state for the caller to set at the right moment
-    (after the resumed epoch's data iterator is created: creating one draws from the RNG)."""
+    """Restore the optimizer; return the saved torch RNG state (dropout's stream) for the caller to set
+    just before the resumed epoch's first batch."""
     folder = Path(folder)
     meta = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
     tensors = load_file(folder / "optimizer.safetensors")
