@@ -6,7 +6,7 @@ import pytest
 import sacrebleu
 import torch
 
-from cml.config import ModelConfig
+from cml.config import ModelConfig, TrainingConfig
 from cml.data.examples import Example
 from cml.tasks.base import IGNORE
 from cml.tasks.seq2seq import Seq2SeqTask
@@ -218,3 +218,48 @@ def test_score_and_item_scores():
     assert scores["chrf"] == pytest.approx(expected.score)
     assert scores["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:")
     assert task.item_scores(references, predictions) == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_new_parameters_get_their_own_learning_rate(tiny_bert):
+    """The assembled decoder's cross-attention and output transform start random; they, and only they, train at
+    learning_rate x new_parameters_lr_scale, also inside the routing and PEFT wrappers."""
+    from cml.routing import RoutedModel
+    from cml.training.trainer import _optimizer
+
+    task = Seq2SeqTask(None, ModelConfig(name=tiny_bert))
+    model = RoutedModel(task.build_model(), ["deu"])
+    assert task.new_parameter_names
+    assert all("crossattention" in name or "cls.predictions" in name for name in task.new_parameter_names)
+    rates = {}
+    optimizer = _optimizer(model, TrainingConfig(learning_rate=1e-4, new_parameters_lr_scale=10),
+                           task.new_parameter_names)
+    names = {id(p): name for name, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            rates[names[id(parameter)]] = group["lr"]
+    assert {rate for name, rate in rates.items() if "crossattention" in name} == {1e-4 * 10}
+    assert {rate for name, rate in rates.items() if ".encoder.layer." in name and "decoder" not in name} == {1e-4}
+    assert len(rates) == sum(p.requires_grad for p in model.parameters())
+    default = _optimizer(model, TrainingConfig(learning_rate=1e-4), task.new_parameter_names)
+    assert {group["lr"] for group in default.param_groups} == {1e-4}
+
+
+def test_source_embedding_skip_feeds_the_decoder_the_source_tokens(tiny_bert):
+    import copy
+
+    from cml.routing import RoutedModel
+
+    states = {}
+    for skip in (False, True):
+        task = Seq2SeqTask(None, ModelConfig(name=tiny_bert, max_new_tokens=3, source_embedding_skip=skip))
+        task.languages = ["eng"]
+        torch.manual_seed(0)
+        # the hook has to survive what strategies do to a model: wrap it for routing, deep-copy it
+        model = copy.deepcopy(RoutedModel(task.build_model(), task.languages)).eval()
+        batch = task.batch(task.features(examples()))
+        encoder = model.model.get_encoder()
+        with torch.no_grad():
+            states[skip] = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        assert len(task.predict(model, batch)) == len(PAIRS)
+    table = encoder.get_input_embeddings()
+    assert torch.allclose(states[True], states[False] + table(batch["input_ids"]), atol=1e-5)

@@ -140,3 +140,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_backbone):
     weights = [load_file(tmp_path / "runs" / name / "stages" / "full_finetune" / "1-update" / "model.safetensors")
                for name in ("reference", "killed")]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_classification_head_is_the_new_parameter(tiny_backbone):
+    task = make_task(ExperimentConfig.model_fields["task"].annotation("classification"), ["a", "b"],
+                     ModelConfig(name=tiny_backbone))
+    task.build_model()
+    assert task.new_parameter_names and all(name.startswith("classifier.") for name in task.new_parameter_names)

@@ -173,6 +173,9 @@ class ModelConfig(Strict):
     max_length: int = Field(128, gt=0)
     freeze_embeddings: bool = True
     decoder: str | None = Field(None, description="seq2seq: decoder checkpoint for an EncoderDecoderModel")
+    source_embedding_skip: bool = Field(
+        True, description="assembled seq2seq: the decoder attends to the encoder's last states plus the source "
+        "tokens' input embeddings, so copying a source piece is one attention step")
     num_beams: int = Field(1, gt=0, description="seq2seq decoding: 1 is greedy, more is beam search")
     max_new_tokens: int = Field(32, gt=0, description="seq2seq decoding: longest output")
 
@@ -188,6 +191,9 @@ class TrainingConfig(Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float | None = Field(1.0, gt=0)
+    new_parameters_lr_scale: float = Field(
+        1.0, gt=0, description="learning-rate multiplier for the parameters the checkpoint lacked (a label "
+        "head; an assembled decoder's cross-attention and output transform), which start random")
     early_stopping_patience: int | None = Field(
         None, gt=0, description="stop after this many epochs without a better dev score")
     select_best: bool = Field(True, description="end with the weights of the epoch with the best dev score")

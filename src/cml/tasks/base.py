@@ -59,6 +59,10 @@ class Task(ABC):
     @abstractmethod
     def item_scores(self, examples: Sequence[Example], predictions: Sequence) -> list[float]: ...
 
+    new_parameter_names: frozenset[str] = frozenset()
+    """Set by ``build_model``: the parameters its checkpoint lacked (a label head; an assembled decoder's
+    cross-attention and output transform). ``training.new_parameters_lr_scale`` applies to them."""
+
     languages: list[str] | None = None
     """Set by the experiment: batches then carry ``lang_ids`` (indices into this list) for routing."""
 
@@ -97,10 +101,12 @@ class Task(ABC):
         """The backbone with a fresh label head of this task's size (classification, tagging)."""
         from ..models.embedded import resolve_model_path
 
-        return auto_class.from_pretrained(
+        model, loading = auto_class.from_pretrained(
             resolve_model_path(self.model_config.name), num_labels=len(self.labels),
             id2label=dict(enumerate(self.labels)), label2id=self.label_to_id,
-            trust_remote_code=self.model_config.trust_remote_code)
+            trust_remote_code=self.model_config.trust_remote_code, output_loading_info=True)
+        self.new_parameter_names = frozenset(loading["missing_keys"])
+        return model
 
     def pad_inputs(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         input_ids = self.pad([f["input_ids"] for f in features], self.tokenizer.pad_token_id)

@@ -18,6 +18,22 @@ from ..metrics import chrf, exact_match
 from .base import Task
 
 
+def add_source_embeddings(encoder, args, kwargs, output):
+    """Forward hook on an assembled model's encoder: last states + the source tokens' input embeddings.
+
+    Why: e5 was trained to pool a sentence into one vector, and its last layer has lost token identity
+    (each position's state is nearest to an unrelated token's embedding; different words' states have
+    cosine 0.75). A decoder reading only those states cannot copy its source, which is most of
+    lemmatisation: without this the model collapsed to one output for every input. The decoder's output
+    layer is tied to the same embedding table, so a copied embedding scores its own token highest.
+    Measurements: docs/method.md, "Seq2seq from an encoder checkpoint".
+    """
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    embedded = kwargs.get("inputs_embeds") if input_ids is None else encoder.get_input_embeddings()(input_ids)
+    output.last_hidden_state = output.last_hidden_state + embedded
+    return output
+
+
 class Seq2SeqTask(Task):
     family = TaskFamily.seq2seq
     primary_metric = "exact_match"
@@ -66,8 +82,11 @@ class Seq2SeqTask(Task):
         encoder_path = self._path(self.model_config.name)
         decoder_path = self._path(self.model_config.decoder or self.model_config.name)
         encoder = AutoModel.from_pretrained(encoder_path, trust_remote_code=remote)
-        decoder = AutoModelForCausalLM.from_pretrained(decoder_path, is_decoder=True, add_cross_attention=True,
-                                                       trust_remote_code=remote)
+        decoder, loading = AutoModelForCausalLM.from_pretrained(
+            decoder_path, is_decoder=True, add_cross_attention=True, trust_remote_code=remote,
+            output_loading_info=True)
+        # Random at the start, unlike everything around them: new_parameters_lr_scale lets them catch up.
+        self.new_parameter_names = frozenset(f"decoder.{name}" for name in loading["missing_keys"])
         if decoder_path == encoder_path:
             # One embedding table for encoder input, decoder input and output projection (as BERT's MLM head
             # ties its output to its input): e5's table is 96M of its 118M parameters, and a second trainable
@@ -76,6 +95,10 @@ class Seq2SeqTask(Task):
             decoder.set_input_embeddings(table)
             decoder.get_output_embeddings().weight = table.weight
         model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+        if self.model_config.source_embedding_skip:
+            # A hook, not a wrapper module: parameter names, checkpoints and PEFT targets stay those of the
+            # plain EncoderDecoderModel, and generate() runs the encoder through the same hook.
+            model.encoder.register_forward_hook(add_source_embeddings, with_kwargs=True)
         # forward() shifts labels right behind decoder_start_token_id (filling -100 with pad_token_id) and
         # generate() reads generation_config, so both need the decoder's special tokens.
         special = {"decoder_start_token_id": self.decoder_start_id, "eos_token_id": self.eos_id,

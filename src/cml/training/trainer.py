@@ -74,13 +74,24 @@ def _schedule(optimizer, config: TrainingConfig, total_steps: int):
                          num_warmup_steps=int(config.warmup_ratio * total_steps), num_training_steps=total_steps)
 
 
-def _optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+def _is_new(name: str, new_names: frozenset[str]) -> bool:
+    """Whether a parameter is one of ``new_names``, which are relative to the bare model: wrappers (routing,
+    PEFT) add prefixes, so every dotted suffix of ``name`` is tried."""
+    parts = name.split(".")
+    return any(".".join(parts[i:]) in new_names for i in range(len(parts)))
+
+
+def _optimizer(model: torch.nn.Module, config: TrainingConfig, new_names: frozenset[str] = frozenset()):
+    groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
+            decays = not (parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
+            is_new = config.new_parameters_lr_scale != 1 and _is_new(name, new_names)
+            groups.setdefault((decays, is_new), []).append(parameter)
+    return torch.optim.AdamW(
+        [{"params": params, "weight_decay": config.weight_decay if decays else 0.0,
+          "lr": config.learning_rate * (config.new_parameters_lr_scale if is_new else 1.0)}
+         for (decays, is_new), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))], lr=config.learning_rate)
 
 
 def train(model: torch.nn.Module, task, train_features: list[dict], config: TrainingConfig, *, accelerator,
@@ -106,7 +117,7 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     # RNG, which would shift the dropout stream of a run resumed mid-epoch.
     loader = torch.utils.data.DataLoader(train_features, batch_sampler=sampler, collate_fn=task.batch,
                                          generator=torch.Generator().manual_seed(seed))
-    optimizer = _optimizer(model, config)
+    optimizer = _optimizer(model, config, task.new_parameter_names)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     batches_per_epoch = len(loader)
     steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
