@@ -82,16 +82,16 @@ def _is_new(name: str, new_names: frozenset[str]) -> bool:
 
 
 def _optimizer(model: torch.nn.Module, config: TrainingConfig, new_names: frozenset[str] = frozenset()):
-    groups: dict[tuple[bool, bool], list] = {}
+    groups: dict[tuple[bool, bool], list] = {}  # (not decayed, new) -> parameters; decayed ones first
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            decays = not (parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
+            plain = parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
             is_new = config.new_parameters_lr_scale != 1 and _is_new(name, new_names)
-            groups.setdefault((decays, is_new), []).append(parameter)
+            groups.setdefault((plain, is_new), []).append(parameter)
     return torch.optim.AdamW(
-        [{"params": params, "weight_decay": config.weight_decay if decays else 0.0,
+        [{"params": params, "weight_decay": 0.0 if plain else config.weight_decay,
           "lr": config.learning_rate * (config.new_parameters_lr_scale if is_new else 1.0)}
-         for (decays, is_new), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))], lr=config.learning_rate)
+         for (plain, is_new), params in sorted(groups.items())], lr=config.learning_rate)
 
 
 def train(model: torch.nn.Module, task, train_features: list[dict], config: TrainingConfig, *, accelerator,
