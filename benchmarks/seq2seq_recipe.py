@@ -31,22 +31,21 @@ def main() -> None:
     from cml.tasks import make_task
     from cml.training.trainer import make_accelerator, train
 
+    common = [f"data.languages=[{args.lang}]", f"data.pairs_per_language={args.pairs}",
+              f"training.max_steps={args.steps}", "training.epochs=1000", "training.select_best=false",
+              "training.warmup_ratio=0.1"]
+    base = load_config(REPO / "configs" / "lemmatization.yaml", common)
+    splits = read_dataset(base.data, base.task).splits[args.lang]  # the same pairs for every variant
     print(f"{'skip':>5} {'lr scale':>8} {'final loss':>10} {'held-out EM':>11}")
     for skip, scale in VARIANTS:
         config = load_config(REPO / "configs" / "lemmatization.yaml", [
-            f"data.languages=[{args.lang}]", f"data.pairs_per_language={args.pairs}",
-            f"model.source_embedding_skip={str(skip).lower()}", f"training.new_parameters_lr_scale={scale}",
-            f"training.max_steps={args.steps}", "training.epochs=1000", "training.select_best=false"])
-        dataset = read_dataset(config.data, config.task)
+            *common, f"model.source_embedding_skip={str(skip).lower()}", f"training.new_parameters_lr_scale={scale}"])
         task = make_task(config.task, None, config.model)
-        train_examples = dataset.splits[args.lang]["train"]
-        held_out = dataset.splits[args.lang]["test"]
         model = build_model(task, config)
-        training = config.training.model_copy(update={"warmup_ratio": 0.1})
-        result = train(model, task, task.features(train_examples), training,
-                       accelerator=make_accelerator(training), seed=config.seed)
-        predictions = predict(model, task, task.features(held_out), training.eval_batch_size)
-        exact = task.score(held_out, predictions)["exact_match"]
+        result = train(model, task, task.features(splits["train"]), config.training,
+                       accelerator=make_accelerator(config.training), seed=config.seed)
+        predictions = predict(model, task, task.features(splits["test"]), config.training.eval_batch_size)
+        exact = task.score(splits["test"], predictions)["exact_match"]
         print(f"{str(skip):>5} {scale:>8g} {result.epoch_losses[-1]:>10.2f} {100 * exact:>10.1f}%", flush=True)
 
 

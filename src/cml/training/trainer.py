@@ -81,7 +81,7 @@ def _is_new(name: str, new_names: frozenset[str]) -> bool:
     return any(".".join(parts[i:]) in new_names for i in range(len(parts)))
 
 
-def _optimizer(model: torch.nn.Module, config: TrainingConfig, new_names: frozenset[str] = frozenset()):
+def _optimizer(model: torch.nn.Module, config: TrainingConfig, new_names: frozenset[str]):
     groups: dict[tuple[bool, bool], list] = {}  # (not decayed, new) -> parameters; decayed ones first
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
