@@ -190,6 +190,8 @@ def test_separate_decoder_brings_its_own_vocabulary(tiny_bert, other_bert):
 
     model = task.build_model()
     assert model.decoder.get_input_embeddings() is not model.get_input_embeddings()
+    # its output layer is not the encoder's table, so source_embedding_skip (on by default) does not apply
+    assert not model.encoder._forward_hooks
     assert model.config.decoder_start_token_id == target.cls_token_id
     assert model.config.eos_token_id == target.sep_token_id
     first, last = train(task, model, steps=20)
@@ -263,3 +265,14 @@ def test_source_embedding_skip_feeds_the_decoder_the_source_tokens(tiny_bert):
         assert len(task.predict(model, batch)) == len(PAIRS)
     table = encoder.get_input_embeddings()
     assert torch.allclose(states[True], states[False] + table(batch["input_ids"]), atol=1e-5)
+
+
+def test_source_embedding_skip_needs_embeddings_as_wide_as_the_hidden_states():
+    from transformers import AlbertConfig, AlbertModel, BertConfig, BertModel
+
+    sizes = dict(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    assert Seq2SeqTask.shares_embedding_table(BertModel(BertConfig(**sizes)), same_checkpoint=True)
+    assert not Seq2SeqTask.shares_embedding_table(BertModel(BertConfig(**sizes)), same_checkpoint=False)
+    # ALBERT factorises its embeddings (16 wide) below the hidden states (32): the sum would not fit
+    assert not Seq2SeqTask.shares_embedding_table(AlbertModel(AlbertConfig(embedding_size=16, **sizes)),
+                                                  same_checkpoint=True)

@@ -175,7 +175,8 @@ class ModelConfig(Strict):
     decoder: str | None = Field(None, description="seq2seq: decoder checkpoint for an EncoderDecoderModel")
     source_embedding_skip: bool = Field(
         True, description="assembled seq2seq: the decoder attends to the encoder's last states plus the source "
-        "tokens' input embeddings, so copying a source piece is one attention step")
+        "tokens' input embeddings, so copying a source piece is one attention step. Applies only where the decoder "
+        "is the encoder's checkpoint (one tied table) and that table is as wide as the hidden states")
     num_beams: int = Field(1, gt=0, description="seq2seq decoding: 1 is greedy, more is beam search")
     max_new_tokens: int = Field(32, gt=0, description="seq2seq decoding: longest output")
 

@@ -72,6 +72,13 @@ class Seq2SeqTask(Task):
         tokenizer = self.target_tokenizer
         return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
 
+    @staticmethod
+    def shares_embedding_table(encoder, same_checkpoint: bool) -> bool:
+        """Whether ``source_embedding_skip`` applies: its copy argument needs the decoder's output layer tied to
+        the encoder's table (one checkpoint), and the sum needs that table as wide as the hidden states (not so
+        in ALBERT-style factorised embeddings)."""
+        return same_checkpoint and encoder.get_input_embeddings().embedding_dim == encoder.config.hidden_size
+
     def build_model(self):
         from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, EncoderDecoderModel
 
@@ -95,7 +102,7 @@ class Seq2SeqTask(Task):
             decoder.set_input_embeddings(table)
             decoder.get_output_embeddings().weight = table.weight
         model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
-        if self.model_config.source_embedding_skip:
+        if self.model_config.source_embedding_skip and self.shares_embedding_table(encoder, decoder_path == encoder_path):
             # A hook, not a wrapper module: parameter names, checkpoints and PEFT targets stay those of the
             # plain EncoderDecoderModel, and generate() runs the encoder through the same hook.
             model.encoder.register_forward_hook(add_source_embeddings, with_kwargs=True)
