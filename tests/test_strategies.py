@@ -72,14 +72,16 @@ def strategy_run(tmp_path_factory, tiny_backbone):
                     {"method": "laft_uriel", "lora": lora, "n_groups": 2},
                     {"method": "laft_uriel", "name": "laft_uriel_hier", "lora": lora, "n_groups": 2,
                      "hierarchical": True, "route_to_nearest": 0.9, "gate": False},
-                    {"method": "laft_random", "lora": lora, "n_groups": 2}])
+                    {"method": "laft_random", "lora": lora, "n_groups": 2},
+                    {"method": "laft_uriel", "name": "laft_uriel_strict", "lora": lora, "n_groups": 2,
+                     "gate_confidence": 0.999}])
     return Experiment(load_config(path)).run(), tmp_path
 
 
 def test_every_strategy_scores_every_language(strategy_run):
     results, _ = strategy_run
     assert list(results["strategies"]) == ["full_finetune", "lora_shared", "lora_per_language", "laft_uriel",
-                                           "laft_uriel_hier", "laft_random"]
+                                           "laft_uriel_hier", "laft_random", "laft_uriel_strict"]
     for entry in results["strategies"].values():
         assert [s["index"] for s in entry["stages"]] == [0, 1]
         assert set(entry["stages"][1]["scores"]) == set(LANGS)
@@ -107,6 +109,31 @@ def test_gate_never_picks_a_route_with_a_worse_dev_score(strategy_run):
         chosen = next(score for key, score in choice["dev"].items() if key.startswith(choice["choice"] + ":"))
         assert chosen == max(choice["dev"].values())
         assert "previous:previous" in choice["dev"]
+
+
+def test_gate_confidence_needs_a_significant_dev_gain(strategy_run):
+    from cml.strategies.modular import gate_choice
+
+    previous = [1.0] * 60 + [0.0] * 40
+    one_better = [1.0] * 61 + [0.0] * 39  # +1 point: one item
+    far_better = [1.0] * 90 + [0.0] * 10  # +30 points
+    scores = {"previous": 0.60, "nearest": 0.61, "own": 0.90}
+    items = {"previous": previous, "nearest": one_better, "own": far_better}
+    assert gate_choice(scores, items, None) == ("own", {})
+    assert gate_choice({"previous": 0.60, "nearest": 0.61}, items, None)[0] == "nearest"
+    choice, lows = gate_choice({"previous": 0.60, "nearest": 0.61}, items, 0.9)
+    assert choice == "previous" and lows["nearest"] <= 0
+    choice, lows = gate_choice(scores, items, 0.9)
+    assert choice == "own" and lows["own"] > 0.15
+    # a corpus-level primary metric shifts the bounds by its difference from the item mean
+    assert gate_choice({"previous": 0.50, "own": 0.52}, items, 0.9)[0] == "previous"
+
+    results, _ = strategy_run
+    gate = results["strategies"]["laft_uriel_strict"]["stages"][1]["gate"]
+    for choice in gate.values():
+        assert set(choice["dev_gain_low"]) == {key.split(":")[0] for key in choice["dev"]} - {"previous"}
+        if choice["choice"] != "previous":
+            assert choice["dev_gain_low"][choice["choice"]] > 0
 
 
 def test_uriel_groups_put_romance_languages_together(strategy_run):

@@ -243,6 +243,9 @@ class ModularConfig(StrategyBase):
                                 "URIEL distance")
     hierarchical: bool = Field(False, description="a shared module under the group modules, trained on all data")
     gate: bool | None = Field(None, description="pick each language's route by dev score (default: on for laft_uriel)")
+    gate_confidence: float | None = Field(
+        None, gt=0.5, lt=1, description="gate: leave the previous model only for a route whose dev gain over it is "
+        "positive at this one-sided paired-bootstrap confidence (e.g. 0.9); none: any dev gain is enough")
     group_seed: int = Field(0, description="laft_random: seed of the random assignment")
 
     @property
