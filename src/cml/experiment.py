@@ -62,7 +62,8 @@ def _setup_logging(run_dir: Path) -> None:
     root.setLevel(logging.INFO)
 
 
-def _frozen_embedding_names(model: torch.nn.Module) -> tuple[str, ...]:
+def frozen_embedding_names(model: torch.nn.Module) -> tuple[str, ...]:
+    """State-dict names that hold the (frozen, tied) input embedding table: never stored per stage."""
     weight = model.get_input_embeddings().weight
     return tuple(name for name, tensor in model.state_dict(keep_vars=True).items()
                  if tensor.data_ptr() == weight.data_ptr())
@@ -127,7 +128,7 @@ class Experiment:
         if self.config.training.trackers:
             self.accelerator.init_trackers(self.config.name, config={"seed": self.config.seed})
         model = RoutedModel(build_model(self.task, self.config), self.stream.languages)
-        frozen = _frozen_embedding_names(model) if self.config.model.freeze_embeddings else ()
+        frozen = frozen_embedding_names(model) if self.config.model.freeze_embeddings else ()
         initial = self.initial_stage(model, frozen)
         strategies = {}
         for strategy_config in self.config.strategies:

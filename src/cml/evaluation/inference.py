@@ -27,10 +27,14 @@ def predict(model: torch.nn.Module, task, features: Sequence[dict], batch_size: 
 
 def evaluate_languages(model, task, data: dict[str, tuple[Sequence, Sequence[dict]]], batch_size: int):
     """``{lang: (scores, predictions)}`` for ``data = {lang: (examples, features)}``."""
+    from accelerate import PartialState
     from tqdm.auto import tqdm
 
     out = {}
-    for lang, (examples, features) in tqdm(data.items(), desc="evaluate", unit="language", leave=False):
+    # one bar per machine under `accelerate launch`, as in training
+    bar = tqdm(data.items(), desc="evaluate", unit="language", leave=False,
+               disable=not PartialState().is_local_main_process)
+    for lang, (examples, features) in bar:
         predictions = predict(model, task, features, batch_size)
         out[lang] = (task.score(examples, predictions), predictions)
     return out
