@@ -133,13 +133,39 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_backbone):
         time.sleep(0.02)
     assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tmp_path / "runs" / "killed" / "results.json").exists()
+    # what a kill inside an atomic write leaves (whether this one did depends on timing): the resume clears it
+    run_dir = tmp_path / "runs" / "killed"
+    (run_dir / ".results.json.x1y2.tmp").write_text("{")
+    (run_dir / "stages" / "full_finetune" / ".1-update.ab12cd34.tmp").mkdir(parents=True)
+    (run_dir / "stages" / "initial" / ".0-initial.old").mkdir()
     subprocess.run([*command, "--set", "name=killed", "--resume"], check=True, capture_output=True)
+    assert not [p for p in run_dir.rglob(".*") if p.name.endswith((".tmp", ".old"))]
     reference = json.loads((tmp_path / "runs" / "reference" / "results.json").read_text())
     resumed = json.loads((tmp_path / "runs" / "killed" / "results.json").read_text())
     assert [s["scores"] for s in resumed["stages"]] == [s["scores"] for s in reference["stages"]]
     weights = [load_file(tmp_path / "runs" / name / "stages" / "full_finetune" / "1-update" / "model.safetensors")
                for name in ("reference", "killed")]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_stale_temporaries_are_removed_and_a_half_swapped_checkpoint_restored(tmp_path):
+    from cml.io import remove_stale_temporaries
+
+    done, swapped = tmp_path / "a" / "latest", tmp_path / "b" / "latest"
+    done.mkdir(parents=True)
+    (tmp_path / "a" / ".latest.old").mkdir()  # killed after the swap: the new checkpoint is in place
+    (tmp_path / "a" / ".latest.old" / "state.json").write_text("{}")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / ".latest.old").mkdir()  # killed between the swap's two renames: only the old one
+    (tmp_path / "b" / ".latest.old" / "state.json").write_text('{"steps": 4}')
+    (tmp_path / "b" / ".latest.k3j2.tmp").mkdir()
+    (tmp_path / ".results.json.9f8e.tmp").write_text("{")
+    (tmp_path / "keep.tmp").write_text("not ours: not hidden")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
+        ".results.json.9f8e.tmp", "a/.latest.old", "b/.latest.k3j2.tmp"]
+    assert (swapped / "state.json").read_text() == '{"steps": 4}'
+    assert done.is_dir() and (tmp_path / "keep.tmp").exists()
 
 
 def test_classification_head_is_the_new_parameter(tiny_backbone):

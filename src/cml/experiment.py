@@ -34,7 +34,7 @@ from .data.stream import Stream, build_stream
 from .errors import CMLError
 from .evaluation.cml_metrics import summarize_run
 from .evaluation.inference import predict
-from .io import write_json, write_text
+from .io import remove_stale_temporaries, write_json, write_text
 from .reports.report import write_report
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
@@ -125,6 +125,8 @@ class Experiment:
         main = self.accelerator.is_main_process
         if main:  # one run.log: the other processes' lines would repeat the main one's
             _setup_logging(self.run_dir)
+            for path in remove_stale_temporaries(self.run_dir):
+                log.info("removed %s, left by an interrupted write", path)
         if self.config.training.trackers:
             self.accelerator.init_trackers(self.config.name, config={"seed": self.config.seed})
         model = RoutedModel(build_model(self.task, self.config), self.stream.languages)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,3 +52,25 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def remove_stale_temporaries(root: str | Path) -> list[Path]:
+    """Clear what a killed process left of its atomic writes under ``root``, and return what it removed:
+    ``.<name>.*.tmp`` files and folders (``atomic_open``, ``save_checkpoint``) are removed; a ``.<name>.old``
+    folder (``save_checkpoint``'s swap) is removed, or renamed back to ``<name>`` when the kill fell between
+    the two renames of the swap and ``<name>`` is missing: the older checkpoint is still a valid one."""
+    removed = []
+    for folder, subfolders, files in os.walk(root):
+        for name in [n for n in files if n.startswith(".") and n.endswith(".tmp")]:
+            (Path(folder) / name).unlink()
+            removed.append(Path(folder) / name)
+        for name in [n for n in subfolders if n.startswith(".") and n.endswith((".tmp", ".old"))]:
+            path = Path(folder) / name
+            subfolders.remove(name)  # nothing to walk in there any more
+            original = path.with_name(name[1:-len(".old")])
+            if name.endswith(".old") and not original.exists():
+                os.replace(path, original)
+                continue
+            shutil.rmtree(path)
+            removed.append(path)
+    return removed

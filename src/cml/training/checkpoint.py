@@ -40,7 +40,7 @@ def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: d
                     optimizer: torch.optim.Optimizer | None = None, save_rng: bool = False) -> None:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         save_file(_unshare(model_state), tmp / "model.safetensors")
         if optimizer is not None:
