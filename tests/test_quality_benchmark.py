@@ -29,6 +29,8 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
                                                                          "amount": 20}]},
                  strategies=[{"method": "full_finetune"},
                              {"method": "laft_uriel", "n_groups": 2, "gate": False,
+                              "lora": {"r": 2, "alpha": 4, "target_modules": ["query", "value"]}},
+                             {"method": "lora_shared", "name": "laft_uriel_like",  # a variant by name: checked too
                               "lora": {"r": 2, "alpha": 4, "target_modules": ["query", "value"]}}])
     suite = {"benchmarks": {"tiny": {"config": "tiny.yaml", "update_kinds": {
         "subset": {}, "all": {"stream.stages.1": {"name": "all", "languages": "all", "amount": 10}}}}},
@@ -42,7 +44,7 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
     report = json.loads((tmp_path / "results" / "tiny-full.json").read_text())
     assert [s["update_kind"] for s in report["streams"]] == ["subset", "all"]
     subset, every = report["streams"]
-    assert set(subset["strategies"]) == {"full_finetune", "laft_uriel"}
+    assert set(subset["strategies"]) == {"full_finetune", "laft_uriel", "laft_uriel_like"}
     reference = subset["strategies"]["full_finetune"]
     assert reference["improved_share_gain_pp"] == {"mean": 0.0, "std": 0.0}
     assert reference["aggregate_after_vs_reference_pp"]["mean"] == 0.0
@@ -51,9 +53,12 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
             for seed in (0, 1)]
     degraded = [r["summary"]["laft_uriel"]["subset"]["n_degraded"] for r in runs]
     assert subset["strategies"]["laft_uriel"]["n_degraded"]["mean"] == sum(degraded) / 2
-    assert {c["figure"] for c in subset["targets"]} == {"aggregate_after_vs_reference_pp", "improved_share_gain_pp",
-                                                       "loss_magnitude_reduction"}
-    assert {c["figure"] for c in every["targets"]} == {"aggregate_after_vs_reference_pp", "n_degraded"}
+    for strategy in ("laft_uriel", "laft_uriel_like"):
+        assert {c["figure"] for c in subset["targets"] if c["strategy"] == strategy} == {
+            "aggregate_after_vs_reference_pp", "improved_share_gain_pp", "loss_magnitude_reduction"}
+        assert {c["figure"] for c in every["targets"] if c["strategy"] == strategy} == {
+            "aggregate_after_vs_reference_pp", "n_degraded"}
+    assert {c["strategy"] for c in subset["targets"]} == {"laft_uriel", "laft_uriel_like"}
     # The "all" runs reused the "subset" runs' stage 0: the same stage-0 scores, not a retrained model.
     all_run = json.loads((tmp_path / "runs" / "tiny-all-full-seed0" / "results.json").read_text())
     assert all_run["stages"][0]["scores"] == runs[0]["stages"][0]["scores"]
