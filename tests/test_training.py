@@ -7,6 +7,7 @@ from tiny import write_topic_data
 
 from cml.config import ExperimentConfig, ModelConfig, TrainingConfig, load_config
 from cml.data.examples import Example
+from cml.errors import CMLError
 from cml.experiment import Experiment
 from cml.tasks import make_task
 from cml.tasks.tagging import IGNORE, first_subword_labels
@@ -53,6 +54,17 @@ def test_run_lowers_loss_learns_and_is_deterministic(tmp_path, tiny_backbone):
     assert first["versions"]["torch"] and first["config"]["seed"] == 0
     again = Experiment(config.model_copy(update={"name": "t2"})).run()
     assert [s["scores"] for s in again["stages"]] == [s["scores"] for s in first["stages"]]
+
+    # --resume reuses finished stages only if they were run with the config's settings
+    resumed = Experiment(config, resume=True).run()
+    assert [s["scores"] for s in resumed["stages"]] == [s["scores"] for s in first["stages"]]
+    path = tmp_path / "c.yaml"
+    for override, changed in (("update_training={epochs: 1}", "training"),
+                              ("stream.stages.1.amount=12", "stage_data"),
+                              ('strategies=[{method: full_finetune, training: {learning_rate: 0.1}}]', "strategy")):
+        with pytest.raises(CMLError, match=f"other {changed} settings") as error:
+            Experiment(load_config(path, [override]), resume=True).run()
+        assert error.value.file.endswith("stages/full_finetune/1-update/state.json")  # stage 0 was still fine
 
 
 def test_resume_after_interruption_gives_the_same_result(tmp_path, tiny_backbone):

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig, FullFinetuneConfig, TrainingConfig
+from .data.examples import stable_hash
 from .data.readers import read_dataset
 from .data.stream import Stream, build_stream
 from .errors import CMLError
@@ -97,13 +98,32 @@ class Experiment:
         if from_stage is not None and not 1 <= from_stage < len(self.stream.stages):
             raise CMLError(f"--from-stage must be between 1 and {len(self.stream.stages) - 1}, got {from_stage}")
 
-    def finished(self, stage_dir: Path, index: int) -> dict | None:
+    def settings(self, index: int, strategy_config=None) -> dict:
+        """What a stage's weights and record depend on. A resumed run reuses a stage only with the same
+        settings: otherwise an edited config would silently keep the old results. The stages' data enter
+        by example ids, so a stage 0 copied between runs whose later stages differ still counts as the same."""
+        data_ids = [stable_hash(*sorted(f"{e.id}@{lang}" for lang, examples in stage.train.items() for e in examples))
+                    for stage in self.stream.stages[:index + 1]]
+        return {"task": self.config.task.value, "data": self.config.data.model_dump(mode="json"),
+                "stage_data": data_ids, "model": self.config.model.model_dump(mode="json"),
+                "training": self.training_config(index).model_dump(mode="json"), "seed": self.config.seed,
+                "strategy": strategy_config.model_dump(mode="json") if strategy_config is not None else None}
+
+    def finished(self, stage_dir: Path, index: int, settings: dict) -> dict | None:
         """The saved record of a finished stage that this run may reuse, else None."""
         reusable = self.resume or (self.from_stage is not None and index < self.from_stage)
         saved = read_state(stage_dir) if reusable else None
         if self.from_stage is not None and index < self.from_stage and not (saved and saved.get("complete")):
             raise CMLError(f"cannot roll back to stage {self.from_stage}: stage {index} is not finished", file=stage_dir)
-        return saved["record"] if saved and saved.get("complete") else None
+        if not (saved and saved.get("complete")):
+            return None
+        # runs saved before settings were recorded have none to compare
+        changed = sorted(key for key, value in saved.get("settings", settings).items() if settings.get(key) != value)
+        if changed:
+            raise CMLError(f"this finished stage was run with other {', '.join(changed)} settings than the config's; "
+                           "give the run another name, or run without --resume to redo it",
+                           file=stage_dir / "state.json")
+        return saved["record"]
 
     def stage_dir(self, strategy: str, index: int) -> Path:
         return self.run_dir / "stages" / strategy / f"{index}-{self.stream.stages[index].name}"
@@ -156,7 +176,8 @@ class Experiment:
     def initial_stage(self, model: RoutedModel, frozen: tuple[str, ...]) -> dict:
         """Stage 0: full training on every language; the starting point of every strategy."""
         stage_dir = self.stage_dir(INITIAL, 0)
-        saved = self.finished(stage_dir, 0)
+        settings = self.settings(0)
+        saved = self.finished(stage_dir, 0, settings)
         if saved:
             load_model_state(model, stage_dir)
             log.info("stage 0: reused from %s", stage_dir)
@@ -166,13 +187,14 @@ class Experiment:
         record = self.record(ctx, artifacts, self.evaluate(model, INITIAL, 0))
         if self.accelerator.is_main_process:
             save_checkpoint(stage_dir, {k: v for k, v in model.state_dict().items() if k not in frozen},
-                            {"complete": True, "record": record})
+                            {"complete": True, "record": record, "settings": settings})
         return record
 
     def update_stage(self, strategy, model: RoutedModel, index: int, frozen: tuple[str, ...]):
         stage_dir = self.stage_dir(strategy.name, index)
         ctx = self.context(strategy.name, index)
-        saved = self.finished(stage_dir, index)
+        settings = self.settings(index, strategy.config)
+        saved = self.finished(stage_dir, index, settings)
         if saved:
             model = strategy.restore(model, saved, ctx)
             load_model_state(model, stage_dir)
@@ -181,7 +203,8 @@ class Experiment:
         model, artifacts = strategy.update(model, ctx)
         record = self.record(ctx, artifacts, self.evaluate(model, strategy.name, index))
         if self.accelerator.is_main_process:  # the run folder may be on the main machine only
-            save_checkpoint(stage_dir, strategy.saved_state(model, frozen), {"complete": True, "record": record})
+            save_checkpoint(stage_dir, strategy.saved_state(model, frozen),
+                            {"complete": True, "record": record, "settings": settings})
             record["stored_bytes"] = (stage_dir / "model.safetensors").stat().st_size
         return model, record
 
