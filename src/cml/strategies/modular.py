@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..data.examples import stable_hash
 from ..evaluation.cml_metrics import language_seed, paired_bootstrap_interval
 from ..evaluation.inference import evaluate_languages
 from ..routing import BASE, Route, RoutedModel
@@ -64,20 +65,24 @@ class ModularStrategy(Strategy):
         return float(np.mean([matrix.distance(lang, m) for m in members]))
 
     # -- structure ------------------------------------------------------------------------------------
-    def _ensure_modules(self, model: RoutedModel, names: list[str], task) -> None:
+    def _ensure_modules(self, model: RoutedModel, names: list[str], task, seed: int) -> None:
         from peft import LoraConfig, PeftModel, get_peft_model
 
         for name in names:
-            if not isinstance(model.model, PeftModel):
-                # Targets are found on the plain model: PEFT replaces the Linear layers it wraps.
-                options = self.config.lora
-                heads = head_modules(model.model, task) if options.train_head else []
-                targets = target_modules(model.model, options.target_modules, options.layers, heads)
-                self.lora_config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
-                                              target_modules=targets, modules_to_save=heads or None)
-                model.model = get_peft_model(model.model, self.lora_config, adapter_name=name)
-            elif name not in model.model.peft_config:
-                model.model.add_adapter(name, self.lora_config)
+            # PEFT draws lora_A from the global generator: seed it per module, so a module's start does not
+            # depend on what ran before it (other strategies in the run, their order).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(stable_hash(seed, name) % 2**63)
+                if not isinstance(model.model, PeftModel):
+                    # Targets are found on the plain model: PEFT replaces the Linear layers it wraps.
+                    options = self.config.lora
+                    heads = head_modules(model.model, task) if options.train_head else []
+                    targets = target_modules(model.model, options.target_modules, options.layers, heads)
+                    self.lora_config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
+                                                  target_modules=targets, modules_to_save=heads or None)
+                    model.model = get_peft_model(model.model, self.lora_config, adapter_name=name)
+                elif name not in model.model.peft_config:
+                    model.model.add_adapter(name, self.lora_config)
         model.modules_changed()
 
     def trained_modules(self, model: RoutedModel) -> list[str]:
@@ -127,7 +132,7 @@ class ModularStrategy(Strategy):
             self.groups = self.assign_groups(ctx.languages)
         stage_groups = sorted({self.groups[lang] for lang in ctx.stage.languages})
         training_modules = ([SHARED] if self.config.hierarchical else []) + stage_groups
-        self._ensure_modules(model, training_modules, ctx.task)
+        self._ensure_modules(model, training_modules, ctx.task, ctx.seed)
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(any(f".{module}." in name for module in training_modules))
         model.routes = {lang: self._own_route(lang, training_modules) for lang in ctx.stage.languages}
@@ -177,7 +182,7 @@ class ModularStrategy(Strategy):
         self.groups = record["groups"]
         if self.uses_typology:
             self._distances(ctx.languages)
-        self._ensure_modules(model, record["modules"], ctx.task)
+        self._ensure_modules(model, record["modules"], ctx.task, ctx.seed)
         self.trained_modules_cache = list(record["modules"])
         names = {"previous": BASE}
         model.routes = {lang: tuple(name.split("+")) if name not in names else names[name]
