@@ -170,7 +170,7 @@ def build_routed(folder: str, labels, languages: list[str], n_groups: int):
     strategy.groups = strategy.assign_groups(languages)
     routed = RoutedModel(copy.deepcopy(plain), languages)
     names = sorted(set(strategy.groups.values()), key=lambda name: int(name[1:]))
-    strategy._ensure_modules(routed, names, task)
+    strategy.ensure_modules(routed, names, task, seed=0)
     with torch.no_grad():
         for name, parameter in routed.named_parameters():
             if "lora_B" in name:

@@ -56,7 +56,7 @@ def test_new_modules_start_the_same_whatever_ran_before(tiny_backbone):
         model = RoutedModel(task.build_model(), LANGS)
         torch.rand(earlier_draws)  # what other strategies' training left in the global generator
         strategy = make_strategy(ModularConfig(method="laft_uriel", lora={"r": 2, "target_modules": ["query"]}))
-        strategy._ensure_modules(model, ["g1", "g2"], task, seed=1)
+        strategy.ensure_modules(model, ["g1", "g2"], task, seed=1)
         starts.append({k: v for k, v in model.state_dict().items() if "lora_A" in k})
     assert len(starts[0]) == 4 and all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])
     assert not torch.equal(*(v for k, v in starts[0].items() if "layer.0." in k))  # g1 and g2 differ

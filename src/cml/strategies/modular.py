@@ -65,7 +65,7 @@ class ModularStrategy(Strategy):
         return float(np.mean([matrix.distance(lang, m) for m in members]))
 
     # -- structure ------------------------------------------------------------------------------------
-    def _ensure_modules(self, model: RoutedModel, names: list[str], task, seed: int) -> None:
+    def ensure_modules(self, model: RoutedModel, names: list[str], task, seed: int) -> None:
         from peft import LoraConfig, PeftModel, get_peft_model
 
         for name in names:
@@ -132,7 +132,7 @@ class ModularStrategy(Strategy):
             self.groups = self.assign_groups(ctx.languages)
         stage_groups = sorted({self.groups[lang] for lang in ctx.stage.languages})
         training_modules = ([SHARED] if self.config.hierarchical else []) + stage_groups
-        self._ensure_modules(model, training_modules, ctx.task, ctx.seed)
+        self.ensure_modules(model, training_modules, ctx.task, ctx.seed)
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(any(f".{module}." in name for module in training_modules))
         model.routes = {lang: self._own_route(lang, training_modules) for lang in ctx.stage.languages}
@@ -182,7 +182,7 @@ class ModularStrategy(Strategy):
         self.groups = record["groups"]
         if self.uses_typology:
             self._distances(ctx.languages)
-        self._ensure_modules(model, record["modules"], ctx.task, ctx.seed)
+        self.ensure_modules(model, record["modules"], ctx.task, ctx.seed)
         self.trained_modules_cache = list(record["modules"])
         names = {"previous": BASE}
         model.routes = {lang: tuple(name.split("+")) if name not in names else names[name]
