@@ -61,14 +61,15 @@ def run_config(bench: dict, kind: str, seed: int, quick: bool, suite: dict, outp
 
 
 def stage0_fingerprint(config) -> str:
-    """What stage 0 depends on: its examples, the model, the training settings and the seed."""
+    """What stage 0 depends on (its examples, the model, the training settings, the seed): the settings a
+    resumed run checks, so a copied stage 0 is one that run accepts."""
     from cml.data.examples import stable_hash
     from cml.data.readers import read_dataset
     from cml.data.stream import build_stream
+    from cml.experiment import stage_settings
 
     stream = build_stream(read_dataset(config.data, config.task), config.stream, config.stream_seed)
-    ids = sorted(e.id + "@" + lang for lang, examples in stream.stages[0].train.items() for e in examples)
-    return stable_hash(json.dumps([ids, config.model.model_dump(), config.training.model_dump(), config.seed]))
+    return stable_hash(json.dumps(stage_settings(config, stream, 0), sort_keys=True))
 
 
 STAGE0_PARTS = (Path("stages") / "initial", Path("predictions") / "initial")  # the summary's bootstrap reads both

@@ -70,6 +70,25 @@ def frozen_embedding_names(model: torch.nn.Module) -> tuple[str, ...]:
                  if tensor.data_ptr() == weight.data_ptr())
 
 
+def stage_training_config(config: ExperimentConfig, index: int) -> TrainingConfig:
+    """Stage 0 trains with ``training``; updates with ``training`` overridden by ``update_training``."""
+    if index == 0 or not config.update_training:
+        return config.training
+    return config.training.model_copy(update=config.update_training)
+
+
+def stage_settings(config: ExperimentConfig, stream: Stream, index: int, strategy_config=None) -> dict:
+    """What stage ``index`` of a run depends on, as JSON. The stages' data enter by example ids, so a stage 0
+    shared by runs whose later stages differ (the benchmark's update kinds) has the same settings in each."""
+    data_ids = [stable_hash(*sorted(f"{e.id}@{lang}" for lang, examples in stage.train.items() for e in examples))
+                for stage in stream.stages[:index + 1]]
+    return {"task": config.task.value, "data": config.data.model_dump(mode="json"), "stage_data": data_ids,
+            "model": config.model.model_dump(mode="json"),
+            "training": stage_training_config(config, index).model_dump(mode="json"),
+            "seed": config.seed,
+            "strategy": strategy_config.model_dump(mode="json") if strategy_config is not None else None}
+
+
 def build_model(task, config: ExperimentConfig) -> torch.nn.Module:
     torch.manual_seed(config.seed)  # the head's random init is part of the experiment's determinism
     model = task.build_model()
@@ -99,15 +118,9 @@ class Experiment:
             raise CMLError(f"--from-stage must be between 1 and {len(self.stream.stages) - 1}, got {from_stage}")
 
     def settings(self, index: int, strategy_config=None) -> dict:
-        """What a stage's weights and record depend on. A resumed run reuses a stage only with the same
-        settings: otherwise an edited config would silently keep the old results. The stages' data enter
-        by example ids, so a stage 0 copied between runs whose later stages differ still counts as the same."""
-        data_ids = [stable_hash(*sorted(f"{e.id}@{lang}" for lang, examples in stage.train.items() for e in examples))
-                    for stage in self.stream.stages[:index + 1]]
-        return {"task": self.config.task.value, "data": self.config.data.model_dump(mode="json"),
-                "stage_data": data_ids, "model": self.config.model.model_dump(mode="json"),
-                "training": self.training_config(index).model_dump(mode="json"), "seed": self.config.seed,
-                "strategy": strategy_config.model_dump(mode="json") if strategy_config is not None else None}
+        """What a stage's weights and record depend on (``stage_settings``). A resumed run reuses a stage only
+        with the same settings: otherwise an edited config would silently keep the old results."""
+        return stage_settings(self.config, self.stream, index, strategy_config)
 
     def finished(self, stage_dir: Path, index: int, settings: dict) -> dict | None:
         """The saved record of a finished stage that this run may reuse, else None."""
@@ -129,9 +142,7 @@ class Experiment:
         return self.run_dir / "stages" / strategy / f"{index}-{self.stream.stages[index].name}"
 
     def training_config(self, index: int) -> TrainingConfig:
-        if index == 0 or not self.config.update_training:
-            return self.config.training
-        return self.config.training.model_copy(update=self.config.update_training)
+        return stage_training_config(self.config, index)
 
     def context(self, strategy: str, index: int) -> StageContext:
         stage = self.stream.stages[index]
