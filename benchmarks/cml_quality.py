@@ -8,7 +8,8 @@ paper's targets for ``laft_uriel``, and writes ``benchmarks/results/<benchmark>-
     python benchmarks/cml_quality.py                    # every benchmark and update kind, seeds 0 1 2
     python benchmarks/cml_quality.py --benchmarks sib200 --kinds subset --seeds 0
 
-Runs go to ``runs/benchmarks/<benchmark>-<kind>-<mode>-seed<k>/`` and resume where they stopped. The update
+Runs go to ``runs/benchmarks/<benchmark>-<kind>-<mode>-seed<k>/`` and resume where they stopped; a run of some update
+kinds replaces those kinds' rows in the table and keeps the others'. The update
 kinds of one benchmark share stage 0 (same data, model and seed), so its trained model is reused, not retrained.
 """
 
@@ -141,16 +142,32 @@ def targets(kind: str, strategies: dict[str, dict]) -> list[dict]:
             for strategy, figure, value, target, rule in checks]
 
 
+def merged_report(path: Path, header: dict, streams: dict[str, dict], order: list[str]) -> dict:
+    """The new streams plus those of an earlier table at ``path`` that this run did not repeat: the full benchmark
+    runs over many sessions, one update kind or seed set at a time, and one run must not erase another's rows."""
+    from cml.errors import CMLError
+
+    earlier = {}
+    if path.is_file():
+        try:
+            earlier = {stream["update_kind"]: stream for stream in json.loads(path.read_text("utf-8"))["streams"]}
+        except (ValueError, KeyError, TypeError) as err:
+            raise CMLError(f"cannot merge into this benchmark table ({err}); move it away to start a new one",
+                           file=path) from None
+    merged = {**earlier, **streams}
+    return {**header, "streams": [merged[kind] for kind in sorted(merged, key=lambda k: (
+        order.index(k) if k in order else len(order), k))]}
+
+
 def render(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 200)
-    table = Table(title=f"{report['benchmark']} ({report['mode']}, seeds {report['seeds']}): "
-                        "mean ± std over seeds, against full_finetune")
-    for column in ("kind", "strategy", "improved", "degraded", "improved vs ref (pp)", "loss reduction vs ref",
+    table = Table(title=f"{report['benchmark']} ({report['mode']}): mean ± std over seeds, against full_finetune")
+    for column in ("kind", "seeds", "strategy", "improved", "degraded", "improved vs ref (pp)", "loss reduction vs ref",
                    "mean loss (pt)", "after - ref after (pt)", "train s"):
-        table.add_column(column, justify="left" if column in ("kind", "strategy") else "right")
+        table.add_column(column, justify="left" if column in ("kind", "seeds", "strategy") else "right")
 
     def cell(figures: dict, key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
         value = figures.get(key)
@@ -160,7 +177,8 @@ def render(report: dict) -> None:
 
     for stream in report["streams"]:
         for strategy, figures in stream["strategies"].items():
-            table.add_row(stream["update_kind"], strategy, cell(figures, "n_improved"), cell(figures, "n_degraded"),
+            table.add_row(stream["update_kind"], " ".join(map(str, stream["seeds"])), strategy,
+                          cell(figures, "n_improved"), cell(figures, "n_degraded"),
                           cell(figures, "improved_share_gain_pp", fmt="{:+.1f}"),
                           cell(figures, "loss_magnitude_reduction", 100, "{:+.0f}%"),
                           cell(figures, "mean_loss_magnitude", 100, "{:.2f}"),
@@ -196,15 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(benchmarks))
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; {args.suite} has {sorted(benchmarks)}")
+    command = "python benchmarks/cml_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    machine = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
     for name in names:
         bench = benchmarks[name]
         kinds = args.kinds or (suite["quick"]["update_kinds"] if args.quick else list(bench["update_kinds"]))
-        report = {"benchmark": name, "mode": mode, "seeds": seeds, "streams": [],
-                  "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                              "cpus": os.cpu_count()},
-                  "command": "python benchmarks/cml_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-        started = time.perf_counter()
+        path = args.results_dir / f"{name}-{mode}.json"
+        streams = {}
         for kind in kinds:
+            started = time.perf_counter()
             per_seed = []
             for seed in seeds:
                 config = run_config(bench, kind, seed, args.quick, suite, args.output_dir)
@@ -214,12 +232,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {config.name}: {len(config.strategies)} strategies", flush=True)
                 per_seed.append(stream_rows(Experiment(config, resume=True).run()))
             strategies = aggregate(per_seed)
-            report["streams"].append({"update_kind": kind, "config": bench["config"],
-                                      "strategies": strategies, "targets": targets(kind, strategies)})
-        report["wall_seconds"] = time.perf_counter() - started
-        write_json(args.results_dir / f"{name}-{mode}.json", report)
+            streams[kind] = {"update_kind": kind, "config": bench["config"], "seeds": seeds, "command": command,
+                             "machine": machine, "wall_seconds": time.perf_counter() - started,
+                             "strategies": strategies, "targets": targets(kind, strategies)}
+        report = merged_report(path, {"benchmark": name, "mode": mode}, streams, order=list(bench["update_kinds"]))
+        write_json(path, report)
         render(report)
-        print(f"wall time {report['wall_seconds']:.0f} s; table: {args.results_dir / f'{name}-{mode}.json'}")
+        wall = sum(stream["wall_seconds"] for stream in streams.values())
+        print(f"wall time {wall:.0f} s; table: {path}")
     return 0
 
 

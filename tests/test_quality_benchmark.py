@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from helpers import write_config
 from tiny import write_topic_data
@@ -64,3 +65,21 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
     assert all_run["stages"][0]["scores"] == runs[0]["stages"][0]["scores"]
     assert "train" in runs[0]["stages"][0] and "train" in all_run["stages"][0]
     assert "laft_uriel" in capsys.readouterr().out
+
+    # A later run of one update kind and seed replaces that kind's rows and keeps the other kind's.
+    assert script.main([*argv[:2], "--kinds", "all", "--seeds", "0", *argv[5:]]) == 0
+    again = json.loads((tmp_path / "results" / "tiny-full.json").read_text())
+    assert [(s["update_kind"], s["seeds"]) for s in again["streams"]] == [("subset", [0, 1]), ("all", [0])]
+    assert again["streams"][0] == subset
+    assert again["streams"][1]["strategies"]["laft_uriel"]["n_degraded"]["std"] == 0.0
+
+
+def test_quality_benchmark_refuses_to_merge_into_an_unreadable_table(tmp_path):
+    from cml.errors import CMLError
+
+    table = tmp_path / "tiny-full.json"
+    table.write_text("{not json", encoding="utf-8")
+    with pytest.raises(CMLError, match="cannot merge") as info:
+        _load_script().merged_report(table, {"benchmark": "tiny"}, {}, order=["subset"])
+    assert str(table) in str(info.value)
+    assert table.read_text(encoding="utf-8") == "{not json"
