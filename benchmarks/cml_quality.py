@@ -47,17 +47,25 @@ def overrides_of(mapping: dict) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in mapping.items()]
 
 
-def run_config(bench: dict, kind: str, seed: int, quick: bool, suite: dict, output_dir: Path):
+def run_config(bench: dict, kind: str, seed: int, quick: bool, suite: dict, output_dir: Path,
+               strategies: list[str] | None = None):
+    """The experiment config of one benchmark, update kind and seed; ``strategies`` (labels) keeps only those,
+    else the quick mode's list or all of the config's."""
     from cml.config import load_config
+    from cml.errors import CMLError
 
     name = f"{bench['name']}-{kind}-{'quick' if quick else 'full'}-seed{seed}"
     overrides = {**(bench.get("quick", {}) if quick else {}), **bench["update_kinds"][kind],
                  "seed": seed, "name": name, "output_dir": str(output_dir)}
-    config = load_config(Path(suite["folder"]) / bench["config"], overrides_of(overrides))
-    if quick:
-        wanted = suite["quick"]["strategies"]
-        config = config.model_copy(update={"strategies": [s for s in config.strategies
-                                                          if (s.name or s.method) in wanted]})
+    path = Path(suite["folder"]) / bench["config"]
+    config = load_config(path, overrides_of(overrides))
+    wanted = strategies or (suite["quick"]["strategies"] if quick else None)
+    if wanted:
+        labels = [s.label for s in config.strategies]
+        if "full_finetune" not in wanted or set(wanted) - set(labels):
+            raise CMLError(f"--strategies must name full_finetune (the reference) and only strategies of this "
+                           f"config: {labels}", file=path)
+        config = config.model_copy(update={"strategies": [s for s in config.strategies if s.label in wanted]})
     return config
 
 
@@ -198,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks", nargs="+", help="benchmarks of suite.yaml to run (default: all, or quick's)")
     parser.add_argument("--kinds", nargs="+", help="update kinds to run (default: all, or quick's)")
     parser.add_argument("--seeds", nargs="+", type=int, help=f"default: {' '.join(map(str, SEEDS))}; --quick: 0")
+    parser.add_argument("--strategies", nargs="+", help="only these strategies (labels; full_finetune among them)")
     parser.add_argument("--suite", type=Path, default=SUITE, help="the benchmark manifest")
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "benchmarks", help="where the runs go")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON tables go")
@@ -225,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             per_seed = []
             for seed in seeds:
-                config = run_config(bench, kind, seed, args.quick, suite, args.output_dir)
+                config = run_config(bench, kind, seed, args.quick, suite, args.output_dir, args.strategies)
                 # Another update kind of this benchmark and seed may already have trained the same stage 0.
                 reuse_stage0(config, [run_config(bench, other, seed, args.quick, suite, args.output_dir)
                                       for other in bench["update_kinds"] if other != kind])
@@ -244,4 +253,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cml.errors import CMLError
+
+    try:
+        sys.exit(main())
+    except CMLError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -83,3 +83,26 @@ def test_quality_benchmark_refuses_to_merge_into_an_unreadable_table(tmp_path):
         _load_script().merged_report(table, {"benchmark": "tiny"}, {}, order=["subset"])
     assert str(table) in str(info.value)
     assert table.read_text(encoding="utf-8") == "{not json"
+
+
+def test_quality_benchmark_runs_a_chosen_set_of_strategies(tmp_path):
+    from cml.errors import CMLError
+
+    write_config(tmp_path / "tiny.yaml", data={"format": "sib200", "path": "data"}, model={"name": "tiny"},
+                 stream={"stages": [{"name": "initial", "amount": 40}]},
+                 strategies=[{"method": "full_finetune"}, {"method": "replay"},
+                             {"method": "laft_uriel", "name": "laft_uriel_c90", "gate_confidence": 0.9}])
+    suite = {"folder": tmp_path, "quick": {"strategies": ["full_finetune"]}}
+    bench = {"name": "tiny", "config": "tiny.yaml", "update_kinds": {"subset": {}}}
+    script = _load_script()
+
+    def labels(**kwargs):
+        config = script.run_config(bench, "subset", 0, suite=suite, output_dir=tmp_path / "runs", **kwargs)
+        return [s.label for s in config.strategies]
+
+    assert labels(quick=False) == ["full_finetune", "replay", "laft_uriel_c90"]
+    assert labels(quick=True) == ["full_finetune"]
+    assert labels(quick=False, strategies=["laft_uriel_c90", "full_finetune"]) == ["full_finetune", "laft_uriel_c90"]
+    for wrong in (["laft_uriel_c90"], ["full_finetune", "ewc"]):  # no reference; not in the config
+        with pytest.raises(CMLError, match="--strategies must name full_finetune"):
+            labels(quick=False, strategies=wrong)
