@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Module capacity ablation (docs/method.md, "Module capacity"): LAFT-URIEL variants on the quality benchmark's
-# PUD POS subset stream, one seed, against full fine-tuning. About 40 min on 2 CPU cores.
+# PUD POS subset stream, one seed, against full fine-tuning. About 56 min on 2 CPU cores.
 #   bash benchmarks/capacity_ablation.sh [SEED]      # default 0; the run goes to runs/ablations/
 set -euo pipefail
 cd "$(dirname "$0")/.."

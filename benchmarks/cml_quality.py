@@ -150,18 +150,23 @@ def targets(kind: str, strategies: dict[str, dict]) -> list[dict]:
             for strategy, figure, value, target, rule in checks]
 
 
-def merged_report(path: Path, header: dict, streams: dict[str, dict], order: list[str]) -> dict:
-    """The new streams plus those of an earlier table at ``path`` that this run did not repeat: the full benchmark
-    runs over many sessions, one update kind or seed set at a time, and one run must not erase another's rows."""
+def earlier_streams(path: Path) -> dict[str, dict]:
+    """The streams of an earlier table at ``path``, by update kind: the full benchmark runs over many sessions, one
+    update kind or seed set at a time, and one run must not erase another's rows. Read before any training, so an
+    unreadable table stops the run at once rather than after hours."""
     from cml.errors import CMLError
 
-    earlier = {}
-    if path.is_file():
-        try:
-            earlier = {stream["update_kind"]: stream for stream in json.loads(path.read_text("utf-8"))["streams"]}
-        except (ValueError, KeyError, TypeError) as err:
-            raise CMLError(f"cannot merge into this benchmark table ({err}); move it away to start a new one",
-                           file=path) from None
+    if not path.is_file():
+        return {}
+    try:
+        return {stream["update_kind"]: stream for stream in json.loads(path.read_text("utf-8"))["streams"]}
+    except (ValueError, KeyError, TypeError) as err:
+        raise CMLError(f"cannot merge into this benchmark table ({err}); move it away to start a new one",
+                       file=path) from None
+
+
+def merged_report(header: dict, earlier: dict[str, dict], streams: dict[str, dict], order: list[str]) -> dict:
+    """This run's streams plus the earlier ones it did not repeat, in the suite's order of update kinds."""
     merged = {**earlier, **streams}
     return {**header, "streams": [merged[kind] for kind in sorted(merged, key=lambda k: (
         order.index(k) if k in order else len(order), k))]}
@@ -229,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = benchmarks[name]
         kinds = args.kinds or (suite["quick"]["update_kinds"] if args.quick else list(bench["update_kinds"]))
         path = args.results_dir / f"{name}-{mode}.json"
+        earlier = earlier_streams(path)
         streams = {}
         for kind in kinds:
             started = time.perf_counter()
@@ -244,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             streams[kind] = {"update_kind": kind, "config": bench["config"], "seeds": seeds, "command": command,
                              "machine": machine, "wall_seconds": time.perf_counter() - started,
                              "strategies": strategies, "targets": targets(kind, strategies)}
-        report = merged_report(path, {"benchmark": name, "mode": mode}, streams, order=list(bench["update_kinds"]))
+        report = merged_report({"benchmark": name, "mode": mode}, earlier, streams, order=list(bench["update_kinds"]))
         write_json(path, report)
         render(report)
         wall = sum(stream["wall_seconds"] for stream in streams.values())
