@@ -24,8 +24,9 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import yaml
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "configs" / "benchmarks" / "suite.yaml"
@@ -40,6 +41,43 @@ FIGURES = ("n_languages", "n_improved", "n_degraded", "n_significant_improved", 
            "mean_delta", "mean_loss_magnitude", "max_loss", "aggregate_before", "aggregate_after",
            "negative_flip_rate", "improved_share_gain_pp", "loss_magnitude_reduction",
            "aggregate_after_vs_reference_pp", "train_seconds")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BenchmarkSpec(_Strict):
+    config: str  # an experiment config, relative to the suite file
+    update_kinds: dict[str, dict[str, Any]]  # kind -> config overrides (`--set` keys, YAML values)
+    quick: dict[str, Any] = {}  # overrides of the quick variant
+
+
+class QuickSelection(_Strict):
+    benchmarks: list[str]
+    update_kinds: list[str]
+    strategies: list[str]
+
+
+class Suite(_Strict):
+    benchmarks: dict[str, BenchmarkSpec]
+    quick: QuickSelection
+
+    @field_validator("quick")
+    @classmethod
+    def _quick_names_known(cls, quick: QuickSelection, info: ValidationInfo) -> QuickSelection:
+        unknown = sorted(set(quick.benchmarks) - set(info.data.get("benchmarks", {})))
+        if unknown:
+            raise ValueError(f"benchmarks {unknown} are not in this suite's benchmarks")
+        return quick
+
+
+def load_suite(path: Path) -> dict:
+    """The benchmark manifest, validated (errors name its file, line and key), as plain data plus its folder."""
+    from cml.config import read_yaml, validated
+
+    tree, node = read_yaml(path, what="suite")
+    return {**validated(Suite, tree, node, path).model_dump(), "folder": path.parent}
 
 
 def overrides_of(mapping: dict) -> list[str]:
@@ -217,10 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON tables go")
     args = parser.parse_args(argv)
 
+    from cml.errors import CMLError
     from cml.experiment import Experiment
     from cml.io import write_json
 
-    suite = {**yaml.safe_load(args.suite.read_text(encoding="utf-8")), "folder": args.suite.parent}
+    suite = load_suite(args.suite)
     benchmarks = {name: {"name": name, **spec} for name, spec in suite["benchmarks"].items()}
     mode = "quick" if args.quick else "full"
     names = args.benchmarks or (suite["quick"]["benchmarks"] if args.quick else list(benchmarks))
@@ -233,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         bench = benchmarks[name]
         kinds = args.kinds or (suite["quick"]["update_kinds"] if args.quick else list(bench["update_kinds"]))
+        if set(kinds) - set(bench["update_kinds"]):
+            raise CMLError(f"{name} has the update kinds {list(bench['update_kinds'])}, not "
+                           f"{sorted(set(kinds) - set(bench['update_kinds']))}", file=args.suite)
         path = args.results_dir / f"{name}-{mode}.json"
         earlier = earlier_streams(path)
         streams = {}
@@ -259,10 +301,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from cml.errors import CMLError
+    from cml.errors import exit_on_user_error
 
-    try:
+    with exit_on_user_error():
         sys.exit(main())
-    except CMLError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)

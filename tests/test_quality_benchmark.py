@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _load_script():
     spec = importlib.util.spec_from_file_location("cml_quality", ROOT / "benchmarks" / "cml_quality.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the script's annotations through its module
     spec.loader.exec_module(module)
     return module
 
@@ -106,3 +109,22 @@ def test_quality_benchmark_runs_a_chosen_set_of_strategies(tmp_path):
     for wrong in (["laft_uriel_c90"], ["full_finetune", "ewc"]):  # no reference; not in the config
         with pytest.raises(CMLError, match="--strategies must name full_finetune"):
             labels(quick=False, strategies=wrong)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("benchmarks: [\n", "suite.yaml:2: invalid YAML"),
+    ("benchmarks:\n  tiny: {config: tiny.yaml}\nquick: {benchmarks: [tiny], update_kinds: [subset], strategies: []}\n",
+     "suite.yaml:2: benchmarks.tiny.update_kinds: required setting is missing"),
+    ("benchmarks:\n  tiny: {config: tiny.yaml, update_kinds: {subset: {}}}\n"
+     "quick: {benchmarks: [tin], update_kinds: [subset], strategies: []}\n",
+     "suite.yaml:3: quick: Value error, benchmarks ['tin'] are not in this suite's benchmarks"),
+])
+def test_quality_benchmark_names_the_line_of_a_bad_suite(tmp_path, text, message):
+    (tmp_path / "suite.yaml").write_text(text, encoding="utf-8")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cml_quality.py"), "--suite",
+                             str(tmp_path / "suite.yaml"), "--results-dir", str(tmp_path / "results")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()

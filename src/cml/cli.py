@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import CMLError
+from .errors import exit_on_user_error
 
 CONFIG = click.argument("config", type=click.Path(dir_okay=False))
 OVERRIDES = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
@@ -18,11 +18,8 @@ class _Main(click.Group):
     """Turns a CMLError anywhere below into one clear line on stderr and exit status 2."""
 
     def invoke(self, ctx):
-        try:
+        with exit_on_user_error():
             return super().invoke(ctx)
-        except CMLError as err:
-            click.secho(f"error: {err}", fg="red", err=True)
-            sys.exit(2)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -376,11 +376,11 @@ def _resolve_paths(config: ExperimentConfig, base: Path) -> None:
     config.output_dir = str((base / os.path.expandvars(config.output_dir)))
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read, override (``key.path=value``, the value parsed as YAML) and validate an experiment config."""
-    path = Path(path)
+def read_yaml(path: Path, what: str = "config") -> tuple[dict, yaml.Node]:
+    """A YAML file's top-level mapping and its node tree (which ``validated`` turns into line numbers).
+    A missing file, bad YAML or a non-mapping is a CMLError naming the file and line."""
     if not path.is_file():
-        raise CMLError("config file not found", file=path)
+        raise CMLError(f"{what} file not found", file=path)
     text = path.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text)
@@ -391,18 +391,30 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
                        line=mark.line + 1 if mark else None) from None
     if not isinstance(tree, dict):
         raise CMLError("expected a mapping of settings at the top level", file=path, line=1)
-    for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep or not key:
-            raise CMLError(f"--set expects key.path=value, got {override!r}")
-        _set_override(tree, key.strip(), yaml.safe_load(raw), f"--set {key}")
+    return tree, node
+
+
+def validated(model: type[BaseModel], tree: dict, node: yaml.Node | None, path: Path):
+    """``model`` validated from ``tree``; the first error becomes a CMLError naming file, line and key path."""
     try:
-        config = ExperimentConfig.model_validate(tree)
+        return model.model_validate(tree)
     except ValidationError as err:
         first = err.errors()[0]
         loc = tuple(first["loc"])
         key = ".".join(str(k) for k in loc)
         raise CMLError(_describe(first), file=path, line=_line_of(node, loc), key=key or None) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read, override (``key.path=value``, the value parsed as YAML) and validate an experiment config."""
+    path = Path(path)
+    tree, node = read_yaml(path)
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise CMLError(f"--set expects key.path=value, got {override!r}")
+        _set_override(tree, key.strip(), yaml.safe_load(raw), f"--set {key}")
+    config = validated(ExperimentConfig, tree, node, path)
     _resolve_paths(config, path.parent)
     return config
 
@@ -413,6 +425,7 @@ def _describe(error: dict) -> str:
         return "unknown setting (check its spelling and section)"
     if error["type"] == "missing":
         return "required setting is missing"
-    if "input" in error and error["type"] not in ("union_tag_invalid",):
+    # a whole section as the "input" is noise, not a hint
+    if "input" in error and error["type"] not in ("union_tag_invalid",) and not isinstance(error["input"], dict):
         message += f" (got {error['input']!r})"
     return message

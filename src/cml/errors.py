@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+
+import click
 
 
 class CMLError(Exception):
@@ -23,3 +27,14 @@ class CMLError(Exception):
         if self.key:
             parts.append(self.key)
         return "".join(p + ": " for p in parts)
+
+
+@contextmanager
+def exit_on_user_error():
+    """Turns a CMLError raised inside into one clear red line on stderr and exit status 2: the behaviour of the
+    ``cml`` command and of the scripts under ``benchmarks/``."""
+    try:
+        yield
+    except CMLError as err:
+        click.secho(f"error: {err}", fg="red", err=True)
+        sys.exit(2)
