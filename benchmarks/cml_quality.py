@@ -8,9 +8,11 @@ paper's targets for ``laft_uriel``, and writes ``benchmarks/results/<benchmark>-
     python benchmarks/cml_quality.py                    # every benchmark and update kind, seeds 0 1 2
     python benchmarks/cml_quality.py --benchmarks sib200 --kinds subset --seeds 0
 
-Runs go to ``runs/benchmarks/<benchmark>-<kind>-<mode>-seed<k>/`` and resume where they stopped; a run of some update
-kinds replaces those kinds' rows in the table and keeps the others'. The update
-kinds of one benchmark share stage 0 (same data, model and seed), so its trained model is reused, not retrained.
+Runs go to ``runs/benchmarks/<benchmark>-<kind>-<mode>-seed<k>/`` and resume where they stopped. The full benchmark
+takes many sessions, so the table is built in pieces: a run of some update kinds keeps the other kinds' streams, and a
+run of some strategies (``--strategies``, full_finetune among them) keeps the other strategies' rows when it ran the
+same seeds and measured the same full fine-tuning. The update kinds of one benchmark share stage 0 (same data, model
+and seed), so its trained model is reused, not retrained.
 """
 
 from __future__ import annotations
@@ -203,11 +205,39 @@ def earlier_streams(path: Path) -> dict[str, dict]:
                        file=path) from None
 
 
-def merged_report(header: dict, earlier: dict[str, dict], streams: dict[str, dict], order: list[str]) -> dict:
-    """This run's streams plus the earlier ones it did not repeat, in the suite's order of update kinds."""
-    merged = {**earlier, **streams}
+def same_reference(earlier: dict, stream: dict) -> bool:
+    """Whether two runs of a stream measured the same reference: same seeds and the same figures for full
+    fine-tuning (training time aside). Full fine-tuning is deterministic, so that holds when the config, data and
+    code it depends on are unchanged, and then the earlier strategies' figures, all relative to it, still hold."""
+    def figures(row: dict) -> dict:
+        return {key: value for key, value in row.items() if key != "train_seconds"}
+
+    return (earlier["seeds"] == stream["seeds"] and "full_finetune" in earlier["strategies"]
+            and figures(earlier["strategies"]["full_finetune"]) == figures(stream["strategies"]["full_finetune"]))
+
+
+def merged_stream(earlier: dict | None, stream: dict, order: list[str]) -> dict:
+    """This run's stream plus the earlier run's rows of the strategies it did not repeat, when both measured the same
+    reference (``same_reference``); otherwise this run's stream alone. ``order``: the config's strategy labels."""
+    if earlier is None or not same_reference(earlier, stream):
+        return stream
+    ran = set(stream["strategies"])
+    rows = {**{k: v for k, v in earlier["strategies"].items() if k not in ran}, **stream["strategies"]}
+    rows = {k: rows[k] for k in sorted(rows, key=lambda k: (order.index(k) if k in order else len(order), k))}
+    earlier_runs = [{**run, "strategies": [s for s in run["strategies"] if s not in ran]} for run in earlier["runs"]]
+    return {**stream, "strategies": rows, "targets": targets(stream["update_kind"], rows),
+            "runs": [run for run in earlier_runs if run["strategies"]] + stream["runs"]}
+
+
+def merged_report(header: dict, earlier: dict[str, dict], streams: dict[str, dict], kinds: list[str],
+                  strategies: list[str]) -> dict:
+    """This run's streams merged into the earlier table: streams of update kinds this run did not repeat are kept
+    whole, and a repeated stream keeps the rows of strategies this run left out (``merged_stream``). ``kinds`` and
+    ``strategies`` give the order, the suite's and the config's."""
+    merged = {**earlier, **{kind: merged_stream(earlier.get(kind), stream, strategies)
+                            for kind, stream in streams.items()}}
     return {**header, "streams": [merged[kind] for kind in sorted(merged, key=lambda k: (
-        order.index(k) if k in order else len(order), k))]}
+        kinds.index(k) if k in kinds else len(kinds), k))]}
 
 
 def render(report: dict) -> None:
@@ -289,13 +319,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {config.name}: {len(config.strategies)} strategies", flush=True)
                 per_seed.append(stream_rows(Experiment(config, resume=True).run()))
             strategies = aggregate(per_seed)
-            streams[kind] = {"update_kind": kind, "config": bench["config"], "seeds": seeds, "command": command,
-                             "machine": machine, "wall_seconds": time.perf_counter() - started,
+            run = {"command": command, "machine": machine, "wall_seconds": time.perf_counter() - started,
+                   "strategies": list(strategies)}
+            streams[kind] = {"update_kind": kind, "config": bench["config"], "seeds": seeds, "runs": [run],
                              "strategies": strategies, "targets": targets(kind, strategies)}
-        report = merged_report({"benchmark": name, "mode": mode}, earlier, streams, order=list(bench["update_kinds"]))
+        labels = [s.label for s in run_config(bench, kinds[0], seeds[0], args.quick, suite, args.output_dir).strategies]
+        report = merged_report({"benchmark": name, "mode": mode}, earlier, streams, list(bench["update_kinds"]), labels)
         write_json(path, report)
         render(report)
-        wall = sum(stream["wall_seconds"] for stream in streams.values())
+        wall = sum(stream["runs"][-1]["wall_seconds"] for stream in streams.values())
         print(f"wall time {wall:.0f} s; table: {path}")
     return 0
 

@@ -69,11 +69,20 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
     assert "train" in runs[0]["stages"][0] and "train" in all_run["stages"][0]
     assert "laft_uriel" in capsys.readouterr().out
 
+    # A later run of some strategies, same seeds, keeps the rows of the others (same reference: the saved stages
+    # are reused, so full fine-tuning's figures are the same).
+    assert script.main([*argv, "--kinds", "subset", "--strategies", "full_finetune", "laft_uriel"]) == 0
+    partial = json.loads((tmp_path / "results" / "tiny-full.json").read_text())
+    assert partial["streams"][1] == every
+    assert partial["streams"][0]["strategies"] == subset["strategies"]
+    assert [run["strategies"] for run in partial["streams"][0]["runs"]] == [
+        ["laft_uriel_like"], ["full_finetune", "laft_uriel"]]
+
     # A later run of one update kind and seed replaces that kind's rows and keeps the other kind's.
     assert script.main([*argv[:2], "--kinds", "all", "--seeds", "0", *argv[5:]]) == 0
     again = json.loads((tmp_path / "results" / "tiny-full.json").read_text())
     assert [(s["update_kind"], s["seeds"]) for s in again["streams"]] == [("subset", [0, 1]), ("all", [0])]
-    assert again["streams"][0] == subset
+    assert again["streams"][0] == partial["streams"][0]
     assert again["streams"][1]["strategies"]["laft_uriel"]["n_degraded"]["std"] == 0.0
 
 
@@ -128,3 +137,24 @@ def test_quality_benchmark_names_the_line_of_a_bad_suite(tmp_path, text, message
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_quality_benchmark_keeps_earlier_rows_only_against_the_same_reference():
+    script = _load_script()
+
+    def stream(seeds, reference_after, **others):
+        rows = {"full_finetune": {"aggregate_after": {"mean": reference_after, "std": 0.0},
+                                  "train_seconds": {"mean": 1.0 + len(others), "std": 0.0}},
+                **{k: {"aggregate_after": {"mean": v, "std": 0.0}} for k, v in others.items()}}
+        return {"update_kind": "all", "seeds": seeds, "strategies": rows, "targets": [],
+                "runs": [{"command": "c", "strategies": list(rows)}]}
+
+    earlier = stream([0, 1], 0.8, replay=0.9, ewc=0.7)
+    order = ["full_finetune", "ewc", "replay"]
+    kept = script.merged_stream(earlier, stream([0, 1], 0.8, replay=0.95), order)
+    assert list(kept["strategies"]) == order  # the config's order; train time may differ
+    assert kept["strategies"]["ewc"] == earlier["strategies"]["ewc"]
+    assert kept["strategies"]["replay"]["aggregate_after"]["mean"] == 0.95
+    assert [run["strategies"] for run in kept["runs"]] == [["ewc"], ["full_finetune", "replay"]]
+    for changed in (stream([0, 1], 0.81, replay=0.95), stream([0], 0.8, replay=0.95)):  # other reference or seeds
+        assert script.merged_stream(earlier, changed, order) == changed
