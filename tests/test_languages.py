@@ -11,6 +11,7 @@ from cml.languages import canonical, macrolanguage, parse_language
     ("ms", "zsm"), ("zsm_Latn", "zsm"), ("fa", "pes"), ("prs_Arab", "prs"), ("tgl_Latn", "tgl"),
     ("aka_Latn", "aka"), ("bho_Deva", "bho"), ("ace_Arab", "ace_Arab"), ("ace_Latn", "ace"),
     ("de_pud", "deu"), ("UD_German-PUD", "deu"), ("UD_Chinese-PUD", "cmn"), ("sr-Latn", "srp_Latn"),
+    ("kor_Hang", "kor"), ("ko", "kor"), ("UD_Korean-PUD", "kor"), ("jpn_Jpan", "jpn"),
 ])
 def test_canonical_codes(code, expected):
     assert canonical(code) == expected

@@ -96,9 +96,14 @@ def _parse(code: str) -> Language:
         raise CMLError(f"unknown language code {code!r}{_suggestions(raw)}")
     script = tag.script or (langcodes.Language.get(f"{alpha3}-{tag.territory}").maximize().script
                             if tag.territory else None)
-    if script == _likely_script(alpha3):
+    if _UMBRELLA_SCRIPT.get(script, script) == _likely_script(alpha3):
         script = None
     return Language(alpha3, script)
+
+
+# CLDR's likely script of Korean is Kore (Hangul and Han); FLORES-200 (SIB-200) tags Korean Hang. Without this,
+# SIB-200's kor_Hang and PUD's or a language detector's kor would be two languages. langcodes has no such mapping.
+_UMBRELLA_SCRIPT = {"Hang": "Kore"}
 
 
 def _is_known(alpha3: str) -> bool:
