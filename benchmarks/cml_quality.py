@@ -216,6 +216,11 @@ def same_reference(earlier: dict, stream: dict) -> bool:
             and figures(earlier["strategies"]["full_finetune"]) == figures(stream["strategies"]["full_finetune"]))
 
 
+def in_order(keys, order: list[str]) -> list:
+    """``keys`` in ``order``'s order, those it lacks last and by name."""
+    return sorted(keys, key=lambda k: (order.index(k) if k in order else len(order), k))
+
+
 def merged_stream(earlier: dict | None, stream: dict, order: list[str]) -> dict:
     """This run's stream plus the earlier run's rows of the strategies it did not repeat, when both measured the same
     reference (``same_reference``); otherwise this run's stream alone. ``order``: the config's strategy labels."""
@@ -223,7 +228,7 @@ def merged_stream(earlier: dict | None, stream: dict, order: list[str]) -> dict:
         return stream
     ran = set(stream["strategies"])
     rows = {**{k: v for k, v in earlier["strategies"].items() if k not in ran}, **stream["strategies"]}
-    rows = {k: rows[k] for k in sorted(rows, key=lambda k: (order.index(k) if k in order else len(order), k))}
+    rows = {k: rows[k] for k in in_order(rows, order)}
     earlier_runs = [{**run, "strategies": [s for s in run["strategies"] if s not in ran]} for run in earlier["runs"]]
     return {**stream, "strategies": rows, "targets": targets(stream["update_kind"], rows),
             "runs": [run for run in earlier_runs if run["strategies"]] + stream["runs"]}
@@ -236,8 +241,7 @@ def merged_report(header: dict, earlier: dict[str, dict], streams: dict[str, dic
     ``strategies`` give the order, the suite's and the config's."""
     merged = {**earlier, **{kind: merged_stream(earlier.get(kind), stream, strategies)
                             for kind, stream in streams.items()}}
-    return {**header, "streams": [merged[kind] for kind in sorted(merged, key=lambda k: (
-        kinds.index(k) if k in kinds else len(kinds), k))]}
+    return {**header, "streams": [merged[kind] for kind in in_order(merged, kinds)]}
 
 
 def render(report: dict) -> None:
@@ -307,12 +311,14 @@ def main(argv: list[str] | None = None) -> int:
                            f"{sorted(set(kinds) - set(bench['update_kinds']))}", file=args.suite)
         path = args.results_dir / f"{name}-{mode}.json"
         earlier = earlier_streams(path)
-        streams = {}
+        streams, labels = {}, []
         for kind in kinds:
             started = time.perf_counter()
             per_seed = []
             for seed in seeds:
                 config = run_config(bench, kind, seed, args.quick, suite, args.output_dir, args.strategies)
+                labels = labels or [s.label for s in run_config(bench, kind, seed, args.quick, suite,
+                                                                args.output_dir).strategies]
                 # Another update kind of this benchmark and seed may already have trained the same stage 0.
                 reuse_stage0(config, [run_config(bench, other, seed, args.quick, suite, args.output_dir)
                                       for other in bench["update_kinds"] if other != kind])
@@ -323,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
                    "strategies": list(strategies)}
             streams[kind] = {"update_kind": kind, "config": bench["config"], "seeds": seeds, "runs": [run],
                              "strategies": strategies, "targets": targets(kind, strategies)}
-        labels = [s.label for s in run_config(bench, kinds[0], seeds[0], args.quick, suite, args.output_dir).strategies]
         report = merged_report({"benchmark": name, "mode": mode}, earlier, streams, list(bench["update_kinds"]), labels)
         write_json(path, report)
         render(report)
