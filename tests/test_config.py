@@ -53,3 +53,26 @@ def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(CMLError, match="invalid YAML") as err:
         load_config(bad)
     assert err.value.line == 2
+
+
+def _literals(union) -> set[str]:
+    from typing import get_args
+
+    members = get_args(get_args(union)[0])  # Annotated[Union[...], ...] -> the Union's members
+    return {value for member in members for field in ("format", "method") if field in member.model_fields
+            for value in get_args(member.model_fields[field].annotation)}
+
+
+def test_every_configurable_format_and_method_has_an_importable_implementation():
+    from importlib import import_module
+
+    from cml.config import DataSource, StrategyConfig
+    from cml.data.readers import READERS
+    from cml.strategies import METHODS
+
+    for union, registry, package in ((DataSource, READERS, "cml.data.readers"),
+                                     (StrategyConfig, METHODS, "cml.strategies")):
+        assert set(registry) == _literals(union)
+        for target in registry.values():
+            module, name = target.split(":")
+            assert callable(getattr(import_module(f"{package}.{module}"), name))

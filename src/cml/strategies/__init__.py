@@ -4,31 +4,27 @@ return the new deployed model plus what the stage should record. One small modul
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from .base import Strategy, StageContext
+
+# method -> "module:class"; imported on demand so a run loads only the strategies it uses.
+METHODS = {
+    "full_finetune": "full_finetune:FullFinetune",
+    "lora_shared": "lora_shared:LoraShared",
+    "lora_per_language": "lora_per_language:LoraPerLanguage",
+    "laft_uriel": "laft_uriel:LaftUriel",
+    "laft_random": "laft_random:LaftRandom",
+    "ewc": "ewc:EWC",
+    "replay": "replay:Replay",
+    "distill": "distill:Distill",
+    "wise_ft": "wise_ft:WiseFT",
+}
 
 
 def make_strategy(config) -> Strategy:
-    if config.method == "full_finetune":
-        from .full_finetune import FullFinetune as cls
-    elif config.method == "lora_shared":
-        from .lora_shared import LoraShared as cls
-    elif config.method == "lora_per_language":
-        from .lora_per_language import LoraPerLanguage as cls
-    elif config.method == "laft_uriel":
-        from .laft_uriel import LaftUriel as cls
-    elif config.method == "laft_random":
-        from .laft_random import LaftRandom as cls
-    elif config.method == "ewc":
-        from .ewc import EWC as cls
-    elif config.method == "replay":
-        from .replay import Replay as cls
-    elif config.method == "distill":
-        from .distill import Distill as cls
-    elif config.method == "wise_ft":
-        from .wise_ft import WiseFT as cls
-    else:  # pragma: no cover - the config's discriminated union admits no other method
-        raise AssertionError(config.method)
-    return cls(config)
+    module, name = METHODS[config.method].split(":")  # the config's discriminated union admits no other method
+    return getattr(import_module(f".{module}", __name__), name)(config)
 
 
-__all__ = ["Strategy", "StageContext", "make_strategy"]
+__all__ = ["METHODS", "Strategy", "StageContext", "make_strategy"]

@@ -7,26 +7,27 @@ test-only sources.
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from ...config import DataSource
 from ..examples import MultilingualDataset, TaskFamily
 from .common import finish_dataset
 
+# format -> "module:function"; imported on demand to keep optional dependencies (datasets, simplemma) off the
+# common path.
+READERS = {
+    "sib200": "sib200:read_sib200",
+    "tsv": "delimited:read_delimited",
+    "csv": "delimited:read_delimited",
+    "jsonl": "delimited:read_delimited",
+    "conllu": "conllu:read_conllu",
+    "conll": "conll:read_conll",
+    "simplemma": "lemmas:read_simplemma",
+    "huggingface": "huggingface:read_huggingface",
+}
+
 
 def read_dataset(source: DataSource, task: TaskFamily) -> MultilingualDataset:
-    # Imports per format keep optional dependencies (datasets, simplemma) off the common path.
-    if source.format == "sib200":
-        from .sib200 import read_sib200 as reader
-    elif source.format in ("tsv", "csv", "jsonl"):
-        from .delimited import read_delimited as reader
-    elif source.format == "conllu":
-        from .conllu import read_conllu as reader
-    elif source.format == "conll":
-        from .conll import read_conll as reader
-    elif source.format == "simplemma":
-        from .lemmas import read_simplemma as reader
-    elif source.format == "huggingface":
-        from .huggingface import read_huggingface as reader
-    else:  # pragma: no cover - the config's discriminated union admits no other format
-        raise AssertionError(source.format)
-    dataset = reader(source, task)
+    module, name = READERS[source.format].split(":")  # the config's discriminated union admits no other format
+    dataset = getattr(import_module(f".{module}", __name__), name)(source, task)
     return finish_dataset(dataset, source)
