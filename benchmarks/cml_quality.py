@@ -311,14 +311,13 @@ def main(argv: list[str] | None = None) -> int:
                            f"{sorted(set(kinds) - set(bench['update_kinds']))}", file=args.suite)
         path = args.results_dir / f"{name}-{mode}.json"
         earlier = earlier_streams(path)
-        streams, labels = {}, []
+        labels = [s.label for s in run_config(bench, kinds[0], seeds[0], args.quick, suite, args.output_dir).strategies]
+        streams = {}
         for kind in kinds:
             started = time.perf_counter()
             per_seed = []
             for seed in seeds:
                 config = run_config(bench, kind, seed, args.quick, suite, args.output_dir, args.strategies)
-                labels = labels or [s.label for s in run_config(bench, kind, seed, args.quick, suite,
-                                                                args.output_dir).strategies]
                 # Another update kind of this benchmark and seed may already have trained the same stage 0.
                 reuse_stage0(config, [run_config(bench, other, seed, args.quick, suite, args.output_dir)
                                       for other in bench["update_kinds"] if other != kind])

@@ -64,7 +64,7 @@ def _literals(union) -> set[str]:
 
 
 def test_every_configurable_format_and_method_has_an_importable_implementation():
-    from importlib import import_module
+    from pkgutil import resolve_name
 
     from cml.config import DataSource, StrategyConfig
     from cml.data.readers import READERS
@@ -74,5 +74,4 @@ def test_every_configurable_format_and_method_has_an_importable_implementation()
                                      (StrategyConfig, METHODS, "cml.strategies")):
         assert set(registry) == _literals(union)
         for target in registry.values():
-            module, name = target.split(":")
-            assert callable(getattr(import_module(f"{package}.{module}"), name))
+            assert callable(resolve_name(f"{package}.{target}"))

@@ -4,7 +4,7 @@ return the new deployed model plus what the stage should record. One small modul
 
 from __future__ import annotations
 
-from importlib import import_module
+from pkgutil import resolve_name
 
 from .base import Strategy, StageContext
 
@@ -23,8 +23,8 @@ METHODS = {
 
 
 def make_strategy(config) -> Strategy:
-    module, name = METHODS[config.method].split(":")  # the config's discriminated union admits no other method
-    return getattr(import_module(f".{module}", __name__), name)(config)
+    # the config admits exactly the keys of METHODS (tests/test_config.py checks both ways)
+    return resolve_name(f"{__name__}.{METHODS[config.method]}")(config)
 
 
 __all__ = ["METHODS", "Strategy", "StageContext", "make_strategy"]
