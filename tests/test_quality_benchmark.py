@@ -50,7 +50,7 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
     subset, every = report["streams"]
     assert set(subset["strategies"]) == {"full_finetune", "laft_uriel", "laft_uriel_like"}
     reference = subset["strategies"]["full_finetune"]
-    assert reference["improved_share_gain_pp"] == {"mean": 0.0, "std": 0.0}
+    assert reference["improved_share_gain_pp"] == {"mean": 0.0, "std": 0.0, "n": 2}
     assert reference["aggregate_after_vs_reference_pp"]["mean"] == 0.0
     # Each figure is the mean and std over the two seeds' own results.json.
     runs = [json.loads((tmp_path / "runs" / f"tiny-subset-full-seed{seed}" / "results.json").read_text())
@@ -83,7 +83,7 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
     again = json.loads((tmp_path / "results" / "tiny-full.json").read_text())
     assert [(s["update_kind"], s["seeds"]) for s in again["streams"]] == [("subset", [0, 1]), ("all", [0])]
     assert again["streams"][0] == partial["streams"][0]
-    assert again["streams"][1]["strategies"]["laft_uriel"]["n_degraded"]["std"] == 0.0
+    assert again["streams"][1]["strategies"]["laft_uriel"]["n_degraded"]["std"] is None  # one seed
 
 
 def test_quality_benchmark_refuses_to_merge_into_an_unreadable_table(tmp_path):
@@ -158,3 +158,17 @@ def test_quality_benchmark_keeps_earlier_rows_only_against_the_same_reference():
     assert [run["strategies"] for run in kept["runs"]] == [["ewc"], ["full_finetune", "replay"]]
     for changed in (stream([0, 1], 0.81, replay=0.95), stream([0], 0.8, replay=0.95)):  # other reference or seeds
         assert script.merged_stream(earlier, changed, order) == changed
+
+
+def test_quality_benchmark_marks_a_target_undefined_where_the_reference_lost_nothing():
+    script = _load_script()
+    rows = [{"full_finetune": {"n_degraded": 0, "improved_share_gain_pp": 0.0, "loss_magnitude_reduction": None,
+                               "aggregate_after_vs_reference_pp": 0.0},
+             "laft_uriel": {"n_degraded": 1, "improved_share_gain_pp": 10.0, "loss_magnitude_reduction": None,
+                            "aggregate_after_vs_reference_pp": -0.2}}]
+    strategies = script.aggregate(rows)
+    assert "loss_magnitude_reduction" not in strategies["laft_uriel"]  # undefined in every seed: left out
+    assert strategies["laft_uriel"]["n_degraded"] == {"mean": 1.0, "std": None, "n": 1}
+    checks = {c["figure"]: c for c in script.targets("subset", strategies)}
+    assert checks["loss_magnitude_reduction"]["value"] is None and checks["loss_magnitude_reduction"]["met"] is None
+    assert checks["improved_share_gain_pp"]["met"] is False and checks["aggregate_after_vs_reference_pp"]["met"]
