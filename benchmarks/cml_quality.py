@@ -9,10 +9,11 @@ paper's targets for ``laft_uriel``, and writes ``benchmarks/results/<benchmark>-
     python benchmarks/cml_quality.py --benchmarks sib200 --kinds subset --seeds 0
 
 Runs go to ``runs/benchmarks/<benchmark>-<kind>-<mode>-seed<k>/`` and resume where they stopped. The full benchmark
-takes many sessions, so the table is built in pieces: a run of some update kinds keeps the other kinds' streams, and a
-run of some strategies (``--strategies``, full_finetune among them) keeps the other strategies' rows when it ran the
-same seeds and measured the same full fine-tuning. The update kinds of one benchmark share stage 0 (same data, model
-and seed), so its trained model is reused, not retrained.
+takes many sessions, so the table is built in pieces and keeps each seed's rows: a run of some update kinds keeps the
+other kinds' streams, a run of some seeds keeps the other seeds' rows, and a run of some strategies (``--strategies``,
+full_finetune among them) keeps, per seed, the other strategies' rows when it measured the same full fine-tuning.
+The update kinds of one benchmark share stage 0 (same data, model and seed), so its trained model is reused, not
+retrained.
 """
 
 from __future__ import annotations
@@ -158,15 +159,18 @@ def stream_rows(results: dict) -> dict[str, dict]:
     return rows
 
 
-def aggregate(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
-    """{strategy: {figure: {"mean", "std", "n"}}} over the seeds (``aggregate_seeds``: std None for one seed);
-    a figure undefined in every seed (a loss reduction where the reference lost nothing) is left out."""
+def aggregate(per_seed: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """{strategy: {figure: {"mean", "std", "n"}}} over the seeds that ran the strategy (``aggregate_seeds``: std None
+    for one seed; ``n`` says how many); a figure undefined in every seed (a loss reduction where the reference lost
+    nothing) is left out. ``per_seed``: {seed: {strategy: figures}}."""
     from cml.evaluation.cml_metrics import aggregate_seeds
 
-    strategies = aggregate_seeds([{strategy: {key: row.get(key) for key in FIGURES} for strategy, row in rows.items()}
-                                  for rows in per_seed])
+    strategies = dict.fromkeys(strategy for rows in per_seed.values() for strategy in rows)
+    aggregated = {strategy: aggregate_seeds([{key: rows[strategy].get(key) for key in FIGURES}
+                                             for rows in per_seed.values() if strategy in rows])
+                  for strategy in strategies}
     return {strategy: {key: value for key, value in figures.items() if value is not None}
-            for strategy, figures in strategies.items()}
+            for strategy, figures in aggregated.items()}
 
 
 def targets(kind: str, strategies: dict[str, dict]) -> list[dict]:
@@ -192,52 +196,80 @@ def targets(kind: str, strategies: dict[str, dict]) -> list[dict]:
 
 def earlier_streams(path: Path) -> dict[str, dict]:
     """The streams of an earlier table at ``path``, by update kind: the full benchmark runs over many sessions, one
-    update kind or seed set at a time, and one run must not erase another's rows. Read before any training, so an
-    unreadable table stops the run at once rather than after hours."""
+    update kind, seed or set of strategies at a time, and one run must not erase another's rows. Read before any
+    training, so an unreadable table stops the run at once rather than after hours."""
     from cml.errors import CMLError
 
     if not path.is_file():
         return {}
     try:
-        return {stream["update_kind"]: stream for stream in json.loads(path.read_text("utf-8"))["streams"]}
+        streams = {stream["update_kind"]: stream for stream in json.loads(path.read_text("utf-8"))["streams"]}
     except (ValueError, KeyError, TypeError) as err:
         raise CMLError(f"cannot merge into this benchmark table ({err}); move it away to start a new one",
                        file=path) from None
+    without_rows = [kind for kind, stream in streams.items() if not isinstance(stream.get("per_seed"), dict)]
+    if without_rows:
+        raise CMLError(f"cannot merge into this benchmark table: streams {without_rows} have no per-seed rows; move it "
+                       "away to start a new one", file=path)
+    return streams
 
 
-def same_reference(earlier: dict, stream: dict) -> bool:
-    """Whether two runs of a stream measured the same reference: same seeds and the same figures for full
-    fine-tuning (training time aside). Full fine-tuning is deterministic, so that holds when the config, data and
-    code it depends on are unchanged, and then the earlier strategies' figures, all relative to it, still hold."""
+def same_reference(earlier: dict[str, dict], rows: dict[str, dict]) -> bool:
+    """Whether two runs of one seed measured the same reference: the same figures for full fine-tuning (training time
+    aside). Full fine-tuning is deterministic, so that holds when the config, data and code it depends on are
+    unchanged, and then the earlier strategies' figures, all relative to it, still hold."""
     def figures(row: dict) -> dict:
-        return {key: value for key, value in row.items() if key != "train_seconds"}
+        return {key: row.get(key) for key in FIGURES if key != "train_seconds"}
 
-    return (earlier["seeds"] == stream["seeds"] and "full_finetune" in earlier["strategies"]
-            and figures(earlier["strategies"]["full_finetune"]) == figures(stream["strategies"]["full_finetune"]))
+    return ("full_finetune" in earlier and "full_finetune" in rows
+            and figures(earlier["full_finetune"]) == figures(rows["full_finetune"]))
 
 
-def in_order(keys, order: list[str]) -> list:
+def in_order(keys, order: list) -> list:
     """``keys`` in ``order``'s order, those it lacks last and by name."""
     return sorted(keys, key=lambda k: (order.index(k) if k in order else len(order), k))
 
 
+def stream_table(update_kind: str, config: str, per_seed: dict[str, dict[str, dict]], runs: list[dict],
+                 order: list[str]) -> dict:
+    """A stream of the table: its per-seed rows (strategies in ``order``), their mean and std over seeds, the
+    paper's targets checked on those, and the runs that measured them."""
+    seeds = sorted(per_seed, key=int)
+    per_seed = {seed: {k: per_seed[seed][k] for k in in_order(per_seed[seed], order)} for seed in seeds}
+    strategies = aggregate(per_seed)
+    strategies = {k: strategies[k] for k in in_order(strategies, order)}
+    return {"update_kind": update_kind, "config": config, "seeds": [int(seed) for seed in seeds],
+            "strategies": strategies, "targets": targets(update_kind, strategies), "per_seed": per_seed, "runs": runs}
+
+
 def merged_stream(earlier: dict | None, stream: dict, order: list[str]) -> dict:
-    """This run's stream plus the earlier run's rows of the strategies it did not repeat, when both measured the same
-    reference (``same_reference``); otherwise this run's stream alone. ``order``: the config's strategy labels."""
-    if earlier is None or not same_reference(earlier, stream):
+    """This run's stream merged into the earlier run's, seed by seed: seeds this run did not repeat are kept; for a
+    repeated seed, the earlier rows of strategies this run left out are kept when both runs measured the same
+    reference (``same_reference``), else that seed's earlier rows are dropped. Each run's record lists the
+    strategies by seed that it still accounts for. ``order``: the config's strategy labels."""
+    if earlier is None:
         return stream
-    ran = set(stream["strategies"])
-    rows = {**{k: v for k, v in earlier["strategies"].items() if k not in ran}, **stream["strategies"]}
-    rows = {k: rows[k] for k in in_order(rows, order)}
-    earlier_runs = [{**run, "strategies": [s for s in run["strategies"] if s not in ran]} for run in earlier["runs"]]
-    return {**stream, "strategies": rows, "targets": targets(stream["update_kind"], rows),
-            "runs": [run for run in earlier_runs if run["strategies"]] + stream["runs"]}
+    per_seed = dict(earlier["per_seed"])
+    dropped = {}  # seed -> the earlier strategies this run's rows replace
+    for seed, rows in stream["per_seed"].items():
+        before = per_seed.get(seed, {})
+        kept = {k: v for k, v in before.items() if k not in rows} if same_reference(before, rows) else {}
+        dropped[seed] = set(before) - set(kept)
+        per_seed[seed] = {**kept, **rows}
+    runs = []
+    for run in earlier["runs"]:
+        remaining = {seed: [s for s in strategies if s not in dropped.get(seed, ())]
+                     for seed, strategies in run["strategies"].items()}
+        remaining = {seed: strategies for seed, strategies in remaining.items() if strategies}
+        if remaining:
+            runs.append({**run, "strategies": remaining})
+    return stream_table(stream["update_kind"], stream["config"], per_seed, runs + stream["runs"], order)
 
 
 def merged_report(header: dict, earlier: dict[str, dict], streams: dict[str, dict], kinds: list[str],
                   strategies: list[str]) -> dict:
     """This run's streams merged into the earlier table: streams of update kinds this run did not repeat are kept
-    whole, and a repeated stream keeps the rows of strategies this run left out (``merged_stream``). ``kinds`` and
+    whole, and a repeated stream keeps the seeds and strategies this run left out (``merged_stream``). ``kinds`` and
     ``strategies`` give the order, the suite's and the config's."""
     merged = {**earlier, **{kind: merged_stream(earlier.get(kind), stream, strategies)
                             for kind, stream in streams.items()}}
@@ -263,7 +295,8 @@ def render(report: dict) -> None:
 
     for stream in report["streams"]:
         for strategy, figures in stream["strategies"].items():
-            table.add_row(stream["update_kind"], " ".join(map(str, stream["seeds"])), strategy,
+            seeds = " ".join(seed for seed, rows in stream["per_seed"].items() if strategy in rows)
+            table.add_row(stream["update_kind"], seeds, strategy,
                           cell(figures, "n_improved"), cell(figures, "n_degraded"),
                           cell(figures, "improved_share_gain_pp", fmt="{:+.1f}"),
                           cell(figures, "loss_magnitude_reduction", 100, "{:+.0f}%"),
@@ -320,19 +353,17 @@ def main(argv: list[str] | None = None) -> int:
         streams = {}
         for kind in kinds:
             started = time.perf_counter()
-            per_seed = []
+            per_seed = {}
             for seed in seeds:
                 config = run_config(bench, kind, seed, args.quick, suite, args.output_dir, args.strategies)
                 # Another update kind of this benchmark and seed may already have trained the same stage 0.
                 reuse_stage0(config, [run_config(bench, other, seed, args.quick, suite, args.output_dir)
                                       for other in bench["update_kinds"] if other != kind])
                 print(f"== {config.name}: {len(config.strategies)} strategies", flush=True)
-                per_seed.append(stream_rows(Experiment(config, resume=True).run()))
-            strategies = aggregate(per_seed)
+                per_seed[str(seed)] = stream_rows(Experiment(config, resume=True).run())
             run = {"command": command, "machine": machine, "wall_seconds": time.perf_counter() - started,
-                   "strategies": list(strategies)}
-            streams[kind] = {"update_kind": kind, "config": bench["config"], "seeds": seeds, "runs": [run],
-                             "strategies": strategies, "targets": targets(kind, strategies)}
+                   "strategies": {seed: list(rows) for seed, rows in per_seed.items()}}
+            streams[kind] = stream_table(kind, bench["config"], per_seed, [run], labels)
         report = merged_report({"benchmark": name, "mode": mode}, earlier, streams, list(bench["update_kinds"]), labels)
         write_json(path, report)
         render(report)

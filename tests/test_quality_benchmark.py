@@ -41,22 +41,27 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
         "quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune"]}}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
     script = _load_script()
-    argv = ["--suite", str(tmp_path / "suite.yaml"), "--seeds", "0", "1", "--output-dir", str(tmp_path / "runs"),
+    argv = ["--suite", str(tmp_path / "suite.yaml"), "--output-dir", str(tmp_path / "runs"),
             "--results-dir", str(tmp_path / "results")]
-    assert script.main(argv) == 0
+    # The seeds run one at a time, as the full benchmark does over sessions: the second run adds its rows.
+    assert script.main([*argv, "--seeds", "0"]) == 0
+    assert script.main([*argv, "--seeds", "1"]) == 0
 
     report = json.loads((tmp_path / "results" / "tiny-full.json").read_text())
-    assert [s["update_kind"] for s in report["streams"]] == ["subset", "all"]
+    assert [(s["update_kind"], s["seeds"]) for s in report["streams"]] == [("subset", [0, 1]), ("all", [0, 1])]
     subset, every = report["streams"]
     assert set(subset["strategies"]) == {"full_finetune", "laft_uriel", "laft_uriel_like"}
     reference = subset["strategies"]["full_finetune"]
     assert reference["improved_share_gain_pp"] == {"mean": 0.0, "std": 0.0, "n": 2}
     assert reference["aggregate_after_vs_reference_pp"]["mean"] == 0.0
-    # Each figure is the mean and std over the two seeds' own results.json.
+    # Each figure is the mean and std over the two seeds' own results.json, whose rows the table keeps.
     runs = [json.loads((tmp_path / "runs" / f"tiny-subset-full-seed{seed}" / "results.json").read_text())
             for seed in (0, 1)]
     degraded = [r["summary"]["laft_uriel"]["subset"]["n_degraded"] for r in runs]
+    assert [subset["per_seed"][seed]["laft_uriel"]["n_degraded"] for seed in ("0", "1")] == degraded
     assert subset["strategies"]["laft_uriel"]["n_degraded"]["mean"] == sum(degraded) / 2
+    assert [run["strategies"] for run in subset["runs"]] == [{"0": list(subset["strategies"])},
+                                                             {"1": list(subset["strategies"])}]
     for strategy in ("laft_uriel", "laft_uriel_like"):
         assert {c["figure"] for c in subset["targets"] if c["strategy"] == strategy} == {
             "aggregate_after_vs_reference_pp", "improved_share_gain_pp", "loss_magnitude_reduction"}
@@ -69,21 +74,16 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
     assert "train" in runs[0]["stages"][0] and "train" in all_run["stages"][0]
     assert "laft_uriel" in capsys.readouterr().out
 
-    # A later run of some strategies, same seeds, keeps the rows of the others (same reference: the saved stages
+    # A later run of some strategies over both seeds keeps the rows of the others (same reference: the saved stages
     # are reused, so full fine-tuning's figures are the same).
-    assert script.main([*argv, "--kinds", "subset", "--strategies", "full_finetune", "laft_uriel"]) == 0
+    assert script.main([*argv, "--seeds", "0", "1", "--kinds", "subset", "--strategies", "full_finetune",
+                        "laft_uriel"]) == 0
     partial = json.loads((tmp_path / "results" / "tiny-full.json").read_text())
     assert partial["streams"][1] == every
     assert partial["streams"][0]["strategies"] == subset["strategies"]
     assert [run["strategies"] for run in partial["streams"][0]["runs"]] == [
-        ["laft_uriel_like"], ["full_finetune", "laft_uriel"]]
-
-    # A later run of one update kind and seed replaces that kind's rows and keeps the other kind's.
-    assert script.main([*argv[:2], "--kinds", "all", "--seeds", "0", *argv[5:]]) == 0
-    again = json.loads((tmp_path / "results" / "tiny-full.json").read_text())
-    assert [(s["update_kind"], s["seeds"]) for s in again["streams"]] == [("subset", [0, 1]), ("all", [0])]
-    assert again["streams"][0] == partial["streams"][0]
-    assert again["streams"][1]["strategies"]["laft_uriel"]["n_degraded"]["std"] is None  # one seed
+        {"0": ["laft_uriel_like"]}, {"1": ["laft_uriel_like"]},
+        {"0": ["full_finetune", "laft_uriel"], "1": ["full_finetune", "laft_uriel"]}]
 
 
 def test_quality_benchmark_refuses_to_merge_into_an_unreadable_table(tmp_path):
@@ -139,33 +139,60 @@ def test_quality_benchmark_names_the_line_of_a_bad_suite(tmp_path, text, message
     assert not (tmp_path / "results").exists()
 
 
-def test_quality_benchmark_keeps_earlier_rows_only_against_the_same_reference():
+def test_quality_benchmark_merges_seed_by_seed_against_the_same_reference():
     script = _load_script()
 
-    def stream(seeds, reference_after, **others):
-        rows = {"full_finetune": {"aggregate_after": {"mean": reference_after, "std": 0.0},
-                                  "train_seconds": {"mean": 1.0 + len(others), "std": 0.0}},
-                **{k: {"aggregate_after": {"mean": v, "std": 0.0}} for k, v in others.items()}}
-        return {"update_kind": "all", "seeds": seeds, "strategies": rows, "targets": [],
-                "runs": [{"command": "c", "strategies": list(rows)}]}
+    def rows(reference_after, **others):
+        return {"full_finetune": {"aggregate_after": reference_after, "train_seconds": 1.0 + len(others)},
+                **{k: {"aggregate_after": v} for k, v in others.items()}}
 
-    earlier = stream([0, 1], 0.8, replay=0.9, ewc=0.7)
+    def stream(per_seed):
+        return script.stream_table("all", "c.yaml", per_seed, [{"command": "c", "strategies": {
+            seed: list(r) for seed, r in per_seed.items()}}], order)
+
     order = ["full_finetune", "ewc", "replay"]
-    kept = script.merged_stream(earlier, stream([0, 1], 0.8, replay=0.95), order)
-    assert list(kept["strategies"]) == order  # the config's order; train time may differ
-    assert kept["strategies"]["ewc"] == earlier["strategies"]["ewc"]
-    assert kept["strategies"]["replay"]["aggregate_after"]["mean"] == 0.95
-    assert [run["strategies"] for run in kept["runs"]] == [["ewc"], ["full_finetune", "replay"]]
-    for changed in (stream([0, 1], 0.81, replay=0.95), stream([0], 0.8, replay=0.95)):  # other reference or seeds
-        assert script.merged_stream(earlier, changed, order) == changed
+    earlier = stream({"0": rows(0.8, replay=0.9, ewc=0.7), "1": rows(0.7, replay=0.8, ewc=0.6)})
+    assert list(earlier["strategies"]) == order and earlier["seeds"] == [0, 1]
+    assert earlier["strategies"]["ewc"]["aggregate_after"] == pytest.approx({"mean": 0.65, "std": 0.0707, "n": 2},
+                                                                            abs=1e-4)
+
+    # Seed 0 again, some strategies, same reference (train time may differ): its other rows and seed 1 are kept.
+    kept = script.merged_stream(earlier, stream({"0": rows(0.8, replay=0.95)}), order)
+    assert kept["per_seed"]["0"] == {**earlier["per_seed"]["0"], **rows(0.8, replay=0.95)}
+    assert kept["per_seed"]["1"] == earlier["per_seed"]["1"]
+    assert kept["strategies"]["replay"]["aggregate_after"]["mean"] == pytest.approx(0.875)
+    assert [run["strategies"] for run in kept["runs"]] == [
+        {"0": ["ewc"], "1": ["full_finetune", "replay", "ewc"]}, {"0": ["full_finetune", "replay"]}]
+
+    # Seed 0 again against another reference: seed 0's earlier rows go, ewc stands on seed 1 alone.
+    changed = script.merged_stream(earlier, stream({"0": rows(0.81, replay=0.95)}), order)
+    assert changed["per_seed"]["0"] == rows(0.81, replay=0.95)
+    assert changed["strategies"]["ewc"]["aggregate_after"] == {"mean": 0.6, "std": None, "n": 1}
+    assert [run["strategies"] for run in changed["runs"]] == [{"1": ["full_finetune", "replay", "ewc"]},
+                                                              {"0": ["full_finetune", "replay"]}]
+
+    # A new seed adds its rows.
+    added = script.merged_stream(earlier, stream({"2": rows(0.9, replay=1.0, ewc=0.8)}), order)
+    assert added["seeds"] == [0, 1, 2] and added["strategies"]["ewc"]["aggregate_after"]["mean"] == pytest.approx(0.7)
+    assert script.merged_stream(None, earlier, order) == earlier
+
+
+def test_quality_benchmark_refuses_a_table_without_per_seed_rows(tmp_path):
+    from cml.errors import CMLError
+
+    table = tmp_path / "tiny-full.json"
+    table.write_text(json.dumps({"streams": [{"update_kind": "all", "seeds": [0], "strategies": {}}]}),
+                     encoding="utf-8")
+    with pytest.raises(CMLError, match=r"streams \['all'\] have no per-seed rows"):
+        _load_script().earlier_streams(table)
 
 
 def test_quality_benchmark_marks_a_target_undefined_where_the_reference_lost_nothing():
     script = _load_script()
-    rows = [{"full_finetune": {"n_degraded": 0, "improved_share_gain_pp": 0.0, "loss_magnitude_reduction": None,
-                               "aggregate_after_vs_reference_pp": 0.0},
-             "laft_uriel": {"n_degraded": 1, "improved_share_gain_pp": 10.0, "loss_magnitude_reduction": None,
-                            "aggregate_after_vs_reference_pp": -0.2}}]
+    rows = {"0": {"full_finetune": {"n_degraded": 0, "improved_share_gain_pp": 0.0, "loss_magnitude_reduction": None,
+                                    "aggregate_after_vs_reference_pp": 0.0},
+                  "laft_uriel": {"n_degraded": 1, "improved_share_gain_pp": 10.0, "loss_magnitude_reduction": None,
+                                 "aggregate_after_vs_reference_pp": -0.2}}}
     strategies = script.aggregate(rows)
     assert "loss_magnitude_reduction" not in strategies["laft_uriel"]  # undefined in every seed: left out
     assert strategies["laft_uriel"]["n_degraded"] == {"mean": 1.0, "std": None, "n": 1}
