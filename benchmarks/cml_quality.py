@@ -145,7 +145,7 @@ def reuse_stage0(config, donors: list) -> None:
 
 
 def stream_rows(results: dict) -> dict[str, dict]:
-    """{strategy: figures} for the run's (single) update stage."""
+    """{strategy: figures} for the run's (single) update stage: the ``FIGURES``, None where undefined."""
     from cml.reports.tables import overview_rows
 
     summary = results["summary"]
@@ -156,7 +156,7 @@ def stream_rows(results: dict) -> dict[str, dict]:
         row["aggregate_after_vs_reference_pp"] = 100 * (row["aggregate_after"] - rows[reference]["aggregate_after"])
         row["train_seconds"] = sum(s["train"]["train_seconds"] for s in results["strategies"][strategy]["stages"][1:]
                                    if s.get("train"))
-    return rows
+    return {strategy: {key: row.get(key) for key in FIGURES} for strategy, row in rows.items()}
 
 
 def aggregate(per_seed: dict[str, dict[str, dict]]) -> dict[str, dict]:
@@ -166,8 +166,7 @@ def aggregate(per_seed: dict[str, dict[str, dict]]) -> dict[str, dict]:
     from cml.evaluation.cml_metrics import aggregate_seeds
 
     strategies = dict.fromkeys(strategy for rows in per_seed.values() for strategy in rows)
-    aggregated = {strategy: aggregate_seeds([{key: rows[strategy].get(key) for key in FIGURES}
-                                             for rows in per_seed.values() if strategy in rows])
+    aggregated = {strategy: aggregate_seeds([rows[strategy] for rows in per_seed.values() if strategy in rows])
                   for strategy in strategies}
     return {strategy: {key: value for key, value in figures.items() if value is not None}
             for strategy, figures in aggregated.items()}

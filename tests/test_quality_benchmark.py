@@ -59,6 +59,7 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
             for seed in (0, 1)]
     degraded = [r["summary"]["laft_uriel"]["subset"]["n_degraded"] for r in runs]
     assert [subset["per_seed"][seed]["laft_uriel"]["n_degraded"] for seed in ("0", "1")] == degraded
+    assert set(subset["per_seed"]["0"]["laft_uriel"]) == set(script.FIGURES)
     assert subset["strategies"]["laft_uriel"]["n_degraded"]["mean"] == sum(degraded) / 2
     assert [run["strategies"] for run in subset["runs"]] == [{"0": list(subset["strategies"])},
                                                              {"1": list(subset["strategies"])}]
