@@ -163,6 +163,17 @@ def test_uriel_groups_put_romance_languages_together(strategy_run):
         sorted(map(list(random_groups.values()).count, set(random_groups.values())))
 
 
+def test_max_group_size_reaches_the_groups():
+    from cml.config import ModularConfig
+    from cml.strategies.laft_uriel import LaftUriel
+
+    languages = "deu eng swe isl fra spa por ita ces pol rus".split()
+    for cap, largest in ((None, 11), (4, 4)):
+        strategy = LaftUriel(ModularConfig(method="laft_uriel", n_groups=1, max_group_size=cap))
+        groups = list(strategy.assign_groups(languages).values())
+        assert max(map(groups.count, set(groups))) == largest
+
+
 def test_predict_keeps_order_and_routes_outside_languages(strategy_run):
     from cml.predict import Predictor, read_inputs
 

@@ -89,6 +89,34 @@ def test_threshold_cut():
         cluster(matrix, n_groups=2, threshold=0.5)
 
 
+def test_max_size_splits_only_the_oversized_groups_along_the_tree():
+    matrix = typology_matrix("arb ces deu eng fin fra glg isl ita pol por rus spa swe cmn kor hin ind tha tur".split())
+    plain = cluster(matrix, n_groups=6)
+    capped = cluster(matrix, n_groups=6, max_size=5)
+    sizes = sorted(len(members) for members in plain.groups.values())
+    assert sizes[-1] == 13  # one European group: one module for 13 languages
+    assert max(len(members) for members in capped.groups.values()) <= 5
+    plain_groups = {tuple(members) for members in plain.groups.values()}
+    capped_groups = {tuple(members) for members in capped.groups.values()}
+    assert plain_groups - capped_groups == {tuple(sorted(members)) for members in plain.groups.values()
+                                            if len(members) > 5}  # the small groups stay as they were
+    assert {"ces", "pol", "rus"} in [set(members) for members in capped.groups.values()]
+    tree = tree_clades(plain.linkage, len(plain.languages))
+    for members in capped.groups.values():  # every part is a clade of the one tree
+        assert frozenset(plain.languages.index(code) for code in members) in tree
+    assert capped.to_json()["max_size"] == 5
+    assert cluster(matrix, n_groups=6, max_size=20).labels == plain.labels
+    with pytest.raises(CMLError, match="at least 1"):
+        cluster(matrix, n_groups=6, max_size=0)
+
+
+def tree_clades(linkage, size: int) -> set[frozenset[int]]:
+    clades = [frozenset([leaf]) for leaf in range(size)]
+    for left, right, *_ in linkage:
+        clades.append(clades[int(left)] | clades[int(right)])
+    return set(clades)
+
+
 def test_nearest_group_of_a_language_outside_the_matrix():
     grouping = cluster(typology_matrix("spa por ita fra hin ben jpn kor".split()), n_groups=4)
     nearest = nearest_group("cat", grouping)
@@ -148,6 +176,12 @@ def test_command_json():
     assert data["languages"] == ["deu", "fra", "hin", "arb", "cmn"]
     assert sorted(code for group in data["grouping"]["groups"].values() for code in group) == sorted(
         data["languages"])
+    capped = CliRunner().invoke(typology, ["deu", "fra", "hin", "arb", "zho", "--groups", "1", "--max-size", "2",
+                                           "--json"])
+    assert capped.exit_code == 0, capped.output
+    assert max(len(group) for group in json.loads(capped.output)["grouping"]["groups"].values()) <= 2
+    alone = CliRunner().invoke(typology, ["deu", "fra", "--max-size", "2"])
+    assert alone.exit_code != 0 and "--max-size splits groups" in alone.output
 
 
 def test_command_table():

@@ -237,6 +237,9 @@ class ModularConfig(StrategyBase):
     lora: LoraOptions = LoraOptions()
     n_groups: int | None = Field(None, gt=0, description="laft: number of URIEL groups (default: n_languages // 3)")
     group_threshold: float | None = Field(None, gt=0, description="laft: cut the dendrogram at this distance instead")
+    max_group_size: int | None = Field(
+        None, gt=0, description="laft: split groups larger than this at their top merge until none is (a module "
+                                "shared by many languages has little capacity for each)")
     kinds: list[str] | None = Field(None, description="URIEL distance kinds (default: the typology module's)")
     route_to_nearest: float | None = Field(
         None, gt=0, description="a language whose group got no data uses the nearest trained group within this "

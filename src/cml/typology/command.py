@@ -35,20 +35,24 @@ def _weights(text: str | None) -> list[float] | None:
 @click.option("--groups", "n_groups", type=click.IntRange(min=1), help="Cluster the languages into N groups.")
 @click.option("--threshold", type=click.FloatRange(min=0.0),
               help="Cluster by cutting the average-linkage tree at this distance.")
+@click.option("--max-size", type=click.IntRange(min=1),
+              help="With --groups or --threshold: split groups larger than this at their top merge.")
 @click.option("--kinds", help=f"Comma-separated URIEL kinds from {', '.join(KINDS)} "
                               f"[default: {','.join(DEFAULT_KINDS)}].")
 @click.option("--weights", help="Comma-separated weights, one per kind [default: equal].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def typology(codes: tuple[str, ...], n_groups: int | None, threshold: float | None, kinds: str | None,
-             weights: str | None, as_json: bool) -> None:
+def typology(codes: tuple[str, ...], n_groups: int | None, threshold: float | None, max_size: int | None,
+             kinds: str | None, weights: str | None, as_json: bool) -> None:
     """Typological distances (URIEL+) between CODES, and groups of close languages with --groups or --threshold."""
     from .grouping import cluster
     from .uriel import typology_matrix
 
     if n_groups is not None and threshold is not None:
         raise click.UsageError("give --groups or --threshold, not both")
+    if max_size is not None and n_groups is None and threshold is None:
+        raise click.UsageError("--max-size splits groups: give --groups or --threshold too")
     matrix = typology_matrix(codes, _split(kinds) or DEFAULT_KINDS, _weights(weights))
-    grouping = None if n_groups is None and threshold is None else cluster(matrix, n_groups, threshold)
+    grouping = None if n_groups is None and threshold is None else cluster(matrix, n_groups, threshold, max_size)
     if as_json:
         click.echo(json.dumps({**matrix.to_json(), "grouping": grouping.to_json() if grouping else None},
                               indent=2, ensure_ascii=False))

@@ -29,6 +29,7 @@ class Grouping:
     matrix: TypologyMatrix
     n_groups: int | None = None
     threshold: float | None = None
+    max_size: int | None = None
 
     @property
     def groups(self) -> dict[int, list[str]]:
@@ -45,6 +46,7 @@ class Grouping:
             "method": "average",
             "n_groups": self.n_groups,
             "threshold": self.threshold,
+            "max_size": self.max_size,
             "groups": {str(label): members for label, members in self.groups.items()},
             "linkage": self.linkage.tolist(),
             "linkage_languages": self.languages,
@@ -61,8 +63,15 @@ class NearestGroup:
     by_group: dict[int, float]
 
 
-def cluster(matrix: TypologyMatrix, n_groups: int | None = None, threshold: float | None = None) -> Grouping:
-    """Cluster into ``n_groups`` groups, or cut the average-linkage tree at distance ``threshold``.
+def cluster(matrix: TypologyMatrix, n_groups: int | None = None, threshold: float | None = None,
+            max_size: int | None = None) -> Grouping:
+    """Cluster into ``n_groups`` groups, or cut the average-linkage tree at distance ``threshold``; then, with
+    ``max_size``, split every group larger than that at its top merge, again and again, until none is.
+
+    Splitting only the oversized groups (rather than cutting the whole tree lower) keeps the other groups as
+    they were: cutting lower splits whichever merge is highest, often a small group of distant languages while
+    a large family stays whole. Each part is still a subtree of the same tree: average linkage merges a group's
+    members by their distances to each other only, so re-clustering them reproduces the group's subtree.
 
     Deterministic: languages are clustered in sorted order, whatever the matrix's order, and groups are numbered
     by their first language in that order.
@@ -73,11 +82,15 @@ def cluster(matrix: TypologyMatrix, n_groups: int | None = None, threshold: floa
         raise CMLError(f"cannot make {n_groups} groups of {len(matrix.languages)} languages")
     if threshold is not None and not threshold >= 0:
         raise CMLError(f"the distance threshold must be non-negative, got {threshold}")
+    if max_size is not None and max_size < 1:
+        raise CMLError(f"the largest group size must be at least 1, got {max_size}")
     ordered = matrix.reordered(sorted(matrix.languages))
     _require_finite(ordered)
     tree = _linkage(ordered.distances)
     raw = _cut(tree, len(ordered.languages), n_groups, threshold)
-    return Grouping(ordered.languages, _renumbered(raw), tree, ordered, n_groups, threshold)
+    if max_size is not None:
+        raw = _split_oversized(ordered.distances, raw, max_size)
+    return Grouping(ordered.languages, _renumbered(raw), tree, ordered, n_groups, threshold, max_size)
 
 
 def nearest_group(language: str | Language, grouping: Grouping) -> NearestGroup:
@@ -129,6 +142,19 @@ def _cut(tree: np.ndarray, size: int, n_groups: int | None, threshold: float | N
     if n_groups is not None:
         return fcluster(tree, t=n_groups, criterion="maxclust")
     return fcluster(tree, t=threshold, criterion="distance")
+
+
+def _split_oversized(distances: np.ndarray, labels: np.ndarray, max_size: int) -> np.ndarray:
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    oversized = [label for label in np.unique(labels) if (labels == label).sum() > max_size]
+    while oversized:
+        label = oversized.pop()
+        members = np.flatnonzero(labels == label)
+        halves = _cut(_linkage(distances[np.ix_(members, members)]), len(members), 2, None)
+        new_label = labels.max() + 1
+        labels[members[halves == 2]] = new_label
+        oversized += [part for part in (label, new_label) if (labels == part).sum() > max_size]
+    return labels
 
 
 def _renumbered(raw: Iterable[int]) -> list[int]:
