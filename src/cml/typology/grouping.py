@@ -145,7 +145,7 @@ def _cut(tree: np.ndarray, size: int, n_groups: int | None, threshold: float | N
 
 
 def _split_oversized(distances: np.ndarray, labels: np.ndarray, max_size: int) -> np.ndarray:
-    labels = np.asarray(labels, dtype=np.int64).copy()
+    labels = np.array(labels, dtype=np.int64)  # a copy: the split writes into it
     oversized = [label for label in np.unique(labels) if (labels == label).sum() > max_size]
     while oversized:
         label = oversized.pop()
