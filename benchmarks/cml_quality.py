@@ -7,6 +7,7 @@ paper's targets for ``laft_uriel``, and writes ``benchmarks/results/<benchmark>-
     python benchmarks/cml_quality.py --quick            # one seed, fewer languages: under 15 min on 2 CPU cores
     python benchmarks/cml_quality.py                    # every benchmark and update kind, seeds 0 1 2
     python benchmarks/cml_quality.py --benchmarks sib200 --kinds subset --seeds 0
+    python benchmarks/cml_quality.py --show --markdown  # the tables already measured, as docs/benchmarks.md quotes them
 
 Runs go to ``runs/benchmarks/<benchmark>-<kind>-<mode>-seed<k>/`` and resume where they stopped. The full benchmark
 takes many sessions, so the table is built in pieces and keeps each seed's rows: a run of some update kinds keeps the
@@ -275,33 +276,56 @@ def merged_report(header: dict, earlier: dict[str, dict], streams: dict[str, dic
     return {**header, "streams": [merged[kind] for kind in in_order(merged, kinds)]}
 
 
+# The headline table's columns: header, figure, scale, format; "vs ref" columns are blank on the reference's row.
+COLUMNS = (("improved", "n_improved", 1, "{:.1f}"), ("degraded", "n_degraded", 1, "{:.1f}"),
+           ("sig. degraded", "n_significant_degraded", 1, "{:.1f}"),
+           ("improved vs FT (pp)", "improved_share_gain_pp", 1, "{:+.1f}"),
+           ("loss reduction vs FT", "loss_magnitude_reduction", 100, "{:+.0f}%"),
+           ("mean loss (pt)", "mean_loss_magnitude", 100, "{:.2f}"), ("mean Δ (pt)", "mean_delta", 100, "{:+.2f}"),
+           ("after - FT after (pt)", "aggregate_after_vs_reference_pp", 1, "{:+.2f}"),
+           ("train s", "train_seconds", 1, "{:.0f}"))
+
+
+def table_rows(stream: dict) -> list[list[str]]:
+    """A stream's headline rows: strategy, the seeds that ran it, then ``COLUMNS`` as "mean ± std" over those seeds
+    ("—" where a figure is undefined, and for the reference against itself)."""
+    def cell(strategy: str, figures: dict, key: str, scale: float, fmt: str) -> str:
+        if strategy == "full_finetune" and key.endswith(("_pp", "_reduction")):
+            return "—"
+        value = figures.get(key)
+        if value is None:
+            return "—"
+        mean = fmt.format(scale * value["mean"])
+        return mean if value["std"] is None else f"{mean} ± {fmt.format(scale * value['std']).lstrip('+')}"
+
+    return [[strategy, " ".join(seed for seed, rows in stream["per_seed"].items() if strategy in rows)]
+            + [cell(strategy, figures, key, scale, fmt) for _, key, scale, fmt in COLUMNS]
+            for strategy, figures in stream["strategies"].items()]
+
+
+def render_markdown(report: dict) -> None:
+    """The headline table as Markdown, one table a stream (the form docs/benchmarks.md quotes)."""
+    headers = ["strategy", "seeds"] + [header for header, *_ in COLUMNS]
+    for stream in report["streams"]:
+        print(f"\n**{report['benchmark']}, kind `{stream['update_kind']}`** ({report['mode']}; mean ± std over seeds "
+              "against full_finetune)\n")
+        print("| " + " | ".join(headers) + " |")
+        print("|---|---|" + "---:|" * len(COLUMNS))
+        for row in table_rows(stream):
+            print("| " + " | ".join(row) + " |")
+
+
 def render(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     table = Table(title=f"{report['benchmark']} ({report['mode']}): mean ± std over seeds, against full_finetune")
-    for column in ("kind", "seeds", "strategy", "improved", "degraded", "improved vs ref (pp)", "loss reduction vs ref",
-                   "mean loss (pt)", "after - ref after (pt)", "train s"):
+    for column in ("kind", "strategy", "seeds", *(header for header, *_ in COLUMNS)):
         table.add_column(column, justify="left" if column in ("kind", "seeds", "strategy") else "right")
-
-    def cell(figures: dict, key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
-        value = figures.get(key)
-        if value is None:
-            return "-"
-        mean = fmt.format(scale * value["mean"])
-        return mean if value["std"] is None else f"{mean} ± {fmt.format(scale * value['std'])}"
-
     for stream in report["streams"]:
-        for strategy, figures in stream["strategies"].items():
-            seeds = " ".join(seed for seed, rows in stream["per_seed"].items() if strategy in rows)
-            table.add_row(stream["update_kind"], seeds, strategy,
-                          cell(figures, "n_improved"), cell(figures, "n_degraded"),
-                          cell(figures, "improved_share_gain_pp", fmt="{:+.1f}"),
-                          cell(figures, "loss_magnitude_reduction", 100, "{:+.0f}%"),
-                          cell(figures, "mean_loss_magnitude", 100, "{:.2f}"),
-                          cell(figures, "aggregate_after_vs_reference_pp", fmt="{:+.2f}"),
-                          cell(figures, "train_seconds", fmt="{:.0f}"))
+        for row in table_rows(stream):
+            table.add_row(stream["update_kind"], *row)
     console.print(table)
     for stream in report["streams"]:
         for check in stream["targets"]:
@@ -324,7 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", type=Path, default=SUITE, help="the benchmark manifest")
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "benchmarks", help="where the runs go")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON tables go")
+    parser.add_argument("--show", action="store_true", help="print the tables already in --results-dir; train nothing")
+    parser.add_argument("--markdown", action="store_true", help="with --show: print the tables as Markdown")
     args = parser.parse_args(argv)
+    if args.markdown and not args.show:
+        parser.error("--markdown goes with --show")
+    if args.show and (args.seeds or args.strategies):
+        parser.error("--show prints whole tables; --seeds and --strategies choose what to run")
 
     from cml.errors import CMLError
     from cml.experiment import Experiment
@@ -338,6 +368,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(benchmarks))
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; {args.suite} has {sorted(benchmarks)}")
+    if args.show:
+        for name in names:
+            path = args.results_dir / f"{name}-{mode}.json"
+            if not path.is_file():
+                raise CMLError(f"no {mode} table for {name} yet; run it first", file=path)
+            earlier = earlier_streams(path)
+            kinds = args.kinds or list(earlier)
+            report = {"benchmark": name, "mode": mode, "streams": [earlier[k] for k in kinds if k in earlier]}
+            (render_markdown if args.markdown else render)(report)
+        return 0
     command = "python benchmarks/cml_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     machine = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
     for name in names:

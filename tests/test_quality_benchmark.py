@@ -200,3 +200,37 @@ def test_quality_benchmark_marks_a_target_undefined_where_the_reference_lost_not
     checks = {c["figure"]: c for c in script.targets("subset", strategies)}
     assert checks["loss_magnitude_reduction"]["value"] is None and checks["loss_magnitude_reduction"]["met"] is None
     assert checks["improved_share_gain_pp"]["met"] is False and checks["aggregate_after_vs_reference_pp"]["met"]
+
+
+def test_quality_benchmark_shows_a_measured_table_without_training(tmp_path, capsys):
+    from cml.errors import CMLError
+
+    script = _load_script()
+    figures = dict.fromkeys(script.FIGURES, 0.0)
+    per_seed = {seed: {"full_finetune": {**figures, "n_improved": 4, "train_seconds": 100.0},
+                       "laft_uriel": {**figures, "n_improved": improved, "loss_magnitude_reduction": reduction,
+                                      "aggregate_after_vs_reference_pp": gap, "train_seconds": 90.0}}
+                for seed, improved, reduction, gap in (("0", 5, 0.8, 0.1), ("1", 7, 1.0, 0.3))}
+    stream = script.stream_table("subset", "tiny.yaml", per_seed, [], ["full_finetune", "laft_uriel"])
+    (tmp_path / "tiny.yaml").write_text("{}", encoding="utf-8")
+    suite = {"benchmarks": {"tiny": {"config": "tiny.yaml", "update_kinds": {"subset": {}}}},
+             "quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune"]}}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
+    results = tmp_path / "results"
+    argv = ["--suite", str(tmp_path / "suite.yaml"), "--results-dir", str(results), "--output-dir",
+            str(tmp_path / "runs"), "--show"]
+    with pytest.raises(CMLError, match="no full table for tiny") as info:
+        script.main(argv)
+    assert str(results / "tiny-full.json") in str(info.value)
+
+    results.mkdir()
+    (results / "tiny-full.json").write_text(json.dumps({"benchmark": "tiny", "mode": "full", "streams": [stream]}))
+    assert script.main([*argv, "--markdown"]) == 0
+    out = capsys.readouterr().out
+    # improved 6 ± 1.4; loss reduction 90% ± 14%; after - ref +0.20 ± 0.14; the reference's "vs ref" cells blank.
+    assert "| laft_uriel | 0 1 | 6.0 ± 1.4 | 0.0 ± 0.0 | 0.0 ± 0.0 | +0.0 ± 0.0 | +90% ± 14% |" in out
+    assert "| +0.20 ± 0.14 | 90 ± 0 |" in out
+    assert "| full_finetune | 0 1 | 4.0 ± 0.0 | 0.0 ± 0.0 | 0.0 ± 0.0 | — | — |" in out
+    assert not (tmp_path / "runs").exists()  # nothing trained
+    with pytest.raises(SystemExit):
+        script.main([*argv, "--seeds", "0"])
