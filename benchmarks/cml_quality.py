@@ -276,7 +276,7 @@ def merged_report(header: dict, earlier: dict[str, dict], streams: dict[str, dic
     return {**header, "streams": [merged[kind] for kind in in_order(merged, kinds)]}
 
 
-# The headline table's columns: header, figure, scale, format; "vs ref" columns are blank on the reference's row.
+# The headline table's columns: header, figure, scale, format.
 COLUMNS = (("improved", "n_improved", 1, "{:.1f}"), ("degraded", "n_degraded", 1, "{:.1f}"),
            ("sig. degraded", "n_significant_degraded", 1, "{:.1f}"),
            ("improved vs FT (pp)", "improved_share_gain_pp", 1, "{:+.1f}"),
@@ -284,13 +284,15 @@ COLUMNS = (("improved", "n_improved", 1, "{:.1f}"), ("degraded", "n_degraded", 1
            ("mean loss (pt)", "mean_loss_magnitude", 100, "{:.2f}"), ("mean Δ (pt)", "mean_delta", 100, "{:+.2f}"),
            ("after - FT after (pt)", "aggregate_after_vs_reference_pp", 1, "{:+.2f}"),
            ("train s", "train_seconds", 1, "{:.0f}"))
+# The figures that compare a strategy with the reference: "—" on the reference's own row.
+AGAINST_REFERENCE = {"improved_share_gain_pp", "loss_magnitude_reduction", "aggregate_after_vs_reference_pp"}
 
 
 def table_rows(stream: dict) -> list[list[str]]:
     """A stream's headline rows: strategy, the seeds that ran it, then ``COLUMNS`` as "mean ± std" over those seeds
     ("—" where a figure is undefined, and for the reference against itself)."""
     def cell(strategy: str, figures: dict, key: str, scale: float, fmt: str) -> str:
-        if strategy == "full_finetune" and key.endswith(("_pp", "_reduction")):
+        if strategy == "full_finetune" and key in AGAINST_REFERENCE:
             return "—"
         value = figures.get(key)
         if value is None:
@@ -373,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
             path = args.results_dir / f"{name}-{mode}.json"
             if not path.is_file():
                 raise CMLError(f"no {mode} table for {name} yet; run it first", file=path)
-            earlier = earlier_streams(path)
-            kinds = args.kinds or list(earlier)
-            report = {"benchmark": name, "mode": mode, "streams": [earlier[k] for k in kinds if k in earlier]}
+            measured = earlier_streams(path)
+            kinds = args.kinds or list(measured)
+            report = {"benchmark": name, "mode": mode, "streams": [measured[k] for k in kinds if k in measured]}
             (render_markdown if args.markdown else render)(report)
         return 0
     command = "python benchmarks/cml_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])

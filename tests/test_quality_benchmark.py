@@ -227,7 +227,7 @@ def test_quality_benchmark_shows_a_measured_table_without_training(tmp_path, cap
     (results / "tiny-full.json").write_text(json.dumps({"benchmark": "tiny", "mode": "full", "streams": [stream]}))
     assert script.main([*argv, "--markdown"]) == 0
     out = capsys.readouterr().out
-    # improved 6 ± 1.4; loss reduction 90% ± 14%; after - ref +0.20 ± 0.14; the reference's "vs ref" cells blank.
+    # improved 6 ± 1.4; loss reduction 90% ± 14%; after - FT +0.20 ± 0.14; the reference's "vs FT" cells are "—".
     assert "| laft_uriel | 0 1 | 6.0 ± 1.4 | 0.0 ± 0.0 | 0.0 ± 0.0 | +0.0 ± 0.0 | +90% ± 14% |" in out
     assert "| +0.20 ± 0.14 | 90 ± 0 |" in out
     assert "| full_finetune | 0 1 | 4.0 ± 0.0 | 0.0 ± 0.0 | 0.0 ± 0.0 | — | — |" in out
