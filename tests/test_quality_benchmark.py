@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,18 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import write_config
+from helpers import load_benchmark, write_config
 from tiny import write_topic_data
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("cml_quality", ROOT / "benchmarks" / "cml_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves the script's annotations through its module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_backbone, capsys):
@@ -40,7 +31,7 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
         "subset": {}, "all": {"stream.stages.1": {"name": "all", "languages": "all", "amount": 10}}}}},
         "quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune"]}}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
-    script = _load_script()
+    script = load_benchmark("cml_quality")
     argv = ["--suite", str(tmp_path / "suite.yaml"), "--output-dir", str(tmp_path / "runs"),
             "--results-dir", str(tmp_path / "results")]
     # The seeds run one at a time, as the full benchmark does over sessions: the second run adds its rows.
@@ -93,7 +84,7 @@ def test_quality_benchmark_refuses_to_merge_into_an_unreadable_table(tmp_path):
     table = tmp_path / "tiny-full.json"
     table.write_text("{not json", encoding="utf-8")
     with pytest.raises(CMLError, match="cannot merge") as info:
-        _load_script().earlier_streams(table)
+        load_benchmark("cml_quality").earlier_streams(table)
     assert str(table) in str(info.value)
     assert table.read_text(encoding="utf-8") == "{not json"
 
@@ -107,7 +98,7 @@ def test_quality_benchmark_runs_a_chosen_set_of_strategies(tmp_path):
                              {"method": "laft_uriel", "name": "laft_uriel_c90", "gate_confidence": 0.9}])
     suite = {"folder": tmp_path, "quick": {"strategies": ["full_finetune"]}}
     bench = {"name": "tiny", "config": "tiny.yaml", "update_kinds": {"subset": {}}}
-    script = _load_script()
+    script = load_benchmark("cml_quality")
 
     def labels(**kwargs):
         config = script.run_config(bench, "subset", 0, suite=suite, output_dir=tmp_path / "runs", **kwargs)
@@ -141,7 +132,7 @@ def test_quality_benchmark_names_the_line_of_a_bad_suite(tmp_path, text, message
 
 
 def test_quality_benchmark_merges_seed_by_seed_against_the_same_reference():
-    script = _load_script()
+    script = load_benchmark("cml_quality")
 
     def rows(reference_after, **others):
         return {"full_finetune": {"aggregate_after": reference_after, "train_seconds": 1.0 + len(others)},
@@ -185,11 +176,11 @@ def test_quality_benchmark_refuses_a_table_without_per_seed_rows(tmp_path):
     table.write_text(json.dumps({"streams": [{"update_kind": "all", "seeds": [0], "strategies": {}}]}),
                      encoding="utf-8")
     with pytest.raises(CMLError, match=r"streams \['all'\] have no per-seed rows"):
-        _load_script().earlier_streams(table)
+        load_benchmark("cml_quality").earlier_streams(table)
 
 
 def test_quality_benchmark_marks_a_target_undefined_where_the_reference_lost_nothing():
-    script = _load_script()
+    script = load_benchmark("cml_quality")
     rows = {"0": {"full_finetune": {"n_degraded": 0, "improved_share_gain_pp": 0.0, "loss_magnitude_reduction": None,
                                     "aggregate_after_vs_reference_pp": 0.0},
                   "laft_uriel": {"n_degraded": 1, "improved_share_gain_pp": 10.0, "loss_magnitude_reduction": None,
@@ -205,7 +196,7 @@ def test_quality_benchmark_marks_a_target_undefined_where_the_reference_lost_not
 def test_quality_benchmark_shows_a_measured_table_without_training(tmp_path, capsys):
     from cml.errors import CMLError
 
-    script = _load_script()
+    script = load_benchmark("cml_quality")
     figures = dict.fromkeys(script.FIGURES, 0.0)
     per_seed = {seed: {"full_finetune": {**figures, "n_improved": 4, "train_seconds": 100.0},
                        "laft_uriel": {**figures, "n_improved": improved, "loss_magnitude_reduction": reduction,

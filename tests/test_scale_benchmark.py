@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("deu_Latn", "eng_Latn", "fra_Latn", "hin_Deva", "jpn_Jpan", "spa_Latn", "tur_Latn")
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("scale_benchmark", ROOT / "benchmarks" / "scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write_sib_like(root: Path) -> Path:
@@ -32,7 +24,7 @@ def _write_sib_like(root: Path) -> Path:
 
 def test_help_exits_cleanly(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _load_script().main(["--help"])
+        load_benchmark("scale").main(["--help"])
     assert exit_info.value.code == 0
     assert "--languages" in capsys.readouterr().out
 
@@ -40,7 +32,7 @@ def test_help_exits_cleanly(capsys):
 def test_runs_on_a_subset_and_writes_json(tmp_path, monkeypatch):
     monkeypatch.setenv("CML_CACHE_DIR", str(tmp_path / "user-cache"))
     output = tmp_path / "results" / "scale.json"
-    status = _load_script().main(["--data", str(_write_sib_like(tmp_path / "sib")), "--languages", "6",
+    status = load_benchmark("scale").main(["--data", str(_write_sib_like(tmp_path / "sib")), "--languages", "6",
                                   "--groups", "2", "9", "--adapters", "3", "--repeats", "1",
                                   "--output", str(output)])
     assert status == 0

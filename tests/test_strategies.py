@@ -1,6 +1,8 @@
+import json
+
 import pytest
 import torch
-from helpers import write_config
+from helpers import load_benchmark, write_config
 from tiny import write_topic_data
 
 from cml.config import ModelConfig, load_config
@@ -152,6 +154,58 @@ def test_gate_confidence_needs_a_significant_dev_gain(strategy_run):
         assert set(choice["dev_gain_low"]) == {key.split(":")[0] for key in choice["dev"]} - {"previous"}
         if choice["choice"] != "previous":
             assert choice["dev_gain_low"][choice["choice"]] > 0
+
+
+def test_gate_replay_reverts_moves_below_the_minimum_dev_gain(strategy_run, tmp_path):
+    """benchmarks/gate_replay.py: a bar of 0 reproduces the run's own figures; a higher bar sends exactly the
+    languages whose dev gain is below it back to the previous model (change 0) and keeps the others' changes."""
+    import shutil
+    from statistics import mean
+
+    from cml.errors import CMLError
+
+    results, run_root = strategy_run
+    script = load_benchmark("gate_replay")
+    summary = results["summary"]
+    reference_after = summary["full_finetune"]["update"]["aggregate_after"]
+    rows = script.replay(run_root / "runs" / "t", [0], None)
+    gated = {name for name, entry in results["strategies"].items() if entry["stages"][1].get("gate")}
+    assert {"laft_uriel", "laft_uriel_strict"} <= gated and {row["strategy"] for row in rows} == gated
+    for row in rows:
+        figures = summary[row["strategy"]]["update"]
+        assert row["moves_reverted"] == 0
+        assert (row["n_improved"], row["n_degraded"], row["n_significant_degraded"]) == (
+            figures["n_improved"], figures["n_degraded"], figures["n_significant_degraded"])
+        assert row["loss_magnitude_reduction"] == figures["vs_reference"]["loss_magnitude_reduction"]
+        assert row["after_vs_reference_pp"] == pytest.approx(100 * (figures["aggregate_after"] - reference_after))
+
+    # The tiny run's gates keep every language on the previous model, so give the ungated hierarchical variant
+    # (whose routes do change predictions) a recorded gate with dev gains of 0.5, 1.5 and 3 points.
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_root / "runs" / "t", run_dir)
+    state_path = next((run_dir / "stages" / "laft_uriel_hier").glob("1-*/state.json"))
+    state = json.loads(state_path.read_text())
+    routes = state["record"]["routes"]
+    gains = {"deu": 0.005, "fra": 0.015, "hin": 0.03}
+    state["record"]["gate"] = {lang: {"choice": "own", "route": routes[lang],
+                                      "dev": {"previous:previous": 0.5, f"own:{routes[lang]}": 0.5 + gain}}
+                               for lang, gain in gains.items()}
+    state_path.write_text(json.dumps(state))
+    changes = summary["laft_uriel_hier"]["update"]["languages"]
+    replayed = {row["min_gain"]: row for row in script.replay(run_dir, [0, 1, 2, 5], ["laft_uriel_hier"])}
+    for bar, kept in ((0, LANGS), (1, ["fra", "hin"]), (2, ["hin"]), (5, [])):
+        row, deltas = replayed[bar], [changes[lang]["delta"] for lang in kept]
+        assert row["moves_reverted"] == len(LANGS) - len(kept)
+        assert (row["n_improved"], row["n_degraded"]) == (sum(d > 0 for d in deltas), sum(d < 0 for d in deltas))
+        after = mean(changes[lang]["after" if lang in kept else "before"] for lang in LANGS)
+        assert row["after_vs_reference_pp"] == pytest.approx(100 * (after - reference_after))
+
+    with pytest.raises(CMLError, match="no gated stage records"):
+        script.replay(run_dir, [0], ["full_finetune"])
+    assert script.main([str(run_dir), str(run_dir), "--min-gain", "0", "2", "--json", str(tmp_path / "r.json")]) == 0
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert len(written["runs"]) == 2 * 2 * (len(gated) + 1)
+    assert {row["runs"] for row in written["overall"]} == {2}
 
 
 def test_uriel_groups_put_romance_languages_together(strategy_run):

@@ -1,0 +1,159 @@
+"""What a stricter gate would have done: a finished run's gated strategies (laft_uriel and its variants) replayed
+with a minimum dev gain, without retraining.
+
+    python benchmarks/gate_replay.py RUN_DIR [RUN_DIR ...] [--min-gain 0 1 2 3 5] [--strategies laft_uriel ...]
+
+The gate records every candidate route's dev score for every language. Raising the bar a route must clear over
+the previous model only sends more languages back to the previous model, and that replay is exact: the modules
+trained the same whatever the gate later picked, a route's test predictions do not depend on which other languages
+took it, and a language on the previous model scores exactly what it scored before the update (change 0). So each
+threshold's summary (languages improved and degraded, losses, against the run's reference strategy) is what a run
+with that gate would have reported. Only the first update stage is replayed: at later stages the gate's
+"previous" route is still the stage-0 model (modules sit on it, frozen), not what the language used at the stage
+before, and each stage's candidates depend on the routes before it. Reads the stage records under ``RUN_DIR/stages`` (every strategy trained
+into the folder, also by earlier invocations), not ``results.json``'s strategy list; changes are computed as
+``cml run`` computes them (the run's evaluation settings, the same bootstrap seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = ("run", "strategy", "stage", "min_gain", "n_improved", "n_degraded", "n_significant_degraded",
+           "improved_share_gain_pp", "loss_magnitude_reduction", "after_vs_reference_pp", "moves_reverted")
+
+
+def stage_records(run_dir: Path) -> dict[str, list[dict]]:
+    """{strategy: its records in stage order, stage 0's first} from the run folder's finished stages."""
+    from cml.errors import CMLError
+
+    def read(path: Path) -> dict | None:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        return state["record"] if state.get("complete") else None
+
+    initial = sorted((run_dir / "stages" / "initial").glob("0-*/state.json"))
+    if not initial:
+        raise CMLError("no finished stage 0 in this run folder", file=run_dir / "stages" / "initial")
+    stage0 = read(initial[0])
+    records = {}
+    for folder in sorted(p for p in (run_dir / "stages").iterdir() if p.is_dir() and p.name != "initial"):
+        updates = [record for path in sorted(folder.glob("*/state.json")) if (record := read(path))]
+        if updates:
+            records[folder.name] = [stage0, *sorted(updates, key=lambda record: record["index"])]
+    return records
+
+
+def replay(run_dir: Path, min_gains: list[float], strategies: list[str] | None) -> list[dict]:
+    """One row per gated strategy and threshold (in points of the run's primary metric), for the first update."""
+    from cml.errors import CMLError
+    from cml.evaluation.cml_metrics import compare_to_reference, summarize_languages, summarize_run
+
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise CMLError("no results.json; has the run finished?", file=results_path)
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    reference = results["reference_strategy"]
+    records = stage_records(run_dir)
+    if reference not in records:
+        raise CMLError(f"the run's reference strategy {reference!r} has no finished update stage here",
+                       file=run_dir / "stages")
+    gated = [s for s, stages in records.items() if stages[1]["index"] == 1 and stages[1].get("gate")]
+    chosen = strategies or gated
+    if unknown := sorted(set(chosen) - set(gated)):
+        raise CMLError(f"no gated stage records for {unknown} (gated strategies here: {gated})", file=run_dir)
+    summary = summarize_run({**results, "strategies": {s: {"stages": records[s]} for s in [reference, *chosen]}},
+                            run_dir, reference=reference, **results["config"].get("evaluation", {}))
+    rows = []
+    for strategy in chosen:
+        record = records[strategy][1]  # the first update alone (module docstring)
+        reference_figures = summary[reference][record["name"]]
+        changes = summary[strategy][record["name"]]["languages"]
+        for min_gain in min_gains:
+            replayed, reverted = {}, 0
+            for lang, change in changes.items():
+                gate = record["gate"][lang]
+                dev = {key.split(":", 1)[0]: score for key, score in gate["dev"].items()}
+                gain = 100 * (dev[gate["choice"]] - dev["previous"])
+                if gate["choice"] != "previous" and gain < min_gain - 1e-9:  # 0.21 - 0.18 is 2.99999... in floats
+                    change = {**change, "after": change["before"], "delta": 0.0, "ci_low": 0.0, "ci_high": 0.0,
+                              "negative_flip_rate": 0.0, "positive_flip_rate": 0.0}
+                    reverted += 1
+                replayed[lang] = change
+            figures = summarize_languages(replayed)
+            rows.append({"run": run_dir.name, "strategy": strategy, "stage": record["name"], "min_gain": min_gain,
+                         **{key: figures[key] for key in ("n_improved", "n_degraded", "n_significant_degraded")},
+                         **compare_to_reference(figures, reference_figures),
+                         "after_vs_reference_pp": 100 * (figures["aggregate_after"]
+                                                         - reference_figures["aggregate_after"]),
+                         "moves_reverted": reverted})
+    return rows
+
+
+def overall(rows: list[dict]) -> list[dict]:
+    """Per strategy and threshold over the runs given: how many runs lost a language, languages degraded (all runs
+    together), languages improved and the aggregate against the reference (means over runs), moves reverted."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["strategy"], row["min_gain"]), []).append(row)
+    return [{"strategy": strategy, "min_gain": min_gain, "runs": len(group),
+             "runs_with_a_loss": sum(row["n_degraded"] > 0 for row in group),
+             "n_degraded": sum(row["n_degraded"] for row in group),
+             "n_significant_degraded": sum(row["n_significant_degraded"] for row in group),
+             "mean_improved": sum(row["n_improved"] for row in group) / len(group),
+             "after_vs_reference_pp": sum(row["after_vs_reference_pp"] for row in group) / len(group),
+             "moves_reverted": sum(row["moves_reverted"] for row in group)}
+            for (strategy, min_gain), group in groups.items()]
+
+
+def render(rows: list[dict], columns: tuple[str, ...]) -> str:
+    def cell(key: str, value) -> str:
+        if value is None:
+            return "—"
+        if key == "loss_magnitude_reduction":
+            return f"{value:+.0%}"
+        if key in ("improved_share_gain_pp", "after_vs_reference_pp"):
+            return f"{value:+.2f}"
+        if key == "mean_improved":
+            return f"{value:.2f}"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(key, row[key]) for key in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="finished run folders (cml run, cml_quality.py)")
+    parser.add_argument("--min-gain", nargs="+", type=float, default=[0, 1, 2, 3, 5],
+                        help="dev gains (points of the primary metric) a route must reach over the previous model; "
+                             "0 is the recorded gate")
+    parser.add_argument("--strategies", nargs="+", help="gated strategies to replay (default: every gated one)")
+    parser.add_argument("--json", type=Path, help="also write the rows here (atomically)")
+    args = parser.parse_args(argv)
+    if any(gain < 0 for gain in args.min_gain):
+        parser.error("--min-gain values must be >= 0")
+    sys.path.insert(0, str(REPO / "src"))
+    from cml.io import write_json
+
+    rows = [row for run_dir in args.run_dirs for row in replay(run_dir, args.min_gain, args.strategies)]
+    print(render(rows, COLUMNS))
+    totals = overall(rows)
+    if len(args.run_dirs) > 1:
+        print(f"\nOver the {len(args.run_dirs)} runs:\n")
+        print(render(totals, tuple(totals[0])))
+    if args.json:
+        write_json(args.json, {"runs": rows, "overall": totals})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO / "src"))
+    from cml.errors import exit_on_user_error
+
+    with exit_on_user_error():
+        sys.exit(main())
