@@ -10,9 +10,10 @@ took it, and a language on the previous model scores exactly what it scored befo
 threshold's summary (languages improved and degraded, losses, against the run's reference strategy) is what a run
 with that gate would have reported. Only the first update stage is replayed: at later stages the gate's
 "previous" route is still the stage-0 model (modules sit on it, frozen), not what the language used at the stage
-before, and each stage's candidates depend on the routes before it. Reads the stage records under ``RUN_DIR/stages`` (every strategy trained
-into the folder, also by earlier invocations), not ``results.json``'s strategy list; changes are computed as
-``cml run`` computes them (the run's evaluation settings, the same bootstrap seeds).
+before, and each stage's candidates depend on the routes before it. Reads the stage records under
+``RUN_DIR/stages`` (every strategy trained into the folder, also by earlier invocations), not ``results.json``'s
+strategy list; changes are computed as ``cml run`` computes them (the run's evaluation settings, the same bootstrap
+seeds).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("run", "strategy", "stage", "min_gain", "n_improved", "n_degraded", "n_significant_degraded",
            "improved_share_gain_pp", "loss_magnitude_reduction", "after_vs_reference_pp", "moves_reverted")
 
@@ -51,11 +51,9 @@ def replay(run_dir: Path, min_gains: list[float], strategies: list[str] | None) 
     """One row per gated strategy and threshold (in points of the run's primary metric), for the first update."""
     from cml.errors import CMLError
     from cml.evaluation.cml_metrics import compare_to_reference, summarize_languages, summarize_run
+    from cml.reports.tables import load_results
 
-    results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        raise CMLError("no results.json; has the run finished?", file=results_path)
-    results = json.loads(results_path.read_text(encoding="utf-8"))
+    results = load_results(run_dir)
     reference = results["reference_strategy"]
     records = stage_records(run_dir)
     if reference not in records:
@@ -137,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(gain < 0 for gain in args.min_gain):
         parser.error("--min-gain values must be >= 0")
-    sys.path.insert(0, str(REPO / "src"))
     from cml.io import write_json
 
     rows = [row for run_dir in args.run_dirs for row in replay(run_dir, args.min_gain, args.strategies)]
@@ -152,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO / "src"))
     from cml.errors import exit_on_user_error
 
     with exit_on_user_error():

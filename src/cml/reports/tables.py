@@ -93,12 +93,17 @@ def highlighted(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column],
     return flags
 
 
-def load_summary(run_dir: Path) -> tuple[dict, dict]:
-    """A run's ``results.json`` and its summary: the stored one, else computed with the run's reference strategy."""
+def load_results(run_dir: Path) -> dict:
+    """A finished run's ``results.json``."""
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         raise CMLError("no results.json; has the run finished?", file=path)
-    results = json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_summary(run_dir: Path) -> tuple[dict, dict]:
+    """A run's ``results.json`` and its summary: the stored one, else computed with the run's reference strategy."""
+    results = load_results(run_dir)
     summary = results.get("summary") or summarize_run(results, Path(run_dir),
                                                       reference=results.get("reference_strategy", REFERENCE))
     return results, summary
