@@ -20,6 +20,17 @@ def test_set_overrides_parse_yaml_values(tmp_path):
     assert (config.seed, config.stream.stages[0].amount, config.data.languages) == (7, 12, ["deu", "hin"])
 
 
+def test_mixed_precision_no_survives_yaml(tmp_path):
+    """YAML 1.1 reads a bare `no` as false: the Accelerate name must still work, in the file and after --set."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "task": "classification", **BASE}) + "training:\n  mixed_precision: no\n")
+    assert load_config(path).training.mixed_precision == "no"
+    assert load_config(path, ["training.mixed_precision=bf16"]).training.mixed_precision == "bf16"
+    assert load_config(path, ["training.mixed_precision=no"]).training.mixed_precision == "no"
+    with pytest.raises(CMLError, match="mixed_precision"):
+        load_config(path, ["training.mixed_precision=yes"])
+
+
 def test_error_names_file_line_and_key_path(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"name": "t", "task": "classification", **BASE}, sort_keys=False).replace(

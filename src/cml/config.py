@@ -205,6 +205,12 @@ class TrainingConfig(Strict):
         "no", description="GPUs only: on CPU bf16 matmuls are ~300x slower than fp32 here, so CPU runs use no")
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        # YAML 1.1 reads a bare `no` (the Accelerate name written in the file or after --set) as false
+        return "no" if value is False else value
+
 
 class LoraOptions(Strict):
     r: int = Field(8, gt=0)
