@@ -160,6 +160,36 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_backbone):
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
+class _TwoProcesses:
+    """Accelerate's gather as process ``index`` of two sees it, the other process's tensor given."""
+
+    device, num_processes = torch.device("cpu"), 2
+
+    def __init__(self, index: int, other: torch.Tensor):
+        self.process_index, self.other = index, other
+
+    def gather(self, tensor):
+        return torch.cat([tensor, self.other[None]] if self.process_index == 0 else [self.other[None], tensor])
+
+
+def test_each_process_resumes_its_own_dropout_stream():
+    """A checkpoint holds every process's RNG state, gathered one row each, and a resumed process takes its
+    own row (found on a GPU: a resume restored the CPU's stream while dropout drew from the GPU's)."""
+    from cml.training.trainer import _gather_rng_states, _restore_rng_states
+
+    torch.manual_seed(1)
+    first_process = torch.get_rng_state()
+    first_draws = torch.rand(3)
+    torch.manual_seed(2)
+    states = _gather_rng_states(_TwoProcesses(1, first_process))
+    second_draws = torch.rand(3)
+    assert states["torch_cpu"].shape[0] == 2 and "torch_cuda" not in states
+    _restore_rng_states(states, _TwoProcesses(1, first_process))
+    assert torch.equal(torch.rand(3), second_draws)
+    _restore_rng_states(states, _TwoProcesses(0, first_process))
+    assert torch.equal(torch.rand(3), first_draws)
+
+
 def test_stale_temporaries_are_removed_and_a_half_swapped_checkpoint_restored(tmp_path):
     from cml.io import remove_stale_temporaries
 

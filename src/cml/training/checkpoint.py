@@ -2,7 +2,8 @@
 
 A checkpoint folder holds ``model.safetensors`` (the parameters that training changes), optionally
 ``optimizer.safetensors`` + ``optimizer.json`` (AdamW moments and hyper-parameters, flattened),
-``rng.safetensors`` (torch's CPU RNG, for dropout) and ``state.json``. Folders are written under a
+``rng.safetensors`` (each process's dropout streams: torch's CPU RNG, and the GPU's where one is used) and
+``state.json``. Folders are written under a
 temporary name and renamed, so a killed process leaves either the old checkpoint or the new one.
 """
 
@@ -37,7 +38,8 @@ def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: dict,
-                    optimizer: torch.optim.Optimizer | None = None, save_rng: bool = False) -> None:
+                    optimizer: torch.optim.Optimizer | None = None,
+                    rng_states: dict[str, torch.Tensor] | None = None) -> None:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
@@ -47,8 +49,8 @@ def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: d
             tensors, meta = _flatten_optimizer(optimizer)
             save_file(tensors, tmp / "optimizer.safetensors")
             (tmp / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
-        if save_rng:
-            save_file({"torch_cpu": torch.get_rng_state()}, tmp / "rng.safetensors")
+        if rng_states:
+            save_file(rng_states, tmp / "rng.safetensors")
         (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
         make_readable(tmp)
         if folder.exists():
@@ -77,9 +79,9 @@ def load_model_state(model: torch.nn.Module, folder: Path) -> None:
     model.load_state_dict(tensors, strict=False)
 
 
-def load_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
-    """Restore the optimizer; return the saved torch RNG state (dropout's stream) for the caller to set
-    just before the resumed epoch's first batch."""
+def load_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor] | None:
+    """Restore the optimizer; return the saved RNG states (dropout's streams) for the caller to set just
+    before the resumed epoch's first batch."""
     folder = Path(folder)
     meta = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
     tensors = load_file(folder / "optimizer.safetensors")
@@ -89,7 +91,7 @@ def load_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> torch
         state.setdefault(int(index), {})[name] = tensor
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     rng = folder / "rng.safetensors"
-    return load_file(rng)["torch_cpu"] if rng.is_file() else None
+    return load_file(rng) if rng.is_file() else None
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -67,6 +67,28 @@ def make_accelerator(config: TrainingConfig, project_dir: Path | None = None):
                        log_with=config.trackers or None, project_dir=str(project_dir) if project_dir else None)
 
 
+def _gather_rng_states(accelerator) -> dict[str, torch.Tensor]:
+    """Every process's dropout streams, one row per process: each process draws its own masks (for its share
+    of the batch), so a resumed run must give each its own stream back. On a GPU dropout draws from the
+    GPU's generator, not the CPU's."""
+    states = {"torch_cpu": torch.get_rng_state()}
+    if accelerator.device.type == "cuda":
+        states["torch_cuda"] = torch.cuda.get_rng_state(accelerator.device)
+    return {name: accelerator.gather(state.to(accelerator.device)[None]).cpu() for name, state in states.items()}
+
+
+def _restore_rng_states(states: dict[str, torch.Tensor], accelerator) -> None:
+    rows = states["torch_cpu"].shape[0]
+    if rows != accelerator.num_processes:
+        log.warning("checkpoint saved by %d processes, resumed on %d: dropout masks will differ from an "
+                    "uninterrupted run", rows, accelerator.num_processes)
+    row = accelerator.process_index % rows
+    # clone: torch.set_rng_state crashed (segfault, torch 2.13) on a row view, which starts at a storage offset
+    torch.set_rng_state(states["torch_cpu"][row].clone())
+    if "torch_cuda" in states and accelerator.device.type == "cuda":
+        torch.cuda.set_rng_state(states["torch_cuda"][row].clone(), accelerator.device)
+
+
 def _schedule(optimizer, config: TrainingConfig, total_steps: int):
     from transformers import get_scheduler
 
@@ -124,21 +146,24 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
     scheduler = _schedule(optimizer, config, total_steps)
 
-    result, start_epoch, skip_batches, rng_state = TrainResult(), 0, 0, None
+    result, start_epoch, skip_batches, rng_states = TrainResult(), 0, 0, None
     saved = read_state(latest) if resume and latest else None
     if saved:
         load_model_state(accelerator.unwrap_model(model), latest)
-        rng_state = load_training_state(latest, optimizer)
+        rng_states = load_training_state(latest, optimizer)
         result = TrainResult(**saved["result"])
         start_epoch, skip_batches = saved["epoch"], saved["batches_done"]
         scheduler.load_state_dict(saved["scheduler"])
         log.info("%s: resumed at epoch %d, batch %d, step %d", description, start_epoch, skip_batches, result.steps)
 
     def checkpoint(epoch: int, batches_done: int) -> None:
-        if latest is not None and accelerator.is_main_process:
+        if latest is None:
+            return
+        streams = _gather_rng_states(accelerator)  # a collective: every process, before the main one saves
+        if accelerator.is_main_process:
             save_checkpoint(latest, trainable_state(accelerator.unwrap_model(model)),
                             {"epoch": epoch, "batches_done": batches_done, "result": asdict(result),
-                             "scheduler": scheduler.state_dict()}, optimizer=optimizer, save_rng=True)
+                             "scheduler": scheduler.state_dict()}, optimizer=optimizer, rng_states=streams)
 
     best_weights = None
     if result.best_epoch is not None and best_dir is not None and (best_dir / "model.safetensors").exists():
@@ -155,9 +180,9 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
         # restarts at 0 in a resumed process: give it the true epoch first.
         epoch_loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
-        if rng_state is not None:
-            torch.set_rng_state(rng_state)
-            rng_state = None
+        if rng_states is not None:
+            _restore_rng_states(rng_states, accelerator)
+            rng_states = None
         progress = tqdm(epoch_loader, desc=f"{description} epoch {epoch + 1}/{config.epochs}",
                         initial=skip_batches, total=batches_per_epoch, leave=False,
                         disable=not accelerator.is_local_main_process)
