@@ -20,13 +20,19 @@ def test_set_overrides_parse_yaml_values(tmp_path):
     assert (config.seed, config.stream.stages[0].amount, config.data.languages) == (7, 12, ["deu", "hin"])
 
 
-def test_mixed_precision_no_survives_yaml(tmp_path):
-    """YAML 1.1 reads a bare `no` as false: the Accelerate name must still work, in the file and after --set."""
+def test_yaml_booleans_are_true_and_false_only(tmp_path):
+    """YAML 1.1 reads a bare no/yes/on/off as a boolean: Accelerate's `no` and Norwegian's `no` must stay
+    strings, in the file and after --set, while boolean settings still take true/false (and yes/no)."""
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"name": "t", "task": "classification", **BASE}) + "training:\n  mixed_precision: no\n")
-    assert load_config(path).training.mixed_precision == "no"
+    path.write_text("name: t\ntask: classification\ndata: {format: sib200, path: data, languages: [de, no]}\n"
+                    "stream: {stages: [{name: s0, languages: [no]}]}\ntraining: {mixed_precision: no}\n")
+    config = load_config(path)
+    assert (config.training.mixed_precision, config.data.languages) == ("no", ["deu", "nor"])
+    assert config.stream.stages[0].languages == ["nor"]
     assert load_config(path, ["training.mixed_precision=bf16"]).training.mixed_precision == "bf16"
     assert load_config(path, ["training.mixed_precision=no"]).training.mixed_precision == "no"
+    assert load_config(path, ["training.select_best=false"]).training.select_best is False
+    assert load_config(path, ["training.select_best=no"]).training.select_best is False
     with pytest.raises(CMLError, match="mixed_precision"):
         load_config(path, ["training.mixed_precision=yes"])
 

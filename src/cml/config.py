@@ -8,6 +8,7 @@ config works from any working directory.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -205,12 +206,6 @@ class TrainingConfig(Strict):
         "no", description="GPUs only: on CPU bf16 matmuls are ~300x slower than fp32 here, so CPU runs use no")
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
 
-    @field_validator("mixed_precision", mode="before")
-    @classmethod
-    def _yaml_no(cls, value):
-        # YAML 1.1 reads a bare `no` (the Accelerate name written in the file or after --set) as false
-        return "no" if value is False else value
-
 
 class LoraOptions(Strict):
     r: int = Field(8, gt=0)
@@ -388,6 +383,22 @@ def _resolve_paths(config: ExperimentConfig, base: Path) -> None:
     config.output_dir = str((base / os.path.expandvars(config.output_dir)))
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2's booleans, true and false only: YAML 1.1 (PyYAML's default) also reads a bare yes, no, on
+    and off as booleans, which turns `mixed_precision: no` and Norwegian's code `no` into false."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def _parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_yaml(path: Path, what: str = "config") -> tuple[dict, yaml.Node]:
     """A YAML file's top-level mapping and its node tree (which ``validated`` turns into line numbers).
     A missing file, bad YAML or a non-mapping is a CMLError naming the file and line."""
@@ -395,8 +406,8 @@ def read_yaml(path: Path, what: str = "config") -> tuple[dict, yaml.Node]:
         raise CMLError(f"{what} file not found", file=path)
     text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text)
-        tree = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        tree = _parse_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise CMLError(f"invalid YAML: {getattr(err, 'problem', err)}", file=path,
@@ -425,7 +436,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         key, sep, raw = override.partition("=")
         if not sep or not key:
             raise CMLError(f"--set expects key.path=value, got {override!r}")
-        _set_override(tree, key.strip(), yaml.safe_load(raw), f"--set {key}")
+        _set_override(tree, key.strip(), _parse_yaml(raw), f"--set {key}")
     config = validated(ExperimentConfig, tree, node, path)
     _resolve_paths(config, path.parent)
     return config
