@@ -188,6 +188,8 @@ def test_each_process_resumes_its_own_dropout_stream():
     assert torch.equal(torch.rand(3), second_draws)
     _restore_rng_states(states, _TwoProcesses(0, first_process))
     assert torch.equal(torch.rand(3), first_draws)
+    _restore_rng_states({"torch_cpu": first_process}, _TwoProcesses(0, first_process))  # an older checkpoint
+    assert torch.equal(torch.rand(3), first_draws)
 
 
 def test_stale_temporaries_are_removed_and_a_half_swapped_checkpoint_restored(tmp_path):

@@ -78,6 +78,8 @@ def _gather_rng_states(accelerator) -> dict[str, torch.Tensor]:
 
 
 def _restore_rng_states(states: dict[str, torch.Tensor], accelerator) -> None:
+    # checkpoints written before the states were gathered hold one CPU state, not one row per process
+    states = {name: state[None] if state.ndim == 1 else state for name, state in states.items()}
     rows = states["torch_cpu"].shape[0]
     if rows != accelerator.num_processes:
         log.warning("checkpoint saved by %d processes, resumed on %d: dropout masks will differ from an "
