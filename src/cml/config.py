@@ -405,13 +405,16 @@ def read_yaml(path: Path, what: str = "config") -> tuple[dict, yaml.Node]:
     if not path.is_file():
         raise CMLError(f"{what} file not found", file=path)
     text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-        tree = _parse_yaml(text)
+    loader = _Loader(text)
+    try:  # one parse: the node tree, then the values constructed from it (what yaml.load does inside)
+        node = loader.get_single_node()
+        tree = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise CMLError(f"invalid YAML: {getattr(err, 'problem', err)}", file=path,
                        line=mark.line + 1 if mark else None) from None
+    finally:
+        loader.dispose()
     if not isinstance(tree, dict):
         raise CMLError("expected a mapping of settings at the top level", file=path, line=1)
     return tree, node

@@ -3,8 +3,8 @@
 A checkpoint folder holds ``model.safetensors`` (the parameters that training changes), optionally
 ``optimizer.safetensors`` + ``optimizer.json`` (AdamW moments and hyper-parameters, flattened),
 ``rng.safetensors`` (each process's dropout streams: torch's CPU RNG, and the GPU's where one is used) and
-``state.json``. Folders are written under a
-temporary name and renamed, so a killed process leaves either the old checkpoint or the new one.
+``state.json``. Folders are written under a temporary name and renamed, so a killed process leaves either the
+old checkpoint or the new one.
 """
 
 from __future__ import annotations
