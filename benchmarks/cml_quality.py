@@ -8,6 +8,7 @@ paper's targets for ``laft_uriel``, and writes ``benchmarks/results/<benchmark>-
     python benchmarks/cml_quality.py                    # every benchmark and update kind, seeds 0 1 2
     python benchmarks/cml_quality.py --benchmarks sib200 --kinds subset --seeds 0
     python benchmarks/cml_quality.py --show --markdown  # the tables already measured, as docs/benchmarks.md quotes them
+    python benchmarks/cml_quality.py --show --plot docs/img  # ... and as charts: docs/img/<benchmark>-<mode>.png
 
 Runs go to ``runs/benchmarks/<benchmark>-<kind>-<mode>-seed<k>/`` and resume where they stopped. The full benchmark
 takes many sessions, so the table is built in pieces and keeps each seed's rows: a run of some update kinds keeps the
@@ -352,15 +353,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON tables go")
     parser.add_argument("--show", action="store_true", help="print the tables already in --results-dir; train nothing")
     parser.add_argument("--markdown", action="store_true", help="with --show: print the tables as Markdown")
+    parser.add_argument("--plot", type=Path, metavar="DIR",
+                        help="with --show: also draw each table as DIR/<benchmark>-<mode>.png")
     args = parser.parse_args(argv)
-    if args.markdown and not args.show:
-        parser.error("--markdown goes with --show")
+    if (args.markdown or args.plot) and not args.show:
+        parser.error("--markdown and --plot go with --show")
     if args.show and (args.seeds or args.strategies):
         parser.error("--show prints whole tables; --seeds and --strategies choose what to run")
 
     from cml.errors import CMLError
     from cml.experiment import Experiment
-    from cml.io import write_json
+    from cml.io import atomic_open, write_json
+    from cml.reports.plots import seeds_chart
 
     suite = load_suite(args.suite)
     benchmarks = {name: {"name": name, **spec} for name, spec in suite["benchmarks"].items()}
@@ -379,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
             kinds = args.kinds or list(measured)
             report = {"benchmark": name, "mode": mode, "streams": [measured[k] for k in kinds if k in measured]}
             (render_markdown if args.markdown else render)(report)
+            if args.plot:
+                with atomic_open(args.plot / f"{name}-{mode}.png", "wb") as handle:
+                    handle.write(seeds_chart(report["streams"], name, TARGET_AGGREGATE_PP))
         return 0
     command = "python benchmarks/cml_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     machine = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}

@@ -225,3 +225,33 @@ def test_quality_benchmark_shows_a_measured_table_without_training(tmp_path, cap
     assert not (tmp_path / "runs").exists()  # nothing trained
     with pytest.raises(SystemExit):
         script.main([*argv, "--seeds", "0"])
+
+
+def test_quality_benchmark_draws_a_measured_table(tmp_path, capsys):
+    script = load_benchmark("cml_quality")
+    figures = dict.fromkeys(script.FIGURES, 0.0)
+    per_seed = {seed: {"full_finetune": {**figures, "n_improved": 4},
+                       "laft_uriel": {**figures, "n_degraded": degraded, "aggregate_after_vs_reference_pp": gap}}
+                for seed, degraded, gap in (("0", 1, -0.7), ("1", 0, 0.3))}
+    per_seed["1"]["replay"] = {**figures, "aggregate_after_vs_reference_pp": None}  # one seed, figure undefined
+    streams = [script.stream_table(kind, "tiny.yaml", per_seed, [], ["full_finetune", "laft_uriel", "replay"])
+               for kind in ("subset", "all")]
+    (tmp_path / "tiny.yaml").write_text("{}", encoding="utf-8")
+    suite = {"benchmarks": {"tiny": {"config": "tiny.yaml", "update_kinds": {"subset": {}, "all": {}}}},
+             "quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune"]}}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "tiny-full.json").write_text(json.dumps({"benchmark": "tiny", "mode": "full",
+                                                                     "streams": streams}))
+    argv = ["--suite", str(tmp_path / "suite.yaml"), "--results-dir", str(tmp_path / "results"), "--show"]
+    chart = tmp_path / "img" / "tiny-full.png"
+    assert script.main([*argv, "--plot", str(tmp_path / "img")]) == 0
+    first = chart.read_bytes()
+    assert first.startswith(b"\x89PNG")
+    assert script.main([*argv, "--markdown", "--plot", str(tmp_path / "img")]) == 0
+    assert chart.read_bytes() == first  # the same table draws the same bytes
+    assert sorted(p.name for p in chart.parent.iterdir()) == ["tiny-full.png"]  # no temporary left beside it
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        script.main(argv[:-1] + ["--plot", str(tmp_path / "img")])  # --plot without --show
+    assert "--plot go with --show" in capsys.readouterr().err
