@@ -4,6 +4,7 @@
 
 - update training time of laft_uriel / full_finetune on the same data and epochs;
 - routed inference over mixed-language batches (LAFT-URIEL's modules) / the same batches through one model;
+- one update language served alone through its group's module: LoRA merged into the weights / LoRA beside them;
 - achieved training FLOP/s / this machine's measured fp32 matmul FLOP/s (model FLOPs utilisation);
 - bytes stored per update stage / a full checkpoint; peak resident memory.
 Writes ``benchmarks/results/speed.json``.
@@ -110,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = config.training.eval_batch_size
     single = timed_predict(models["full_finetune"], experiment.task, mixed, batch_size)
     routed = timed_predict(models["laft_uriel"], experiment.task, mixed, batch_size)
+    modular = models["laft_uriel"]
+    alone_lang = next(lang for lang in modular.languages if modular.route_of(lang))
+    alone = experiment.test[alone_lang][1]
+    beside = timed_predict(modular, experiment.task, alone, batch_size, repeats=5)
+    modular.eval().merge(modular.route_of(alone_lang))
+    merged = timed_predict(modular, experiment.task, alone, batch_size, repeats=5)
     memory["peak_mib"] = peak_rss_mib()
 
     ceiling = matmul_flops()
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "laft_uriel_over_full_finetune_train_time": results["laft_uriel"]["train_seconds"]
         / results["full_finetune"]["train_seconds"],
         "routed_over_single_inference_time": routed / single,
+        "merged_over_unmerged_lora_inference_time": merged / beside,
         "model_flops_utilisation": achieved / ceiling,
         "laft_uriel_stage_bytes_over_full_checkpoint": results["laft_uriel"]["stored_bytes"] / full_checkpoint,
         "full_finetune_stage_bytes_over_full_checkpoint": results["full_finetune"]["stored_bytes"] / full_checkpoint,
@@ -126,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     report = {"figures": figures, "strategies": results, "full_checkpoint_bytes": full_checkpoint,
               "inference": {"examples": len(mixed), "single_seconds": single, "routed_seconds": routed,
                             "examples_per_second_single": len(mixed) / single,
-                            "examples_per_second_routed": len(mixed) / routed},
+                            "examples_per_second_routed": len(mixed) / routed,
+                            "served_alone": {"language": alone_lang, "route": list(modular.route_of(alone_lang)),
+                                             "examples": len(alone), "unmerged_seconds": beside,
+                                             "merged_seconds": merged}},
               "flops": {"achieved_training_flops_per_second": achieved, "matmul_flops_per_second": ceiling},
               "memory": memory, "torch_threads": torch.get_num_threads(),
               "machine": {"platform": platform.platform(), "python": platform.python_version()},

@@ -46,6 +46,34 @@ def test_mixed_batch_equals_each_group_alone(routed):
     assert not torch.allclose(model(**{k: v[rows] for k, v in batch.items()}).logits, mixed[rows])
 
 
+def test_a_merged_route_serves_the_same_and_unmerges_bit_for_bit(routed):
+    task, model, batch = routed
+    rows = {lang: (batch["lang_ids"] == LANGS.index(lang)).nonzero().flatten() for lang in LANGS}
+    alone = {lang: {k: v[rows[lang]] for k, v in batch.items()} for lang in LANGS}
+    expected = {lang: model(**alone[lang]).logits for lang in LANGS}
+    base_weights = {k: v.clone() for k, v in model.state_dict().items() if "base_layer" in k}
+
+    model.merge(("a",))  # deu's module folded into the base weights
+    changed = [k for k, v in model.state_dict().items() if "base_layer" in k and not torch.equal(v, base_weights[k])]
+    assert changed and all("query" in k or "value" in k for k in changed)
+    assert torch.allclose(model(**alone["deu"]).logits, expected["deu"], atol=1e-5)
+    # Another route, a mixed batch, or the previous model: the base weights come back exactly.
+    for lang in ("fra", "hin"):
+        model.merge(("a",))
+        assert torch.equal(model(**alone[lang]).logits, expected[lang])
+    model.merge(("b",))
+    model.merge(("a",))
+    mixed = model(**batch).logits
+    for lang in LANGS:
+        assert torch.allclose(mixed[rows[lang]], expected[lang], atol=1e-6)
+    assert all(torch.equal(v, base_weights[k]) for k, v in model.state_dict().items() if "base_layer" in k)
+    model.merge(("b",))
+    model.train()  # training never sees merged weights
+    assert all(torch.equal(v, base_weights[k]) for k, v in model.state_dict().items() if "base_layer" in k)
+    with pytest.raises(RuntimeError, match="inference"):
+        model.merge(("a",))
+
+
 def test_new_modules_start_the_same_whatever_ran_before(tiny_backbone):
     from cml.config import ModularConfig
     from cml.strategies import make_strategy
@@ -242,6 +270,8 @@ def test_predict_keeps_order_and_routes_outside_languages(strategy_run):
         assert [o["text"] for o in out] == [i["text"] for i in items]
         assert all(o["prediction"] in ("food", "music", "sport") for o in out)
         assert out[3]["served"] == "outside the run"
+    alone = list(predictor.predict([items[0], items[0]]))  # one route serves the whole chunk: merged
+    assert predictor.model.merged_route and [o["prediction"] for o in alone] == [out[0]["prediction"]] * 2
     assert out[1]["route"] == results["strategies"]["laft_uriel_hier"]["stages"][1]["routes"]["hin"]
     assert out[3]["route"] != "previous"  # hierarchical: at least the shared module
     stage0 = list(Predictor(tmp_path / "runs" / "t", stage=0).predict(items))

@@ -82,7 +82,8 @@ class Predictor:
         return Example(str(index), lang, text=text, target=text)
 
     def predict(self, items: Iterable[dict], chunk: int = 64) -> Iterator[dict]:
-        """Predictions in input order; inputs are batched (length-sorted) in chunks of ``chunk`` lines."""
+        """Predictions in input order; inputs are batched (length-sorted) in chunks of ``chunk`` lines. A chunk
+        that one route serves alone runs with that route's LoRA weights merged into the base weights."""
         from itertools import islice
 
         from .evaluation.inference import predict
@@ -90,6 +91,8 @@ class Predictor:
         items = iter(items)
         while part := list(islice(items, chunk)):
             served = [self.route(item["lang"]) for item in part]
+            if len({route for _, route in served}) == 1:  # one route serves the whole chunk: fold it in
+                self.model.merge(served[0][1])
             examples = [self.placeholder(item["text"], item["lang"], i) for i, item in enumerate(part)]
             with torch.inference_mode():
                 predictions = predict(self.model, self.task, self.task.features(examples),

@@ -7,6 +7,11 @@ the outputs in order, in training (so gradients reach only the modules a row use
 
 PEFT's own ``set_adapter``/``enable_adapters`` also flip ``requires_grad`` on every adapter, which would
 undo the training set-up at each switch, so the active adapters are set on the tuner layers directly.
+
+Serving one route alone (a stream of one language), :meth:`RoutedModel.merge` folds its LoRA weights into the
+base weights, so each forward costs what the previous model's does. Any other route, and training, first put
+the base weights back from a copy, bit for bit: PEFT's ``unmerge`` subtracts the update again, which leaves
+rounding in the weights every other route shares.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class RoutedModel(torch.nn.Module):
         self.languages = list(languages)
         self.routes: dict[str, Route] = dict(routes or {})
         self._tuners: tuple[int, list, list] | None = None
+        self.merged_route: Route = BASE
+        self._unmerged_weights: list[tuple[torch.nn.Module, torch.Tensor]] = []
 
     @property
     def config(self):
@@ -54,7 +61,35 @@ class RoutedModel(torch.nn.Module):
                             [m for m in modules if isinstance(m, AuxiliaryTrainingWrapper)])
         return self._tuners[1], self._tuners[2]
 
+    def merge(self, route: Route) -> None:
+        """Activate ``route`` with its LoRA weights folded into the base weights (inference only)."""
+        if self.training:
+            raise RuntimeError("merging LoRA weights is for inference: call .eval() first")
+        self.activate(route)
+        if not route or route == self.merged_route:
+            return
+        layers = [layer for layer in self._tuner_modules()[0]
+                  if any(name in getattr(layer, "lora_A", {}) for name in route)]
+        self._unmerged_weights = [(layer, layer.get_base_layer().weight.detach().clone()) for layer in layers]
+        for layer in layers:
+            layer.merge(adapter_names=[name for name in route if name in layer.lora_A])
+        self.merged_route = route
+
+    def _unmerge(self) -> None:
+        with torch.no_grad():
+            for layer, weight in self._unmerged_weights:
+                layer.get_base_layer().weight.copy_(weight)
+                layer.merged_adapters.clear()
+        self.merged_route, self._unmerged_weights = BASE, []
+
+    def train(self, mode: bool = True):
+        if mode and self.merged_route:
+            self._unmerge()
+        return super().train(mode)
+
     def activate(self, route: Route) -> None:
+        if self.merged_route and route != self.merged_route:
+            self._unmerge()
         layers, heads = self._tuner_modules()
         for layer in layers:
             layer._disable_adapters = not route
