@@ -164,15 +164,15 @@ def distance_scatter(changes: Mapping[str, Mapping[str, Mapping[str, Any]]], thr
 def seeds_chart(streams: Sequence[Mapping[str, Any]], title: str, aggregate_bar: float) -> bytes:
     """A multi-seed benchmark table at a glance, one row of two panels per stream (a stream of
     ``benchmarks/cml_quality.py``'s table: ``update_kind``, ``strategies`` in the table's order, ``per_seed``:
-    {seed: {strategy: figures}}): left, each strategy's
-    aggregate after the update minus the reference's, in points, with ``aggregate_bar`` marked; right, languages
-    improved and degraded. Bars are means over the seeds that ran a strategy, dots the seeds themselves."""
+    {seed: {strategy: figures}}): left, each strategy's aggregate after the update minus the reference's, in
+    points, with ``aggregate_bar`` marked; right, languages improved and degraded. Bars are means over the seeds
+    that ran a strategy, dots the seeds themselves."""
     def seed_values(stream: Mapping[str, Any], strategy: str, key: str) -> list[float]:
         return [rows[strategy][key] for rows in stream["per_seed"].values()
                 if strategy in rows and rows[strategy].get(key) is not None]
 
-    def bars(ax, y: np.ndarray, values: list[list[float]], colour: str, label: str) -> None:
-        ax.barh(y, [np.mean(v) if v else np.nan for v in values], height=0.38, color=colour, alpha=0.55, label=label)
+    def bars(ax, y: np.ndarray, values: list[list[float]], colour: str) -> None:
+        ax.barh(y, [np.mean(v) if v else np.nan for v in values], height=0.38, color=colour, alpha=0.55)
         for yi, v in zip(y, values):
             ax.plot(v, [yi] * len(v), "o", color=colour, markersize=3)
 
@@ -182,14 +182,14 @@ def seeds_chart(streams: Sequence[Mapping[str, Any]], title: str, aggregate_bar:
             strategies = list(stream["strategies"])
             y = np.arange(len(strategies))[::-1].astype(float)
             gaps = [seed_values(stream, s, "aggregate_after_vs_reference_pp") for s in strategies]
-            bars(gap_ax, y, gaps, "C0", "mean over seeds")
+            bars(gap_ax, y, gaps, "C0")
             gap_ax.axvline(0, color="black", linewidth=0.6)
             gap_ax.axvline(aggregate_bar, color="#b00020", linestyle="--", linewidth=0.8)
             gap_ax.set_yticks(y, strategies)
             gap_ax.set_title(f"{title}, kind {stream['update_kind']}: aggregate after - reference's (pt)", loc="left")
             gap_ax.grid(axis="x", linewidth=0.3)
-            bars(count_ax, y + 0.2, [seed_values(stream, s, "n_improved") for s in strategies], "C2", "improved")
-            bars(count_ax, y - 0.2, [seed_values(stream, s, "n_degraded") for s in strategies], "C3", "degraded")
+            bars(count_ax, y + 0.2, [seed_values(stream, s, "n_improved") for s in strategies], "C2")
+            bars(count_ax, y - 0.2, [seed_values(stream, s, "n_degraded") for s in strategies], "C3")
             count_ax.set_yticks(y, [])
             count_ax.set_title("languages improved / degraded", loc="left")
             count_ax.grid(axis="x", linewidth=0.3)
