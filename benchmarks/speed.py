@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     mixed = [f for group in zip(*test) for f in group]
     batch_size = config.training.eval_batch_size
     single = timed_predict(models["full_finetune"], experiment.task, mixed, batch_size)
-    routed = timed_predict(models["laft_uriel"], experiment.task, mixed, batch_size)
     modular = models["laft_uriel"]
+    routed = timed_predict(modular, experiment.task, mixed, batch_size)
     alone_lang = next(lang for lang in modular.languages if modular.route_of(lang))
     alone = experiment.test[alone_lang][1]
     beside = timed_predict(modular, experiment.task, alone, batch_size, repeats=5)

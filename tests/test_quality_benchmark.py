@@ -193,6 +193,17 @@ def test_quality_benchmark_marks_a_target_undefined_where_the_reference_lost_not
     assert checks["improved_share_gain_pp"]["met"] is False and checks["aggregate_after_vs_reference_pp"]["met"]
 
 
+def show_argv(tmp_path: Path, kinds: list[str]) -> list[str]:
+    """A one-benchmark suite ("tiny", update kinds ``kinds``) and the arguments that show its table in
+    ``tmp_path / "results"``."""
+    (tmp_path / "tiny.yaml").write_text("{}", encoding="utf-8")
+    suite = {"benchmarks": {"tiny": {"config": "tiny.yaml", "update_kinds": {kind: {} for kind in kinds}}},
+             "quick": {"benchmarks": ["tiny"], "update_kinds": kinds[:1], "strategies": ["full_finetune"]}}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
+    return ["--suite", str(tmp_path / "suite.yaml"), "--results-dir", str(tmp_path / "results"), "--output-dir",
+            str(tmp_path / "runs"), "--show"]
+
+
 def test_quality_benchmark_shows_a_measured_table_without_training(tmp_path, capsys):
     from cml.errors import CMLError
 
@@ -203,13 +214,8 @@ def test_quality_benchmark_shows_a_measured_table_without_training(tmp_path, cap
                                       "aggregate_after_vs_reference_pp": gap, "train_seconds": 90.0}}
                 for seed, improved, reduction, gap in (("0", 5, 0.8, 0.1), ("1", 7, 1.0, 0.3))}
     stream = script.stream_table("subset", "tiny.yaml", per_seed, [], ["full_finetune", "laft_uriel"])
-    (tmp_path / "tiny.yaml").write_text("{}", encoding="utf-8")
-    suite = {"benchmarks": {"tiny": {"config": "tiny.yaml", "update_kinds": {"subset": {}}}},
-             "quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune"]}}
-    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
+    argv = show_argv(tmp_path, ["subset"])
     results = tmp_path / "results"
-    argv = ["--suite", str(tmp_path / "suite.yaml"), "--results-dir", str(results), "--output-dir",
-            str(tmp_path / "runs"), "--show"]
     with pytest.raises(CMLError, match="no full table for tiny") as info:
         script.main(argv)
     assert str(results / "tiny-full.json") in str(info.value)
@@ -236,14 +242,10 @@ def test_quality_benchmark_draws_a_measured_table(tmp_path, capsys):
     per_seed["1"]["replay"] = {**figures, "aggregate_after_vs_reference_pp": None}  # one seed, figure undefined
     streams = [script.stream_table(kind, "tiny.yaml", per_seed, [], ["full_finetune", "laft_uriel", "replay"])
                for kind in ("subset", "all")]
-    (tmp_path / "tiny.yaml").write_text("{}", encoding="utf-8")
-    suite = {"benchmarks": {"tiny": {"config": "tiny.yaml", "update_kinds": {"subset": {}, "all": {}}}},
-             "quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune"]}}
-    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
+    argv = show_argv(tmp_path, ["subset", "all"])
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "tiny-full.json").write_text(json.dumps({"benchmark": "tiny", "mode": "full",
                                                                      "streams": streams}))
-    argv = ["--suite", str(tmp_path / "suite.yaml"), "--results-dir", str(tmp_path / "results"), "--show"]
     chart = tmp_path / "img" / "tiny-full.png"
     assert script.main([*argv, "--plot", str(tmp_path / "img")]) == 0
     first = chart.read_bytes()
