@@ -364,7 +364,6 @@ def main(argv: list[str] | None = None) -> int:
     from cml.errors import CMLError
     from cml.experiment import Experiment
     from cml.io import atomic_open, write_json
-    from cml.reports.plots import seeds_chart
 
     suite = load_suite(args.suite)
     benchmarks = {name: {"name": name, **spec} for name, spec in suite["benchmarks"].items()}
@@ -384,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             report = {"benchmark": name, "mode": mode, "streams": [measured[k] for k in kinds if k in measured]}
             (render_markdown if args.markdown else render)(report)
             if args.plot:
+                from cml.reports.plots import seeds_chart  # matplotlib: imported only when drawing, as in reports
+
                 with atomic_open(args.plot / f"{name}-{mode}.png", "wb") as handle:
                     handle.write(seeds_chart(report["streams"], name, TARGET_AGGREGATE_PP))
         return 0
