@@ -161,8 +161,8 @@ def test_conll_ner_reads_sentences_and_ignores_docstart(tmp_path):
 
 
 @pytest.mark.parametrize("body, message, line", [
-    ("Ade B-PER\nOla I-LOC\n", "invalid IOB2 sequence: I-LOC follows B-PER", 1),
-    ("Ade O\nOla I-PER\n", "invalid IOB2 sequence: I-PER follows O", 1),
+    ("Ade B-PER\nOla I-LOC\n", "invalid IOB2 sequence: I-LOC follows B-PER", 2),  # the offending token's line
+    ("Ade O\nOla I-PER\n", "invalid IOB2 sequence: I-PER follows O", 2),
     ("Ade PER\n", "'PER' is not an IOB2 tag", 1),
 ])
 def test_conll_invalid_bio(tmp_path, body, message, line):

@@ -147,11 +147,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_backbone):
     assert not (tmp_path / "runs" / "killed" / "results.json").exists()
     # what a kill inside an atomic write leaves (whether this one did depends on timing): the resume clears it
     run_dir = tmp_path / "runs" / "killed"
-    (run_dir / ".results.json.x1y2.tmp").write_text("{")
-    (run_dir / "stages" / "full_finetune" / ".1-update.ab12cd34.tmp").mkdir(parents=True)
-    (run_dir / "stages" / "initial" / ".0-initial.old").mkdir()
+    (run_dir / ".cml-results.json.x1y2.tmp").write_text("{")
+    (run_dir / "stages" / "full_finetune" / ".cml-1-update.ab12cd34.tmp").mkdir(parents=True)
+    (run_dir / "stages" / "initial" / ".cml-0-initial.old").mkdir()
+    (run_dir / ".notes.tmp").write_text("a user's file")  # not a name this tool makes: left alone
     subprocess.run([*command, "--set", "name=killed", "--resume"], check=True, capture_output=True)
-    assert not [p for p in run_dir.rglob(".*") if p.name.endswith((".tmp", ".old"))]
+    assert not [p for p in run_dir.rglob(".cml-*") if p.name.endswith((".tmp", ".old"))]
+    assert (run_dir / ".notes.tmp").read_text() == "a user's file"
     reference = json.loads((tmp_path / "runs" / "reference" / "results.json").read_text())
     resumed = json.loads((tmp_path / "runs" / "killed" / "results.json").read_text())
     assert [s["scores"] for s in resumed["stages"]] == [s["scores"] for s in reference["stages"]]
@@ -197,19 +199,23 @@ def test_stale_temporaries_are_removed_and_a_half_swapped_checkpoint_restored(tm
 
     done, swapped = tmp_path / "a" / "latest", tmp_path / "b" / "latest"
     done.mkdir(parents=True)
-    (tmp_path / "a" / ".latest.old").mkdir()  # killed after the swap: the new checkpoint is in place
-    (tmp_path / "a" / ".latest.old" / "state.json").write_text("{}")
+    (tmp_path / "a" / ".cml-latest.old").mkdir()  # killed after the swap: the new checkpoint is in place
+    (tmp_path / "a" / ".cml-latest.old" / "state.json").write_text("{}")
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / ".latest.old").mkdir()  # killed between the swap's two renames: only the old one
-    (tmp_path / "b" / ".latest.old" / "state.json").write_text('{"steps": 4}')
-    (tmp_path / "b" / ".latest.k3j2.tmp").mkdir()
-    (tmp_path / ".results.json.9f8e.tmp").write_text("{")
+    (tmp_path / "b" / ".cml-latest.old").mkdir()  # killed between the swap's two renames: only the old one
+    (tmp_path / "b" / ".cml-latest.old" / "state.json").write_text('{"steps": 4}')
+    (tmp_path / "b" / ".cml-latest.k3j2.tmp").mkdir()
+    (tmp_path / ".cml-results.json.9f8e.tmp").write_text("{")
+    # names this tool never makes are never touched, however temporary they look
     (tmp_path / "keep.tmp").write_text("not ours: not hidden")
+    (tmp_path / ".editor.swp.tmp").write_text("not ours: no prefix")
+    (tmp_path / ".backup.old").mkdir()
     removed = remove_stale_temporaries(tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
-        ".results.json.9f8e.tmp", "a/.latest.old", "b/.latest.k3j2.tmp"]
+        ".cml-results.json.9f8e.tmp", "a/.cml-latest.old", "b/.cml-latest.k3j2.tmp"]
     assert (swapped / "state.json").read_text() == '{"steps": 4}'
     assert done.is_dir() and (tmp_path / "keep.tmp").exists()
+    assert (tmp_path / ".editor.swp.tmp").exists() and (tmp_path / ".backup.old").is_dir()
 
 
 def test_classification_head_is_the_new_parameter(tiny_backbone):

@@ -12,6 +12,10 @@ from .errors import exit_on_user_error
 CONFIG = click.argument("config", type=click.Path(dir_okay=False))
 OVERRIDES = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                          help="Override a config setting (value parsed as YAML); repeatable.")
+TRUST_REMOTE_CODE = click.option(
+    "--trust-remote-code", is_flag=True,
+    help="Run the Python code that a hub model or dataset ships. Only this flag allows it: no config file or "
+         "run folder can.")
 
 
 class _Main(click.Group):
@@ -55,14 +59,20 @@ def data_stats(config, overrides, labels, as_json):
     from .data.stream import build_stream
 
     cfg = load_config(config, overrides)
-    stream = build_stream(read_dataset(cfg.data, cfg.task), cfg.stream, cfg.stream_seed)
+    dataset = read_dataset(cfg.data, cfg.task)
+    with cfg.locating_errors():
+        stream = build_stream(dataset, cfg.stream, cfg.stream_seed)
     stats = stream.stats(labels=labels)
+    if dataset.repairs:
+        stats["iob2_repairs"] = dict(sorted(dataset.repairs.items()))
     if as_json:
         click.echo(json.dumps(stats, indent=2, ensure_ascii=False))
         return
     from .data.stats_table import print_stats
 
     print_stats(stats, title=f"{cfg.name}: {cfg.task.value} stream (seed {stream.seed})")
+    for path, count in stats.get("iob2_repairs", {}).items():
+        click.echo(f"{path}: {count} IOB2 tags repaired (a stray I-X read as B-X)")
 
 
 @main.command()
@@ -72,7 +82,10 @@ def data_stats(config, overrides, labels, as_json):
                                                "checkpoint of the unfinished one.")
 @click.option("--from-stage", type=int, default=None, metavar="K",
               help="Roll back: keep stages before K from the run folder and redo stage K and later.")
-def run(config, overrides, resume, from_stage):
+@click.option("--overwrite", is_flag=True, help="Replace the run already in the run folder (without it, a run "
+                                                "folder that holds a run is refused unless --resume).")
+@TRUST_REMOTE_CODE
+def run(config, overrides, resume, from_stage, overwrite, trust_remote_code):
     """Run the CML experiment CONFIG: train on the initial stage, apply each update stage, and score every
     language after every stage. Writes <output_dir>/<name>/results.json (with the resolved config,
     versions and seed), per-example predictions, stage checkpoints (safetensors) and run.log.
@@ -81,8 +94,11 @@ def run(config, overrides, resume, from_stage):
     from .experiment import Experiment
     from .summary import print_scores
 
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in the folder, --overwrite replaces it: choose one")
     cfg = load_config(config, overrides)
-    experiment = Experiment(cfg, resume=resume, from_stage=from_stage)
+    cfg.allow_remote_code(trust_remote_code)
+    experiment = Experiment(cfg, resume=resume, from_stage=from_stage, overwrite=overwrite)
     results = experiment.run()
     if not experiment.accelerator.is_main_process:  # under `accelerate launch`: print once
         return
@@ -97,7 +113,8 @@ def run(config, overrides, resume, from_stage):
 @click.option("--lang", default="auto", show_default=True,
               help="Language code of every input line, or `auto` to detect each line's language.")
 @click.option("--restrict", is_flag=True, help="With --lang auto: detect only among the run's languages.")
-def predict(run_dir, stage, strategy, lang, restrict):
+@TRUST_REMOTE_CODE
+def predict(run_dir, stage, strategy, lang, restrict, trust_remote_code):
     """Predict with a finished run on stdin: JSONL objects with `text` (and optionally `lang`) or plain text
     lines. Writes one JSON line per input, in order, with the prediction, the language (and whether it
     was detected) and the route that served it. A language outside the run goes to its nearest URIEL group
@@ -105,9 +122,9 @@ def predict(run_dir, stage, strategy, lang, restrict):
     """
     from .predict import LanguageDetector, Predictor, read_inputs
 
-    predictor = Predictor(run_dir, stage=stage, strategy=strategy)
+    predictor = Predictor(run_dir, stage=stage, strategy=strategy, trust_remote_code=trust_remote_code)
     detector = LanguageDetector(predictor.languages if restrict else None) if lang == "auto" else None
-    for output in predictor.predict(read_inputs(sys.stdin, lang, detector)):
+    for output in predictor.predict(read_inputs(sys.stdin.buffer, lang, detector)):
         click.echo(json.dumps(output, ensure_ascii=False))
 
 

@@ -1,28 +1,61 @@
 """Experiment configuration: one YAML file, validated into typed models.
 
-Errors name the file, the line and the key path (``configs/x.yaml:12: stream.stages.1.amount: ...``).
-Relative paths in a config resolve against the config file's folder, and ``$VARS`` are expanded, so a
-config works from any working directory.
+Errors name the file, the line and the key path (``configs/x.yaml:12: stream.stages.1.amount: ...``), or the
+``--set`` argument that gave the bad value. Values are strict: ``epochs: "2"`` is an error, not 2. Relative
+paths in a config resolve against the config file's folder, and ``$VARS`` are expanded, so a config works from
+any working directory. Nothing in a config file can allow remote code: that is the ``--trust-remote-code``
+flag of the command the user types (``allow_remote_code``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError,
+                      create_model, field_validator, model_serializer, model_validator)
+from pydantic.fields import FieldInfo
 
 from .data.examples import TaskFamily
 from .errors import CMLError
+from .io import read_text
 from .languages import canonical
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a quoted number or a "true" string in a config is a mistake to report, not to convert
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+_YAML_1_1_BOOLEANS = {"yes": True, "on": True, "true": True, "no": False, "off": False, "false": False}
+
+
+def _yaml_boolean(value):
+    # A boolean setting also takes YAML 1.1's yes/no/on/off, which the loader reads as strings (so that `no`
+    # stays Norwegian and Accelerate's `no` elsewhere); any other non-boolean is refused by strict validation.
+    return _YAML_1_1_BOOLEANS.get(value.lower(), value) if isinstance(value, str) else value
+
+
+Flag = Annotated[bool, BeforeValidator(_yaml_boolean)]
+
+FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_folder_name(name: str) -> str:
+    """Run, stage and strategy names become folder names (``<output_dir>/<run>/stages/<strategy>/<k>-<stage>``):
+    each must be one path component, so that no name from a config or run folder reaches outside the run."""
+    if not FOLDER_NAME.match(name):
+        raise ValueError(f"must be one folder name of letters, digits, '.', '_' and '-' (at most 128, starting "
+                         f"with a letter or digit), got {name!r}")
+    return name
+
+
+FolderName = Annotated[str, AfterValidator(check_folder_name)]
 
 
 def _canonical_codes(codes: list[str]) -> list[str]:
@@ -101,6 +134,8 @@ class ConllSource(SourceBase):
     token_column: int = 0
     tag_column: int = -1
     scheme: Literal["IOB2", "none"] = "IOB2"
+    repair: Flag = Field(False, description="IOB2: read an I-X that does not continue an X entity as B-X (as "
+                         "seqeval's lenient mode does) instead of refusing the file; repairs are counted per file")
     file_pattern: str = "{split}.txt"
 
 
@@ -108,18 +143,23 @@ class SimplemmaSource(SourceBase):
     format: Literal["simplemma"]
     languages: list[str]
     pairs_per_language: int = Field(2000, gt=0)
-    include_identity: bool = Field(False, description="keep pairs whose lemma equals the form")
+    include_identity: Flag = Field(False, description="keep pairs whose lemma equals the form")
     seed: int = 0
 
 
 class HuggingFaceSource(SourceBase):
     format: Literal["huggingface"]
+    _trust_remote_code: bool = PrivateAttr(False)
     dataset: str = Field(description="hub id (e.g. Davlan/sib200) or a builder such as json")
     config_template: str | None = Field(None, description="per-language config name, e.g. '{code}' or '{code}_pud'")
     language_codes: dict[str, str] = Field({}, description="our code -> the dataset's code, where they differ")
     data_files: dict[str, str] | None = Field(None, description="for builders such as json: split -> file pattern with {code}")
     columns: DelimitedColumns = DelimitedColumns()
-    trust_remote_code: bool = False
+
+    @property
+    def trust_remote_code(self) -> bool:
+        """Set only by ``allow_remote_code`` (the command line's flag), never by a file."""
+        return self._trust_remote_code
 
 
 DataSource = Annotated[
@@ -138,7 +178,7 @@ class AllExcept(Strict):
 
 
 class StageConfig(Strict):
-    name: str
+    name: FolderName
     languages: list[str] | Literal["all"] | AllExcept = "all"
     amount: Amount = 1.0
     per_language: dict[str, Amount] = Field({}, description="amount overrides for some languages")
@@ -157,7 +197,7 @@ class StageConfig(Strict):
 class StreamConfig(Strict):
     stages: list[StageConfig] = Field(min_length=1)
     seed: int | None = Field(None, description="defaults to the experiment seed")
-    disjoint_sentences: bool = Field(
+    disjoint_sentences: Flag = Field(
         False, description="a parallel sentence id used in one stage (any language) is never used in a later one")
 
     @model_validator(mode="after")
@@ -170,11 +210,16 @@ class StreamConfig(Strict):
 
 class ModelConfig(Strict):
     name: str = "embedded:multilingual-e5-small"
-    trust_remote_code: bool = False
+    _trust_remote_code: bool = PrivateAttr(False)
     max_length: int = Field(128, gt=0)
-    freeze_embeddings: bool = True
+    freeze_embeddings: Flag = True
     decoder: str | None = Field(None, description="seq2seq: decoder checkpoint for an EncoderDecoderModel")
-    source_embedding_skip: bool = Field(
+
+    @property
+    def trust_remote_code(self) -> bool:
+        """Set only by ``allow_remote_code`` (the command line's flag), never by a file."""
+        return self._trust_remote_code
+    source_embedding_skip: Flag = Field(
         True, description="assembled seq2seq: the decoder attends to the encoder's last states plus the source "
         "tokens' input embeddings, so copying a source piece is one attention step. Applies only where the decoder "
         "is the encoder's checkpoint (one tied table) and that table is as wide as the hidden states")
@@ -198,13 +243,38 @@ class TrainingConfig(Strict):
         "head; an assembled decoder's cross-attention and output transform), which start random")
     early_stopping_patience: int | None = Field(
         None, gt=0, description="stop after this many epochs without a better dev score")
-    select_best: bool = Field(True, description="end with the weights of the epoch with the best dev score")
+    select_best: Flag = Field(True, description="end with the weights of the epoch with the best dev score")
     checkpoint_every_steps: int = Field(0, ge=0, description="0: checkpoint at the end of each stage only")
     bucket_multiplier: int = Field(
         50, gt=0, description="length bucketing: sort by length within chunks of this many batches")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "no", description="GPUs only: on CPU bf16 matmuls are ~300x slower than fp32 here, so CPU runs use no")
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+
+
+class Overrides(Strict):
+    """Some settings of another section; only those given are stored and applied."""
+
+    @model_serializer(mode="wrap")
+    def _only_given(self, handler):
+        return {key: value for key, value in handler(self).items() if key in self.model_fields_set}
+
+
+def _overrides_of(model: type[BaseModel], name: str) -> type[Overrides]:
+    """``model``'s settings, each optional: validated like ``model``'s (types, ranges, spelling) field by field."""
+    fields = {key: (Optional[info.annotation], FieldInfo.merge_field_infos(info, default=None))
+              for key, info in model.model_fields.items()}
+    return create_model(name, __base__=Overrides, __module__=__name__, **fields)
+
+
+TrainingOverrides = _overrides_of(TrainingConfig, "TrainingOverrides")
+
+
+def with_overrides(training: TrainingConfig, overrides: Overrides | None) -> TrainingConfig:
+    """``training`` with the settings that ``overrides`` gives, validated as a whole."""
+    if overrides is None or not overrides.model_fields_set:
+        return training
+    return TrainingConfig.model_validate({**training.model_dump(), **overrides.model_dump()})
 
 
 class LoraOptions(Strict):
@@ -215,12 +285,12 @@ class LoraOptions(Strict):
         ["query", "key", "value", "dense"], description="module names (suffixes) that get LoRA matrices")
     layers: list[int] | None = Field(
         None, description="only these encoder layers get LoRA; upper layers only make the backward pass short")
-    train_head: bool = Field(True, description="each module gets its own copy of the task head")
+    train_head: Flag = Field(True, description="each module gets its own copy of the task head")
 
 
 class StrategyBase(Strict):
-    name: str | None = Field(None, description="defaults to the method; set it to compare variants of a method")
-    training: dict[str, Any] = Field({}, description="overrides of the update training settings")
+    name: FolderName | None = Field(None, description="defaults to the method; set it to compare variants of a method")
+    training: TrainingOverrides = Field(TrainingOverrides(), description="overrides of the update training settings")
 
     @property
     def label(self) -> str:
@@ -245,8 +315,8 @@ class ModularConfig(StrategyBase):
     route_to_nearest: float | None = Field(
         None, gt=0, description="a language whose group got no data uses the nearest trained group within this "
                                 "URIEL distance")
-    hierarchical: bool = Field(False, description="a shared module under the group modules, trained on all data")
-    gate: bool | None = Field(None, description="pick each language's route by dev score (default: on for laft_uriel)")
+    hierarchical: Flag = Field(False, description="a shared module under the group modules, trained on all data")
+    gate: Flag | None = Field(None, description="pick each language's route by dev score (default: on for laft_uriel)")
     gate_confidence: float | None = Field(
         None, gt=0.5, lt=1, description="gate: leave the previous model only for a route whose dev gain over it is "
         "positive at this one-sided paired-bootstrap confidence (e.g. 0.9); none: any dev gain is enough")
@@ -312,16 +382,16 @@ class EvaluationConfig(Strict):
 
 
 class ExperimentConfig(Strict):
-    name: str
-    task: TaskFamily
+    name: FolderName
+    task: Annotated[TaskFamily, Field(strict=False)]
     seed: int = 0
     output_dir: str = "runs"
     data: DataSource
     stream: StreamConfig
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
-    update_training: dict[str, Any] = Field(
-        {}, description="overrides of `training` for update stages, e.g. {epochs: 2, learning_rate: 3e-5}")
+    update_training: TrainingOverrides = Field(
+        TrainingOverrides(), description="overrides of `training` for update stages, e.g. {epochs: 2, learning_rate: 3e-5}")
     strategies: list[StrategyConfig] = Field(
         [FullFinetuneConfig(method="full_finetune")], min_length=1,
         description="update strategies compared on the same stream, each from the same stage-0 model")
@@ -334,24 +404,73 @@ class ExperimentConfig(Strict):
             raise ValueError(f"strategy names must be unique (set `name` for variants), got {labels}")
         return self
 
+    _origin: ConfigOrigin | None = PrivateAttr(None)
+
     @property
     def stream_seed(self) -> int:
         return self.seed if self.stream.seed is None else self.stream.seed
 
+    def allow_remote_code(self, allowed: bool) -> None:
+        """Let the model's and data's own code from the hub run (``--trust-remote-code``)."""
+        self.model._trust_remote_code = allowed
+        if isinstance(self.data, HuggingFaceSource):
+            self.data._trust_remote_code = allowed
 
-def _set_override(tree: dict, dotted: str, value: Any, origin: str) -> None:
-    keys = dotted.split(".")
+    @contextmanager
+    def locating_errors(self):
+        """A CMLError raised inside with a key path and no file (a stream built from this config) names the
+        config file and line of that key, or the ``--set`` argument that gave it."""
+        try:
+            yield
+        except CMLError as err:
+            if err.file is not None or not err.key or self._origin is None:
+                raise
+            raise CMLError(err.message, **self._origin.locate(tuple(err.key.split(".")))) from None
+
+
+@dataclass
+class ConfigOrigin:
+    """Where a config's values came from: the file's YAML nodes and the ``--set`` overrides' key paths."""
+
+    path: Path
+    node: yaml.Node | None
+    overrides: list[tuple[str, ...]] = field(default_factory=list)
+
+    def locate(self, loc: tuple) -> dict:
+        """``file``, ``line`` and ``key`` of a CMLError about the value at ``loc``."""
+        key = ".".join(str(k) for k in loc) or None
+        for override in reversed(self.overrides):  # the last --set of a key wins, so it is the one to name
+            if _covers(override, loc):
+                return {"key": f"--set {'.'.join(override)}" + (f" ({key})" if key != ".".join(override) else "")}
+        return {"file": self.path, "line": _line_of(self.node, loc), "key": key}
+
+
+def _covers(override: tuple[str, ...], loc: tuple) -> bool:
+    """Whether the value at ``loc`` lies inside what ``override`` set; ``loc`` may carry pydantic's union tags."""
+    parts = iter(str(k) for k in loc)
+    return all(any(part == wanted for part in parts) for wanted in override)
+
+
+def _set_override(tree: dict, keys: tuple[str, ...], value: Any, origin: str) -> None:
     node: Any = tree
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[:depth]) or "the config"
         if isinstance(node, list):
-            node = node[_list_index(key, origin)]
+            index = _list_index(key, origin)
+            if not -len(node) <= index < len(node):
+                raise CMLError(f"{where} has {len(node)} entries; there is no entry {index}", key=origin)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
         else:
-            node = node.setdefault(key, {})
-    last = keys[-1]
-    if isinstance(node, list):
-        node[_list_index(last, origin)] = value
-    else:
-        node[last] = value
+            raise CMLError(f"{where} is a value ({node!r}), not a section with a setting {key!r}", key=origin)
 
 
 def _list_index(key: str, origin: str) -> int:
@@ -367,8 +486,8 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     for key in loc:
         if isinstance(node, yaml.MappingNode):
             node = next((v for k, v in node.value if k.value == key), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
+        elif isinstance(node, yaml.SequenceNode) and str(key).isdigit() and int(key) < len(node.value):
+            node = node.value[int(key)]
         else:
             continue  # pydantic adds union/discriminator tags to the path; they have no YAML node
         if node is None:
@@ -393,6 +512,9 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+# YAML 1.2's floats too: YAML 1.1 reads `1e-3` (no dot) as a string, which strict validation would refuse.
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)$"), list("-+.0123456789"))
 
 
 def _parse_yaml(text: str):
@@ -404,7 +526,7 @@ def read_yaml(path: Path, what: str = "config") -> tuple[dict, yaml.Node]:
     A missing file, bad YAML or a non-mapping is a CMLError naming the file and line."""
     if not path.is_file():
         raise CMLError(f"{what} file not found", file=path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, what)
     loader = _Loader(text)
     try:  # one parse: the node tree, then the values constructed from it (what yaml.load does inside)
         node = loader.get_single_node()
@@ -420,27 +542,38 @@ def read_yaml(path: Path, what: str = "config") -> tuple[dict, yaml.Node]:
     return tree, node
 
 
-def validated(model: type[BaseModel], tree: dict, node: yaml.Node | None, path: Path):
-    """``model`` validated from ``tree``; the first error becomes a CMLError naming file, line and key path."""
+def validated(model: type[BaseModel], tree: dict, node: yaml.Node | None, path: Path,
+              origin: ConfigOrigin | None = None):
+    """``model`` validated from ``tree``; the first error becomes a CMLError naming file, line and key path
+    (or the ``--set`` argument that gave the value)."""
     try:
         return model.model_validate(tree)
     except ValidationError as err:
         first = err.errors()[0]
         loc = tuple(first["loc"])
-        key = ".".join(str(k) for k in loc)
-        raise CMLError(_describe(first), file=path, line=_line_of(node, loc), key=key or None) from None
+        where = (origin or ConfigOrigin(path, node)).locate(loc)
+        raise CMLError(_describe(first), **where) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read, override (``key.path=value``, the value parsed as YAML) and validate an experiment config."""
     path = Path(path)
     tree, node = read_yaml(path)
+    origin = ConfigOrigin(path, node)
     for override in overrides:
         key, sep, raw = override.partition("=")
-        if not sep or not key:
+        keys = tuple(part.strip() for part in key.split("."))
+        if not sep or not all(keys):
             raise CMLError(f"--set expects key.path=value, got {override!r}")
-        _set_override(tree, key.strip(), _parse_yaml(raw), f"--set {key}")
-    config = validated(ExperimentConfig, tree, node, path)
+        label = f"--set {'.'.join(keys)}"
+        try:
+            value = _parse_yaml(raw)
+        except yaml.YAMLError as err:
+            raise CMLError(f"invalid YAML value {raw!r}: {getattr(err, 'problem', None) or err}", key=label) from None
+        _set_override(tree, keys, value, label)
+        origin.overrides.append(keys)
+    config = validated(ExperimentConfig, tree, node, path, origin)
+    config._origin = origin
     _resolve_paths(config, path.parent)
     return config
 
@@ -448,6 +581,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 def _describe(error: dict) -> str:
     message = error["msg"]
     if error["type"] == "extra_forbidden":
+        if error["loc"] and error["loc"][-1] == "trust_remote_code":
+            return ("remote code cannot be allowed from a file: pass --trust-remote-code to the command, if you "
+                    "trust the model's or dataset's code")
         return "unknown setting (check its spelling and section)"
     if error["type"] == "missing":
         return "required setting is missing"

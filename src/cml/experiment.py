@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -28,19 +29,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .config import ExperimentConfig, FullFinetuneConfig, TrainingConfig
-from .data.examples import stable_hash
+from .config import ExperimentConfig, FullFinetuneConfig, TrainingConfig, with_overrides
+from .data.examples import TaskFamily, stable_hash
 from .data.readers import read_dataset
 from .data.stream import Stream, build_stream
 from .errors import CMLError
 from .evaluation.cml_metrics import summarize_run
 from .evaluation.inference import predict
-from .io import remove_stale_temporaries, write_json, write_text
+from .io import FolderLock, remove_stale_temporaries, write_json, write_text
 from .reports.report import write_report
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
 from .tasks import make_task
-from .training.checkpoint import load_model_state, read_state, save_checkpoint
+from .training.checkpoint import load_model_state, read_state, save_checkpoint, verify_checkpoint
 from .training.trainer import make_accelerator
 
 log = logging.getLogger("cml.run")
@@ -55,12 +56,48 @@ def _versions() -> dict[str, str]:
 
 
 def _setup_logging(run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    loud = logging.StreamHandler()  # warnings also on stderr: a stage that learned nothing must not pass unseen
+    loud.setLevel(logging.WARNING)
+    loud.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.cml_run = loud.cml_run = True
     root = logging.getLogger("cml")
-    root.handlers = [h for h in root.handlers if not isinstance(h, logging.FileHandler)] + [handler]
+    root.handlers = [h for h in root.handlers if not getattr(h, "cml_run", False)] + [handler, loud]
     root.setLevel(logging.INFO)
+
+
+def run_folder(config: ExperimentConfig) -> Path:
+    """``<output_dir>/<name>``, checked to lie inside ``output_dir`` (the name is one path component, and a
+    run folder that is a link elsewhere is refused), and created, with a clear error where it cannot be."""
+    output_dir = Path(config.output_dir)
+    run_dir = output_dir / config.name
+    if run_dir.is_symlink() or (run_dir.exists() and run_dir.resolve().parent != output_dir.resolve()):
+        raise CMLError("the run folder must be a folder inside output_dir, not a link elsewhere", file=run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CMLError(f"cannot create the run folder: {err.strerror}", file=run_dir) from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise CMLError("the run folder is not writable", file=run_dir)
+    return run_dir
+
+
+def learning_warnings(task, artifacts: dict, predictions: dict[str, list]) -> list[str]:
+    """What says a stage learned nothing: a dev score that never left its first value over several epochs,
+    or one label predicted for every test item of every language (classification and tagging)."""
+    warnings = []
+    history = (artifacts.get("train") or {}).get("dev_history") or []
+    if len(history) >= 2 and max(history) - min(history) < 1e-9:
+        warnings.append(f"the dev {task.primary_metric} stayed at {history[0]:.4f} in all {len(history)} epochs: "
+                        "the model may have learned nothing (raise the learning rate or new_parameters_lr_scale)")
+    if task.family is not TaskFamily.seq2seq:
+        labels = {label for outputs in predictions.values() for output in outputs
+                  for label in (output if isinstance(output, list) else [output])}
+        if len(labels) == 1 and sum(map(len, predictions.values())) > 1:
+            warnings.append(f"every test prediction of every language is {next(iter(labels))!r}: the model "
+                            "predicts one label for everything")
+    return warnings
 
 
 def frozen_embedding_names(model: torch.nn.Module) -> tuple[str, ...]:
@@ -72,18 +109,18 @@ def frozen_embedding_names(model: torch.nn.Module) -> tuple[str, ...]:
 
 def stage_training_config(config: ExperimentConfig, index: int) -> TrainingConfig:
     """Stage 0 trains with ``training``; updates with ``training`` overridden by ``update_training``."""
-    if index == 0 or not config.update_training:
-        return config.training
-    return config.training.model_copy(update=config.update_training)
+    return config.training if index == 0 else with_overrides(config.training, config.update_training)
 
 
-def stage_settings(config: ExperimentConfig, stream: Stream, index: int, strategy_config=None) -> dict:
+def stage_settings(config: ExperimentConfig, stream: Stream, index: int, strategy_config=None,
+                   inputs: dict[str, str] | None = None) -> dict:
     """What stage ``index`` of a run depends on, as JSON. The stages' data enter by example ids, so a stage 0
-    shared by runs whose later stages differ (the benchmark's update kinds) has the same settings in each."""
+    shared by runs whose later stages differ (the benchmark's update kinds) has the same settings in each;
+    ``inputs`` fingerprints the files they were read from (a relabelled test file changes no id)."""
     data_ids = [stable_hash(*sorted(f"{e.id}@{lang}" for lang, examples in stage.train.items() for e in examples))
                 for stage in stream.stages[:index + 1]]
     return {"task": config.task.value, "data": config.data.model_dump(mode="json"), "stage_data": data_ids,
-            "model": config.model.model_dump(mode="json"),
+            "model": config.model.model_dump(mode="json"), "inputs": inputs,
             "training": stage_training_config(config, index).model_dump(mode="json"),
             "seed": config.seed,
             "strategy": strategy_config.model_dump(mode="json") if strategy_config is not None else None}
@@ -99,13 +136,18 @@ def build_model(task, config: ExperimentConfig) -> torch.nn.Module:
 
 
 class Experiment:
-    def __init__(self, config: ExperimentConfig, *, resume: bool = False, from_stage: int | None = None):
+    def __init__(self, config: ExperimentConfig, *, resume: bool = False, from_stage: int | None = None,
+                 overwrite: bool = False):
         self.config = config
         self.resume = resume
         self.from_stage = from_stage
+        self.overwrite = overwrite
         self.run_dir = Path(config.output_dir) / config.name
         dataset = read_dataset(config.data, config.task)
-        self.stream: Stream = build_stream(dataset, config.stream, config.stream_seed)
+        self.inputs = dict(sorted(dataset.inputs.items()))
+        self.repairs = dataset.repairs
+        with config.locating_errors():
+            self.stream: Stream = build_stream(dataset, config.stream, config.stream_seed)
         labels = dataset.label_set or dataset.observed_labels()
         self.task = make_task(config.task, labels, config.model)
         self.task.languages = self.stream.languages
@@ -120,23 +162,47 @@ class Experiment:
     def settings(self, index: int, strategy_config=None) -> dict:
         """What a stage's weights and record depend on (``stage_settings``). A resumed run reuses a stage only
         with the same settings: otherwise an edited config would silently keep the old results."""
-        return stage_settings(self.config, self.stream, index, strategy_config)
+        return stage_settings(self.config, self.stream, index, strategy_config, self.inputs)
 
     def finished(self, stage_dir: Path, index: int, settings: dict) -> dict | None:
         """The saved record of a finished stage that this run may reuse, else None."""
-        reusable = self.resume or (self.from_stage is not None and index < self.from_stage)
-        saved = read_state(stage_dir) if reusable else None
-        if self.from_stage is not None and index < self.from_stage and not (saved and saved.get("complete")):
+        needed = self.from_stage is not None and index < self.from_stage
+        reusable = self.resume or needed
+        saved = self.readable_stage(stage_dir, needed) if reusable else None
+        if needed and not (saved and saved.get("complete")):
             raise CMLError(f"cannot roll back to stage {self.from_stage}: stage {index} is not finished", file=stage_dir)
         if not (saved and saved.get("complete")):
             return None
-        # runs saved before settings were recorded have none to compare
+        # runs saved before settings (or input fingerprints) were recorded have none to compare
+        saved_inputs = saved.get("settings", {}).get("inputs")
+        if saved_inputs is not None and saved_inputs != settings["inputs"]:
+            differ = sorted(path for path in {*saved_inputs, *settings["inputs"]}
+                            if saved_inputs.get(path) != settings["inputs"].get(path))
+            raise CMLError(f"input changed since this stage ran: {', '.join(differ[:5])}"
+                           f"{f' and {len(differ) - 5} more' if len(differ) > 5 else ''}; its scores would be stale. "
+                           "Run without --resume (with --overwrite) to redo the run on the new data",
+                           file=stage_dir / "state.json")
         changed = sorted(key for key, value in saved.get("settings", settings).items() if settings.get(key) != value)
         if changed:
             raise CMLError(f"this finished stage was run with other {', '.join(changed)} settings than the config's; "
                            "give the run another name, or run without --resume to redo it",
                            file=stage_dir / "state.json")
         return saved["record"]
+
+    @staticmethod
+    def readable_stage(stage_dir: Path, needed: bool) -> dict | None:
+        """A finished stage's state if its files can be read back; a truncated or corrupt stage is redone (and
+        said so), unless a roll-back needs it, which is then an error naming the file."""
+        if not (stage_dir / "state.json").is_file():
+            return None
+        try:
+            verify_checkpoint(stage_dir)
+            return read_state(stage_dir)
+        except CMLError as err:
+            if needed:
+                raise
+            log.warning("a saved stage cannot be read (%s); redoing that stage", err)
+            return None
 
     def stage_dir(self, strategy: str, index: int) -> Path:
         return self.run_dir / "stages" / strategy / f"{index}-{self.stream.stages[index].name}"
@@ -153,11 +219,35 @@ class Experiment:
                             resume=self.resume, history=self.stream.stages[:index])
 
     def run(self) -> dict:
+        """The whole recipe, holding the run folder's lock (on the main process, which alone writes there)."""
+        lock = FolderLock(run_folder(self.config)) if self.accelerator.is_main_process else None
+        if lock:
+            lock.acquire()
+        try:
+            return self._run()
+        finally:
+            if lock:
+                lock.release()
+
+    def refuse_to_replace(self) -> None:
+        """A run folder that holds a run is continued (--resume, --from-stage) or replaced on request only."""
+        if self.resume or self.from_stage is not None or self.overwrite:
+            return
+        finished = (self.run_dir / "results.json").is_file()
+        if finished or (self.run_dir / "stages").is_dir():
+            raise CMLError(f"this folder holds {'a finished' if finished else 'an unfinished'} run: pass --resume "
+                           "to continue it, --overwrite to replace it, or give the run another name",
+                           file=self.run_dir)
+
+    def _run(self) -> dict:
         main = self.accelerator.is_main_process
         if main:  # one run.log: the other processes' lines would repeat the main one's
+            self.refuse_to_replace()
             _setup_logging(self.run_dir)
             for path in remove_stale_temporaries(self.run_dir):
                 log.info("removed %s, left by an interrupted write", path)
+            for path, count in sorted(self.repairs.items()):
+                log.warning("%s: %d IOB2 tags repaired (a stray I-X read as B-X)", path, count)
         if self.config.training.trackers:
             self.accelerator.init_trackers(self.config.name, config={"seed": self.config.seed})
         model = RoutedModel(build_model(self.task, self.config), self.stream.languages)
@@ -195,7 +285,7 @@ class Experiment:
             return saved
         ctx = self.context(INITIAL, 0)
         _, artifacts = make_strategy(FullFinetuneConfig(method="full_finetune", name=INITIAL)).update(model, ctx)
-        record = self.record(ctx, artifacts, self.evaluate(model, INITIAL, 0))
+        record = self.record(ctx, INITIAL, artifacts, self.evaluate(model, INITIAL, 0))
         if self.accelerator.is_main_process:
             save_checkpoint(stage_dir, {k: v for k, v in model.state_dict().items() if k not in frozen},
                             {"complete": True, "record": record, "settings": settings})
@@ -212,25 +302,29 @@ class Experiment:
             log.info("%s stage %d: reused from %s", strategy.name, index, stage_dir)
             return model, saved
         model, artifacts = strategy.update(model, ctx)
-        record = self.record(ctx, artifacts, self.evaluate(model, strategy.name, index))
+        record = self.record(ctx, strategy.name, artifacts, self.evaluate(model, strategy.name, index))
         if self.accelerator.is_main_process:  # the run folder may be on the main machine only
             save_checkpoint(stage_dir, strategy.saved_state(model, frozen),
                             {"complete": True, "record": record, "settings": settings})
             record["stored_bytes"] = (stage_dir / "model.safetensors").stat().st_size
         return model, record
 
-    @staticmethod
-    def record(ctx: StageContext, artifacts: dict, evaluation: dict) -> dict:
+    def record(self, ctx: StageContext, strategy: str, artifacts: dict, evaluation: dict) -> dict:
+        predictions = evaluation.pop("test_predictions")
+        warnings = learning_warnings(self.task, artifacts, predictions)
+        for warning in warnings:
+            log.warning("%s, stage %d (%s): %s", strategy, ctx.index, ctx.stage.name, warning)
         return {"name": ctx.stage.name, "index": ctx.index, "updated_languages": ctx.stage.languages,
-                "train_examples": ctx.stage.counts(), **artifacts, **evaluation}
+                "train_examples": ctx.stage.counts(), **artifacts, **evaluation, "warnings": warnings}
 
     def evaluate(self, model, strategy: str, index: int) -> dict:
         started = time.perf_counter()
-        scores, metrics, lines = {}, {}, []
+        scores, metrics, lines, outputs = {}, {}, [], {}
         path = self.run_dir / "predictions" / strategy / f"{index}-{self.stream.stages[index].name}.jsonl"
         for lang, (examples, features) in tqdm(self.test.items(), desc=f"{strategy} test", unit="language",
                                                leave=False, disable=not self.accelerator.is_local_main_process):
             predictions = predict(model, self.task, features, self.config.training.eval_batch_size)
+            outputs[lang] = predictions
             metrics[lang] = self.task.score(examples, predictions)
             scores[lang] = metrics[lang][self.task.primary_metric]
             for example, prediction, item in zip(examples, predictions, self.task.item_scores(examples, predictions)):
@@ -241,7 +335,7 @@ class Experiment:
         seconds = time.perf_counter() - started
         n = len(lines)
         return {"scores": scores, "metrics": metrics, "eval_seconds": seconds, "eval_examples_per_second": n / seconds,
-                "predictions": str(path.relative_to(self.run_dir))}
+                "predictions": str(path.relative_to(self.run_dir)), "test_predictions": outputs}
 
     def results(self, strategies: dict) -> dict:
         reference = NAIVE if NAIVE in strategies else next(iter(strategies))
@@ -249,5 +343,5 @@ class Experiment:
                 "seed": self.config.seed, "languages": self.stream.languages, "labels": self.task.labels,
                 "reference_strategy": reference, "stages": strategies[reference]["stages"],
                 "strategies": strategies, "tokenize_seconds": self.tokenize_seconds,
-                "config": self.config.model_dump(mode="json"), "versions": _versions(),
+                "config": self.config.model_dump(mode="json"), "versions": _versions(), "inputs": self.inputs,
                 "processes": self.accelerator.num_processes}

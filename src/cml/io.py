@@ -1,8 +1,14 @@
-"""Atomic file writes: a reader never sees a half-written file, and a failed write leaves nothing behind."""
+"""Files as this tool touches them: atomic writes (a reader never sees a half-written file, and a failed write
+leaves nothing behind), clean-up of what a killed write left (only names this tool made), an exclusive lock per
+run folder, and one way to read text that turns bad bytes into an error naming the file, line and byte."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -10,6 +16,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import CMLError
+
+# Every temporary this tool creates starts with this prefix, so that clean-up can never touch a user's file.
+TEMPORARY_PREFIX = ".cml-"
+LOCK_FILE = ".cml.lock"
 
 
 def _umask() -> int:
@@ -26,12 +38,22 @@ def make_readable(path: str | Path) -> None:
         entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)
 
 
+def temporary_name(name: str) -> str:
+    """The prefix of the temporary that will become ``name`` (mkstemp/mkdtemp add a random part and ``.tmp``)."""
+    return f"{TEMPORARY_PREFIX}{name}."
+
+
+def swap_name(name: str) -> str:
+    """Where ``name`` waits while its replacement is renamed in (a folder swap is two renames)."""
+    return f"{TEMPORARY_PREFIX}{name}.old"
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_name(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
@@ -55,22 +77,112 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def remove_stale_temporaries(root: str | Path) -> list[Path]:
-    """Clear what a killed process left of its atomic writes under ``root``, and return what it removed:
-    ``.<name>.*.tmp`` files and folders (``atomic_open``, ``save_checkpoint``) are removed; a ``.<name>.old``
-    folder (``save_checkpoint``'s swap) is removed, or renamed back to ``<name>`` when the kill fell between
-    the two renames of the swap and ``<name>`` is missing: the older checkpoint is still a valid one."""
+    """Clear what a killed process left of its atomic writes under ``root`` (a run folder), and return what it
+    removed. Only entries whose names this tool makes are touched: ``.cml-<name>.<random>.tmp`` files and
+    folders (``atomic_open``, ``save_checkpoint``) are removed; a ``.cml-<name>.old`` folder (a checkpoint
+    swap) is removed, or renamed back to ``<name>`` when the kill fell between the two renames of the swap and
+    ``<name>`` is missing: the older checkpoint is still a valid one. Links are never followed."""
     removed = []
     for folder, subfolders, files in os.walk(root):
-        for name in [n for n in files if n.startswith(".") and n.endswith(".tmp")]:
+        for name in [n for n in files if n.startswith(TEMPORARY_PREFIX) and n.endswith(".tmp")]:
             (Path(folder) / name).unlink()
             removed.append(Path(folder) / name)
-        for name in [n for n in subfolders if n.startswith(".") and n.endswith((".tmp", ".old"))]:
+        for name in [n for n in subfolders if n.startswith(TEMPORARY_PREFIX) and n.endswith((".tmp", ".old"))]:
             path = Path(folder) / name
             subfolders.remove(name)  # nothing to walk in there any more
-            original = path.with_name(name[1:-len(".old")])
+            if path.is_symlink():
+                continue
+            original = path.with_name(name[len(TEMPORARY_PREFIX):-len(".old")])
             if name.endswith(".old") and not original.exists():
                 os.replace(path, original)
                 continue
             shutil.rmtree(path)
             removed.append(path)
     return removed
+
+
+class FolderLock:
+    """An exclusive lock on a folder (``fcntl.flock`` on ``<folder>/.cml.lock``), held from ``acquire`` until
+    ``release`` or the process's end: the kernel drops it when its holder dies, so a lock left by a killed
+    process never blocks. The file holds the holder's PID, named in the refusal a second process gets."""
+
+    def __init__(self, folder: str | Path, what: str = "run folder"):
+        self.folder = Path(folder)
+        self.what = what
+        self._handle: IO | None = None
+
+    def acquire(self) -> FolderLock:
+        path = self.folder / LOCK_FILE
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the lock's lifetime)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise CMLError(f"this {self.what} is in use by another cml process (PID {holder}); wait for it "
+                               "to finish or stop it", file=self.folder) from None
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def read_bytes(path: str | Path, what: str = "file") -> bytes:
+    """A file's bytes; a missing or unreadable file is a CMLError naming it."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CMLError(f"{what} not found", file=path) from None
+    except IsADirectoryError:
+        raise CMLError(f"expected a {what}, found a folder", file=path) from None
+    except OSError as err:
+        raise CMLError(f"cannot read the {what}: {err.strerror}", file=path) from None
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's contents, a byte-order mark accepted and dropped. Bytes that are not UTF-8 are a
+    CMLError naming the file, the line and the byte offset; a missing or unreadable file names the file."""
+    return decode_text(read_bytes(path, what), path)
+
+
+def decode_text(data: bytes, where: str | Path) -> str:
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise CMLError(f"not valid UTF-8: byte 0x{data[err.start]:02x} at byte offset {err.start} "
+                       "(save the file as UTF-8)", file=where, line=line) from None
+
+
+def read_json(path: str | Path, what: str = "file"):
+    """A JSON file's value; a truncated or malformed file is a CMLError naming the file and line."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CMLError(f"{what} is not valid JSON ({err.msg}); it may be truncated or hand-edited",
+                       file=path, line=err.lineno) from None
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -129,10 +129,15 @@ def _parse_tag(raw: str) -> langcodes.Language | None:
 
 
 def _find_name(name: str) -> langcodes.Language | None:
-    try:
-        return langcodes.find(name)
-    except LookupError:
+    """The language with exactly this name (in any language, case and accents aside). langcodes would also
+    take a name with extra letters (``germanx`` for German, ``klingonx`` for Klingon): a typo must be an error
+    with suggestions, not another language."""
+    from language_data import names
+
+    code = names.name_to_code("language", name)  # loads the name trie
+    if code is None or names.normalize_name(name) not in names.TRIES["und/name_to_language"]:
         return None
+    return langcodes.Language.get(code)
 
 
 @functools.lru_cache(maxsize=1)
@@ -141,8 +146,25 @@ def _known_codes() -> list[str]:
     return sorted(codes)
 
 
+@functools.lru_cache(maxsize=1)
+def _english_names() -> list[str]:
+    from language_data import names
+
+    names.name_to_code("language", "English", "en")  # loads the English name trie
+    return list(names.TRIES["en/name_to_language"].keys())
+
+
 def _suggestions(raw: str) -> str:
-    close = difflib.get_close_matches(raw.lower().split("_")[0].split("-")[0], _known_codes(), n=4, cutoff=0.6)
+    """Close codes, or close English names for something longer than a code (``germanx``: German)."""
+    stem = raw.lower().split("_")[0].split("-")[0]
+    close = difflib.get_close_matches(stem, _known_codes(), n=4, cutoff=0.6) if len(stem) <= 4 else []
+    if len(stem) >= 4:
+        from language_data import names
+
+        found = difflib.get_close_matches(stem, _english_names(), n=3, cutoff=0.75)
+        codes = [names.name_to_code("language", name, "en") for name in found]
+        close += [alpha3 for alpha3 in dict.fromkeys(langcodes.Language.get(c).to_alpha3() for c in codes if c)
+                  if alpha3 not in close]
     if not close:
         return ""
     named = ", ".join(f"{c} ({langcodes.Language.get(c).display_name()})" for c in close)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, validated
 from .data.examples import Example, TaskFamily
 from .errors import CMLError
+from .io import decode_text, read_json
 from .languages import canonical
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
@@ -22,36 +23,47 @@ from .training.checkpoint import load_model_state, read_state
 
 
 class Predictor:
-    def __init__(self, run_dir: str | Path, stage: int | None = None, strategy: str | None = None):
+    """A run folder is untrusted input: its config is validated as strictly as a config file, nothing in it can
+    allow remote code (only ``trust_remote_code``, the command line's flag, does), and weights load from
+    safetensors only."""
+
+    def __init__(self, run_dir: str | Path, stage: int | None = None, strategy: str | None = None,
+                 trust_remote_code: bool = False):
         from .experiment import INITIAL, build_model
 
         self.run_dir = Path(run_dir)
         path = self.run_dir / "results.json"
         if not path.is_file():
             raise CMLError("no results.json: is this a finished run folder?", file=self.run_dir)
-        self.results = json.loads(path.read_text(encoding="utf-8"))
-        self.config = ExperimentConfig.model_validate(self.results["config"])
-        self.languages = list(self.results["languages"])
-        self.strategy_name = strategy or self.results["reference_strategy"]
-        if self.strategy_name not in self.results["strategies"]:
-            raise CMLError(f"no strategy {self.strategy_name!r} in this run; it has: "
-                           f"{', '.join(self.results['strategies'])}")
-        stages = self.results["strategies"][self.strategy_name]["stages"]
-        self.stage = len(stages) - 1 if stage is None else stage
-        if not 0 <= self.stage < len(stages):
-            raise CMLError(f"--stage must be between 0 and {len(stages) - 1}")
-        self.task = make_task(self.config.task, self.results["labels"], self.config.model)
+        self.results = read_json(path, "results file")
+        self.config = _run_config(self.results, path)
+        self.config.allow_remote_code(trust_remote_code)
+        self.languages = _strings(self.results, "languages", path)
+        names = [config.label for config in self.config.strategies]
+        self.strategy_name = strategy or self.results.get("reference_strategy")
+        if self.strategy_name not in names:
+            raise CMLError(f"no strategy {self.strategy_name!r} in this run; it has: {', '.join(names)}")
+        stages = len(self.config.stream.stages)
+        self.stage = stages - 1 if stage is None else stage
+        if not 0 <= self.stage < stages:
+            raise CMLError(f"--stage must be between 0 and {stages - 1}")
+        self.task = make_task(self.config.task, _strings(self.results, "labels", path), self.config.model)
         self.task.languages = list(self.languages)
         self.model = RoutedModel(build_model(self.task, self.config), self.languages)
         load_model_state(self.model, self._stage_dir(INITIAL, 0))
         self.strategy = None
         if self.stage > 0:
-            config = next(s for s in self.config.strategies if s.label == self.strategy_name)
+            config = next((s for s in self.config.strategies if s.label == self.strategy_name), None)
+            if config is None:
+                raise CMLError(f"the run's config has no strategy {self.strategy_name!r}", file=path)
             self.strategy = make_strategy(config)
             folder = self._stage_dir(self.strategy_name, self.stage)
             context = StageContext(task=self.task, stage=None, index=self.stage, languages=self.languages,
                                    train_features=[], dev={}, training=self.config.training, accelerator=None, seed=0)
-            self.model = self.strategy.restore(self.model, read_state(folder)["record"], context)
+            state = read_state(folder)
+            if not isinstance(state, dict) or not isinstance(state.get("record"), dict):
+                raise CMLError("no record of the finished stage", file=folder / "state.json")
+            self.model = self.strategy.restore(self.model, state["record"], context)
             load_model_state(self.model, folder)
         self.model.eval()
 
@@ -102,6 +114,19 @@ class Predictor:
                        "strategy": self.strategy_name, "stage": self.stage}
 
 
+def _run_config(results, path: Path) -> ExperimentConfig:
+    if not isinstance(results, dict) or not isinstance(results.get("config"), dict):
+        raise CMLError("no `config` object: not a results file of cml", file=path)
+    return validated(ExperimentConfig, results["config"], None, path)
+
+
+def _strings(results: dict, key: str, path: Path) -> list[str]:
+    value = results.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise CMLError(f"`{key}` must be a non-empty list of strings", file=path)
+    return list(value)
+
+
 class LanguageDetector:
     """py3langid (offline, 97 languages), optionally restricted to a set of languages."""
 
@@ -128,9 +153,15 @@ def _known(code: str) -> bool:
     return True
 
 
-def read_inputs(lines: Iterable[str], lang: str | None, detector: LanguageDetector | None) -> Iterator[dict]:
-    """JSONL objects (``text``, optional ``lang``) or plain text lines, in order; blank lines are skipped."""
+def read_inputs(lines: Iterable[bytes | str], lang: str | None,
+                detector: LanguageDetector | None) -> Iterator[dict]:
+    """JSONL objects (``text``, optional ``lang``) or plain text lines, in order; blank lines are skipped.
+    Lines may be bytes (standard input as it comes): bytes that are not UTF-8 are an error naming the line."""
     for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            line = decode_text(line, "<stdin>") if number > 1 else decode_text(line, "<stdin>").lstrip("\ufeff")
+            if "\x00" in line:
+                raise CMLError("binary input (a NUL byte): expected text or JSON lines", file="<stdin>", line=number)
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
@@ -138,15 +169,28 @@ def read_inputs(lines: Iterable[str], lang: str | None, detector: LanguageDetect
                 item = json.loads(line)
             except json.JSONDecodeError as err:
                 raise CMLError(f"invalid JSON: {err.msg}", file="<stdin>", line=number) from None
-            if "text" not in item:
+            if not isinstance(item, dict) or "text" not in item:
                 raise CMLError("a JSON input needs a `text` field", file="<stdin>", line=number)
+            if not isinstance(item["text"], str) or not item["text"].strip():
+                raise CMLError(f"`text` must be a non-empty string, got {json.dumps(item['text'])[:40]}",
+                               file="<stdin>", line=number)
+            if item.get("lang") is not None and not isinstance(item["lang"], str):
+                raise CMLError(f"`lang` must be a string, got {json.dumps(item['lang'])[:40]}",
+                               file="<stdin>", line=number)
         else:
-            item = {"text": line.rstrip("\n")}
+            item = {"text": line.rstrip("\r\n")}
         if item.get("lang"):
-            item["lang"] = canonical(item["lang"])
+            item["lang"] = _input_language(item["lang"], number)
         elif lang and lang != "auto":
             item["lang"] = canonical(lang)
         else:
             item["lang"], item["lang_probability"] = detector(item["text"])
             item["lang_detected"] = True
         yield item
+
+
+def _input_language(code: str, number: int) -> str:
+    try:
+        return canonical(code)
+    except CMLError as err:
+        raise CMLError(err.message, file="<stdin>", line=number) from None

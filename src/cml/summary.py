@@ -24,3 +24,7 @@ def print_scores(results: dict, console: Console | None = None) -> None:
         table.add_row("mean", *means, style="bold")
         console.print(table)
         console.print("* language in the update stage", style="dim")
+    from .reports.report import run_warnings
+
+    for line in run_warnings(results):
+        console.print(f"warning: {line}", style="bold red")

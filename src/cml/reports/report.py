@@ -66,6 +66,18 @@ def results_csv(results: Mapping[str, Any], summary: Mapping[str, Mapping[str, A
 
 # ---------------------------------------------------------------------------------------------- content
 
+def run_warnings(results: Mapping[str, Any]) -> list[str]:
+    """Every stage's warnings (a stage that learned nothing), as "strategy, stage: warning" lines."""
+    return [f"{strategy}, stage {record['name']}: {warning}" for strategy, entry in results["strategies"].items()
+            for record in entry["stages"] for warning in record.get("warnings", [])
+            if strategy == results.get("reference_strategy") or record["index"] > 0]
+
+
+def _warnings(results: Mapping[str, Any]) -> list[Block]:
+    lines = run_warnings(results)
+    return [Heading(2, "Warnings"), Bullets(lines)] if lines else []
+
+
 def build_report(results: Mapping[str, Any], summary: Mapping[str, Mapping[str, Any]]) -> list[Block]:
     from . import plots
 
@@ -85,6 +97,7 @@ def build_report(results: Mapping[str, Any], summary: Mapping[str, Mapping[str, 
         Paragraph(f"Task {results['task']}, primary metric {metric}, seed {results['seed']}; "
                   f"{len(languages)} languages ({', '.join(languages)}); strategies {', '.join(summary)}; "
                   f"reference strategy {reference}."),
+        *_warnings(results),
         Heading(2, "Summary")]
     for name in stage_names:
         updated = _updated_languages(results, name)

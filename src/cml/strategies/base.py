@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainingConfig
+from ..config import TrainingConfig, with_overrides
 from ..data.stream import Stage
 from ..routing import RoutedModel
 
@@ -39,7 +39,7 @@ class Strategy(ABC):
         return self.config.label
 
     def training_config(self, ctx: StageContext) -> TrainingConfig:
-        return ctx.training.model_copy(update=self.config.training) if self.config.training else ctx.training
+        return with_overrides(ctx.training, self.config.training)
 
     @abstractmethod
     def update(self, model: RoutedModel, ctx: StageContext) -> tuple[RoutedModel, dict]:

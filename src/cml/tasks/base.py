@@ -104,7 +104,8 @@ class Task(ABC):
         model, loading = auto_class.from_pretrained(
             resolve_model_path(self.model_config.name), num_labels=len(self.labels),
             id2label=dict(enumerate(self.labels)), label2id=self.label_to_id,
-            trust_remote_code=self.model_config.trust_remote_code, output_loading_info=True)
+            trust_remote_code=self.model_config.trust_remote_code, output_loading_info=True,
+            use_safetensors=True)  # never a pickle: a model name may come from a file someone else wrote
         self.new_parameter_names = frozenset(loading["missing_keys"])
         return model
 

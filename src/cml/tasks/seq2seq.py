@@ -85,13 +85,14 @@ class Seq2SeqTask(Task):
         remote = self.model_config.trust_remote_code
         if self.native:
             # Its own config and generation config already name its start, end and pad tokens.
-            return AutoModelForSeq2SeqLM.from_pretrained(self._path(self.model_config.name), trust_remote_code=remote)
+            return AutoModelForSeq2SeqLM.from_pretrained(self._path(self.model_config.name), trust_remote_code=remote,
+                                                         use_safetensors=True)
         encoder_path = self._path(self.model_config.name)
         decoder_path = self._path(self.model_config.decoder or self.model_config.name)
-        encoder = AutoModel.from_pretrained(encoder_path, trust_remote_code=remote)
+        encoder = AutoModel.from_pretrained(encoder_path, trust_remote_code=remote, use_safetensors=True)
         decoder, loading = AutoModelForCausalLM.from_pretrained(
             decoder_path, is_decoder=True, add_cross_attention=True, trust_remote_code=remote,
-            output_loading_info=True)
+            use_safetensors=True, output_loading_info=True)
         # Random at the start, unlike everything around them: new_parameters_lr_scale lets them catch up.
         self.new_parameter_names = frozenset(f"decoder.{name}" for name in loading["missing_keys"])
         if decoder_path == encoder_path:

@@ -16,10 +16,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import CMLError
-from ..io import make_readable
+from ..io import make_readable, read_json, swap_name, temporary_name
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -42,7 +43,7 @@ def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: d
                     rng_states: dict[str, torch.Tensor] | None = None) -> None:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_name(folder.name), suffix=".tmp", dir=folder.parent))
     try:
         save_file(_unshare(model_state), tmp / "model.safetensors")
         if optimizer is not None:
@@ -54,7 +55,7 @@ def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: d
         (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
         make_readable(tmp)
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
+            old = folder.with_name(swap_name(folder.name))
             shutil.rmtree(old, ignore_errors=True)
             os.replace(folder, old)
             os.replace(tmp, folder)
@@ -67,15 +68,49 @@ def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: d
 
 
 def read_state(folder: Path) -> dict | None:
+    """A checkpoint's ``state.json``, or None where there is none; a truncated or malformed one is a CMLError."""
     path = Path(folder) / "state.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    state = read_json(path, "checkpoint state")
+    if not isinstance(state, dict):
+        raise CMLError("checkpoint state is not a JSON object", file=path)
+    return state
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a truncated or corrupt file is a CMLError naming it."""
+    try:
+        return load_file(path)
+    except FileNotFoundError:
+        raise CMLError("checkpoint weights missing", file=path) from None
+    except (SafetensorError, OSError) as err:
+        raise CMLError(f"unreadable safetensors file ({err}); it may be truncated", file=path) from None
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """Raise a CMLError naming the file if any part of the checkpoint in ``folder`` cannot be read back: the
+    state, and the header of every safetensors file (which covers truncation: the header records each
+    tensor's extent, and safetensors refuses a file that does not hold them all)."""
+    folder = Path(folder)
+    read_state(folder)
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(path, "pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise CMLError(f"unreadable safetensors file ({err}); it may be truncated", file=path) from None
+    optimizer = folder / "optimizer.json"
+    if optimizer.is_file():
+        read_json(optimizer, "optimizer state")
 
 
 def load_model_state(model: torch.nn.Module, folder: Path) -> None:
-    tensors = load_file(Path(folder) / "model.safetensors")
+    path = Path(folder) / "model.safetensors"
+    tensors = load_tensors(path)
     missing_in_model = set(tensors) - set(model.state_dict())
     if missing_in_model:
-        raise CMLError(f"checkpoint has tensors the model lacks: {sorted(missing_in_model)[:5]}", file=folder)
+        raise CMLError(f"checkpoint has tensors the model lacks: {sorted(missing_in_model)[:5]}", file=path)
     model.load_state_dict(tensors, strict=False)
 
 
@@ -83,15 +118,15 @@ def load_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> dict[
     """Restore the optimizer; return the saved RNG states (dropout's streams) for the caller to set just
     before the resumed epoch's first batch."""
     folder = Path(folder)
-    meta = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
-    tensors = load_file(folder / "optimizer.safetensors")
+    meta = read_json(folder / "optimizer.json", "optimizer state")
+    tensors = load_tensors(folder / "optimizer.safetensors")
     state: dict[int, dict] = {}
     for key, tensor in tensors.items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = tensor
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     rng = folder / "rng.safetensors"
-    return load_file(rng) if rng.is_file() else None
+    return load_tensors(rng) if rng.is_file() else None
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -20,7 +20,8 @@ from ..config import TrainingConfig
 from ..errors import CMLError
 from ..evaluation.inference import evaluate_languages, mean_primary
 from .batching import BucketBatchSampler
-from .checkpoint import (load_model_state, load_training_state, read_state, save_checkpoint, trainable_state)
+from .checkpoint import (load_model_state, load_tensors, load_training_state, read_state, save_checkpoint,
+                         trainable_state, verify_checkpoint)
 
 log = logging.getLogger("cml.train")
 
@@ -118,6 +119,23 @@ def _optimizer(model: torch.nn.Module, config: TrainingConfig, new_names: frozen
          for (plain, is_new), params in sorted(groups.items())], lr=config.learning_rate)
 
 
+def _readable_checkpoint(latest: Path, best: Path, description: str) -> dict | None:
+    """The in-progress checkpoint's state if it (and the best epoch's weights beside it) can be read back; a
+    truncated or corrupt one is reported and the stage restarts from its beginning, which gives the same
+    weights as an uninterrupted run, only later."""
+    if not (latest / "state.json").is_file():
+        return None
+    try:
+        verify_checkpoint(latest)
+        if best.is_dir():
+            verify_checkpoint(best)
+    except CMLError as err:
+        log.warning("%s: the in-progress checkpoint cannot be read (%s); restarting this stage from its start",
+                    description, err)
+        return None
+    return read_state(latest)
+
+
 def train(model: torch.nn.Module, task, train_features: list[dict], config: TrainingConfig, *, accelerator,
           seed: int, dev: dict | None = None, checkpoint_dir: Path | None = None, resume: bool = False,
           description: str = "train", on_step: Callable[[int], None] | None = None,
@@ -149,7 +167,7 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     scheduler = _schedule(optimizer, config, total_steps)
 
     result, start_epoch, skip_batches, rng_states = TrainResult(), 0, 0, None
-    saved = read_state(latest) if resume and latest else None
+    saved = _readable_checkpoint(latest, best_dir, description) if resume and latest else None
     if saved:
         load_model_state(accelerator.unwrap_model(model), latest)
         rng_states = load_training_state(latest, optimizer)
@@ -169,9 +187,7 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
 
     best_weights = None
     if result.best_epoch is not None and best_dir is not None and (best_dir / "model.safetensors").exists():
-        from safetensors.torch import load_file
-
-        best_weights = load_file(best_dir / "model.safetensors")
+        best_weights = load_tensors(best_dir / "model.safetensors")
     model.train()
     done = result.steps >= total_steps
     for epoch in range(start_epoch, config.epochs):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ...errors import CMLError
+from ...io import decode_text, read_bytes, sha256_bytes
 from ...languages import canonical
 from ..examples import SPLITS, Example, MultilingualDataset, TaskFamily, split_by_id
 
@@ -20,6 +22,15 @@ def source_path(source, what: str = "data") -> Path:
     if not path.exists():
         raise CMLError(f"{what} not found", file=path)
     return path
+
+
+def open_source_file(path: Path, dataset: MultilingualDataset, what: str = "data file",
+                     newline: str | None = None) -> io.StringIO:
+    """A data file as text lines, its sha256 recorded in ``dataset.inputs``. A byte-order mark is accepted;
+    bytes that are not UTF-8 are an error naming the file, line and byte offset."""
+    data = read_bytes(path, what)
+    dataset.inputs[str(path)] = sha256_bytes(data)
+    return io.StringIO(decode_text(data, path), newline=newline)
 
 
 def language_of(code: str, where: Path | str, line: int | None = None) -> str:
@@ -49,17 +60,25 @@ def language_folders(root: Path, source) -> dict[str, Path]:
     return folders
 
 
-def check_tags(tags: Iterable[str], scheme: str, where: Path, line: int) -> None:
-    """IOB2 in strict form: every tag is O, B-X or I-X, and I-X continues a B-X or I-X of the same type."""
+def check_tags(tags: Sequence[str], scheme: str, where: Path, lines: Sequence[int],
+               repair: bool = False) -> tuple[tuple[str, ...], int]:
+    """IOB2: every tag is O, B-X or I-X, and I-X continues a B-X or I-X of the same type. Strict, a stray I-X is
+    an error at its token's line; with ``repair`` it is read as B-X (seqeval's lenient reading). Returns the
+    tags and how many were repaired."""
     if scheme != "IOB2":
-        return
-    previous = "O"
-    for tag in tags:
+        return tuple(tags), 0
+    fixed, repaired, previous = [], 0, "O"
+    for tag, line in zip(tags, lines):
         if not _BIO.match(tag):
             raise CMLError(f"tag {tag!r} is not an IOB2 tag (O, B-TYPE, I-TYPE)", file=where, line=line)
         if tag.startswith("I-") and previous[2:] != tag[2:]:
-            raise CMLError(f"invalid IOB2 sequence: {tag} follows {previous}", file=where, line=line)
+            if not repair:
+                raise CMLError(f"invalid IOB2 sequence: {tag} follows {previous} (set `repair: true` to read it "
+                               f"as B-{tag[2:]})", file=where, line=line)
+            tag, repaired = f"B-{tag[2:]}", repaired + 1
+        fixed.append(tag)
         previous = tag
+    return tuple(fixed), repaired
 
 
 def check_label(label: str, label_set: set[str] | None, where: Path | str, line: int | None) -> None:

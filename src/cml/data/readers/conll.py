@@ -1,7 +1,8 @@
 """CoNLL-style token/tag files (NER), e.g. MasakhaNER: ``<root>/<lang>/{train,dev,test}.txt``.
 
 One token per line with whitespace-separated columns, a blank line between sentences, ``-DOCSTART-``
-lines ignored. Tags are validated as strict IOB2 unless ``scheme: none``.
+lines ignored. Tags are validated as strict IOB2 unless ``scheme: none``; ``repair: true`` reads a stray I-X as
+B-X, as real corpora need, and counts the repairs per file.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from ...errors import CMLError
 from ..examples import SPLITS, Example, MultilingualDataset, TaskFamily
-from .common import check_example, check_tags, language_folders, source_path
+from .common import check_example, check_tags, language_folders, open_source_file, source_path
 
 
 def read_conll(source, task: TaskFamily) -> MultilingualDataset:
@@ -24,36 +25,37 @@ def read_conll(source, task: TaskFamily) -> MultilingualDataset:
             path = folder / source.file_pattern.format(split=split)
             if path.is_file():
                 dataset.add(split, (check_example(e, task, label_set, path, n)
-                                    for n, e in _sentences(path, lang, source)), lang)
+                                    for n, e in _sentences(path, lang, source, dataset)), lang)
     return dataset
 
 
-def _sentences(path: Path, lang: str, source):
+def _sentences(path: Path, lang: str, source, dataset: MultilingualDataset):
     tokens: list[str] = []
     tags: list[str] = []
-    start = None
+    lines: list[int] = []
 
     def sentence():
-        check_tags(tags, source.scheme, path, start)
-        return start, Example(f"{path.stem}:{start}", lang, tokens=tuple(tokens), tags=tuple(tags))
+        checked, repaired = check_tags(tags, source.scheme, path, lines, source.repair)
+        if repaired:
+            dataset.repairs[str(path)] = dataset.repairs.get(str(path), 0) + repaired
+        return lines[0], Example(f"{path.stem}:{lines[0]}", lang, tokens=tuple(tokens), tags=checked)
 
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                if tokens:
-                    yield sentence()
-                tokens, tags, start = [], [], None
-                continue
-            if len(fields) < 2:
-                raise CMLError("expected a token and a tag column", file=path, line=number)
-            try:
-                token, tag = fields[source.token_column], fields[source.tag_column]
-            except IndexError:
-                raise CMLError(f"line has {len(fields)} columns; token_column {source.token_column} or "
-                               f"tag_column {source.tag_column} is out of range", file=path, line=number) from None
-            start = start or number
-            tokens.append(token)
-            tags.append(tag)
+    for number, line in enumerate(open_source_file(path, dataset), start=1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if tokens:
+                yield sentence()
+            tokens, tags, lines = [], [], []
+            continue
+        if len(fields) < 2:
+            raise CMLError("expected a token and a tag column", file=path, line=number)
+        try:
+            token, tag = fields[source.token_column], fields[source.tag_column]
+        except IndexError:
+            raise CMLError(f"line has {len(fields)} columns; token_column {source.token_column} or "
+                           f"tag_column {source.tag_column} is out of range", file=path, line=number) from None
+        tokens.append(token)
+        tags.append(tag)
+        lines.append(number)
     if tokens:
         yield sentence()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...errors import CMLError
 from ..examples import Example, MultilingualDataset, TaskFamily
-from .common import check_example, language_of, source_path, wanted
+from .common import check_example, language_of, open_source_file, source_path, wanted
 
 _FILE = re.compile(r"^(?P<code>[a-z]{2,3})_[a-z0-9]+-ud-(?P<split>train|dev|test)\.conllu$")
 _COLUMN = {"upos": 3, "xpos": 4}
@@ -31,7 +31,7 @@ def read_conllu(source, task: TaskFamily) -> MultilingualDataset:
         lang, split = _language_and_split(path)
         if wanted(lang, source):
             dataset.add(split, (check_example(e, task, label_set, path, n)
-                                for n, e in read_conllu_file(path, lang, _COLUMN[source.tag_column])), lang)
+                                for n, e in read_conllu_file(path, lang, _COLUMN[source.tag_column], dataset)), lang)
     return dataset
 
 
@@ -42,35 +42,34 @@ def _language_and_split(path: Path) -> tuple[str, str]:
     return language_of(path.parent.name, path), "test"
 
 
-def read_conllu_file(path: Path, lang: str, column: int):
+def read_conllu_file(path: Path, lang: str, column: int, dataset: MultilingualDataset):
     """Yield ``(first line number, Example)`` per sentence; the id is ``sent_id`` (or the line number)."""
     tokens: list[str] = []
     tags: list[str] = []
     sent_id = None
     start = None
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                if tokens:
-                    yield start, Example(sent_id or f"line{start}", lang, tokens=tuple(tokens), tags=tuple(tags))
-                tokens, tags, sent_id, start = [], [], None, None
-                continue
-            start = start or number
-            if line.startswith("#"):
-                key, _, value = line[1:].partition("=")
-                if key.strip() == "sent_id":
-                    sent_id = value.strip()
-                continue
-            fields = line.split("\t")
-            if len(fields) != 10:
-                raise CMLError(f"expected 10 tab-separated CoNLL-U columns, got {len(fields)}", file=path, line=number)
-            word_id = fields[0]
-            if "-" in word_id or "." in word_id:
-                continue
-            if not word_id.isdigit():
-                raise CMLError(f"invalid word id {word_id!r}", file=path, line=number)
-            tokens.append(fields[1])
-            tags.append(fields[column])
+    for number, line in enumerate(open_source_file(path, dataset), start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            if tokens:
+                yield start, Example(sent_id or f"line{start}", lang, tokens=tuple(tokens), tags=tuple(tags))
+            tokens, tags, sent_id, start = [], [], None, None
+            continue
+        start = start or number
+        if line.startswith("#"):
+            key, _, value = line[1:].partition("=")
+            if key.strip() == "sent_id":
+                sent_id = value.strip()
+            continue
+        fields = line.split("\t")
+        if len(fields) != 10:
+            raise CMLError(f"expected 10 tab-separated CoNLL-U columns, got {len(fields)}", file=path, line=number)
+        word_id = fields[0]
+        if "-" in word_id or "." in word_id:
+            continue
+        if not word_id.isdigit():
+            raise CMLError(f"invalid word id {word_id!r}", file=path, line=number)
+        tokens.append(fields[1])
+        tags.append(fields[column])
     if tokens:
         yield start, Example(sent_id or f"line{start}", lang, tokens=tuple(tokens), tags=tuple(tags))

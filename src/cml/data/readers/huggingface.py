@@ -45,6 +45,7 @@ def read_huggingface(source, task: TaskFamily) -> MultilingualDataset:
             if name is not None:
                 part = loaded[name]
                 where = f"{source.dataset}[{code}/{name}]"
+                dataset.inputs[where] = getattr(part, "_fingerprint", None) or "unknown"
                 dataset.add(split, (check_example(_example(row, i, lang, task, source.columns, part.features, where),
                                                   task, label_set, where, i + 1) for i, row in enumerate(part)), lang)
     return dataset
@@ -77,6 +78,6 @@ def _example(row, index, lang, task, columns, features, where) -> Example:
     if task is TaskFamily.tagging:
         tags = tuple(map(str, get(columns.tags)))
         if all(t == "O" or t[:2] in ("B-", "I-") for t in tags):
-            check_tags(tags, "IOB2", where, index + 1)
+            check_tags(tags, "IOB2", where, [index + 1] * len(tags))
         return Example(example_id, lang, tokens=tuple(map(str, get(columns.tokens))), tags=tags)
     return Example(example_id, lang, text=str(get(columns.source)), target=str(get(columns.target)))

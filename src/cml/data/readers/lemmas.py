@@ -34,7 +34,9 @@ def read_simplemma(source, task: TaskFamily) -> MultilingualDataset:
     if missing:
         raise CMLError(f"simplemma has no dictionary for {', '.join(missing)}; it has: {', '.join(available)}",
                        key="data.languages")
-    dataset = MultilingualDataset(task, source="simplemma")
+    from importlib.metadata import version
+
+    dataset = MultilingualDataset(task, source="simplemma", inputs={"simplemma": version("simplemma")})
     for lang in source.languages:
         if lang in source.exclude_languages:
             continue
