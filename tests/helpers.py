@@ -41,3 +41,16 @@ def write_sib_like(root: Path, langs=("deu_Latn", "fra_Latn", "hin_Deva"), n=(20
             (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
             start += count
     return root
+
+
+def run_config(tmp_path: Path, backbone: str, **training) -> Path:
+    """A tiny two-stage run on the tiny backbone: stage 0 on three languages, an update on Hindi."""
+    from tiny import write_topic_data
+
+    write_topic_data(tmp_path / "data", n=(72, 12, 12))
+    return write_config(tmp_path / "c.yaml", data={"format": "sib200", "path": "data"},
+                        model={"name": backbone, "max_length": 32, "freeze_embeddings": False},
+                        training={"epochs": 6, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0,
+                                  **training},
+                        stream={"stages": [{"name": "initial", "amount": 48},
+                                           {"name": "update", "languages": ["hin"], "amount": 24}]})

@@ -2,8 +2,7 @@ import json
 
 import pytest
 import torch
-from helpers import write_config
-from tiny import write_topic_data
+from helpers import run_config
 
 from cml.config import ExperimentConfig, ModelConfig, TrainingConfig, load_config
 from cml.data.examples import Example
@@ -13,16 +12,6 @@ from cml.tasks import make_task
 from cml.tasks.tagging import IGNORE, first_subword_labels
 from cml.training.batching import BucketBatchSampler
 from cml.training.trainer import make_accelerator, train
-
-
-def run_config(tmp_path, backbone, **training):
-    write_topic_data(tmp_path / "data", n=(72, 12, 12))
-    return write_config(tmp_path / "c.yaml", data={"format": "sib200", "path": "data"},
-                        model={"name": backbone, "max_length": 32, "freeze_embeddings": False},
-                        training={"epochs": 6, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0,
-                                  **training},
-                        stream={"stages": [{"name": "initial", "amount": 48},
-                                           {"name": "update", "languages": ["hin"], "amount": 24}]})
 
 
 def test_first_subword_alignment():

@@ -178,7 +178,8 @@ class Experiment:
         if saved_inputs is not None and saved_inputs != settings["inputs"]:
             differ = sorted(path for path in {*saved_inputs, *settings["inputs"]}
                             if saved_inputs.get(path) != settings["inputs"].get(path))
-            raise CMLError(f"input changed since this stage ran: {', '.join(differ[:5])}"
+            where = Path(self.config.data.path or "")
+            raise CMLError(f"input changed since this stage ran: {', '.join(str(where / p) for p in differ[:5])}"
                            f"{f' and {len(differ) - 5} more' if len(differ) > 5 else ''}; its scores would be stale. "
                            "Run without --resume (with --overwrite) to redo the run on the new data",
                            file=stage_dir / "state.json")

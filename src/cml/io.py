@@ -9,6 +9,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -182,6 +183,11 @@ def read_json(path: str | Path, what: str = "file"):
     except json.JSONDecodeError as err:
         raise CMLError(f"{what} is not valid JSON ({err.msg}); it may be truncated or hand-edited",
                        file=path, line=err.lineno) from None
+
+
+def open_text(path: str | Path, what: str = "file") -> io.StringIO:
+    """``read_text`` as lines to iterate."""
+    return io.StringIO(read_text(path, what))
 
 
 def sha256_bytes(data: bytes) -> str:

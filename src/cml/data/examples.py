@@ -55,8 +55,8 @@ class MultilingualDataset:
     label_set: tuple[str, ...] | None = None
     source: str = ""
     inputs: dict[str, str] = field(default_factory=dict)
-    """What was read, for a resumed run to notice a change: {file path: sha256 of its bytes}, or for a
-    packaged or hub source {its name: its version or fingerprint}."""
+    """What was read, for a resumed run to notice a change: {file path inside the source: sha256 of its bytes},
+    or for a packaged or hub source {its name: its version or fingerprint}."""
     repairs: dict[str, int] = field(default_factory=dict)
     """{file path: IOB2 tags read as B-X instead of a stray I-X} where the source allows repairs."""
 

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CMLError
+from ..io import open_text
 
 if TYPE_CHECKING:
     from ..typology.uriel import TypologyMatrix
@@ -259,13 +260,17 @@ def read_item_scores(path: Path) -> dict[str, dict[str, float]]:
     if not path.is_file():
         raise CMLError("prediction file missing; cannot compare items", file=path)
     items: dict[str, dict[str, float]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
+    for line_number, line in enumerate(open_text(path, "prediction file"), 1):
+        try:
             row = json.loads(line)
-            by_id = items.setdefault(row["lang"], {})
-            if str(row["id"]) in by_id:
-                raise CMLError(f"example {row['lang']}/{row['id']} appears twice", file=path, line=line_number)
-            by_id[str(row["id"])] = float(row["score"])
+            lang, example_id, score = str(row["lang"]), str(row["id"]), float(row["score"])
+        except (ValueError, KeyError, TypeError):
+            raise CMLError("not a prediction line (a JSON object with lang, id and a numeric score)",
+                           file=path, line=line_number) from None
+        by_id = items.setdefault(lang, {})
+        if example_id in by_id:
+            raise CMLError(f"example {lang}/{example_id} appears twice", file=path, line=line_number)
+        by_id[example_id] = score
     return items
 
 

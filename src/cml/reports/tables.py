@@ -3,13 +3,13 @@ summary (stored in ``results.json`` or computed from its prediction files)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import CMLError
+from ..io import read_json
 from ..evaluation.cml_metrics import REFERENCE, REFERENCE_KEYS, SUMMARY_KEYS, summarize_run
 
 MISSING = "–"
@@ -98,7 +98,10 @@ def load_results(run_dir: Path) -> dict:
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         raise CMLError("no results.json; has the run finished?", file=path)
-    return json.loads(path.read_text(encoding="utf-8"))
+    results = read_json(path, "results file")
+    if not isinstance(results, dict) or not isinstance(results.get("strategies"), dict):
+        raise CMLError("not a results file of cml (no `strategies` object)", file=path)
+    return results
 
 
 def load_summary(run_dir: Path) -> tuple[dict, dict]:

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
 import torch
 
 from ..data.examples import Example, TaskFamily
+from ..errors import CMLError
 
 IGNORE = -100
 """Label value the losses skip: padding, special tokens, continuation sub-words."""
+
+
+@contextmanager
+def loading_model(name: str):
+    """What transformers raises for a model that cannot be loaded as asked (no such folder or hub id, weights
+    only as a pickle, code that needs --trust-remote-code) as a CMLError naming the model."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        raise CMLError(f"cannot load the model {name!r}: {err}") from None
 
 
 class Task(ABC):
@@ -38,8 +50,9 @@ class Task(ABC):
 
         from ..models.embedded import resolve_model_path
 
-        return AutoTokenizer.from_pretrained(resolve_model_path(self.model_config.name),
-                                             trust_remote_code=self.model_config.trust_remote_code)
+        with loading_model(self.model_config.name):
+            return AutoTokenizer.from_pretrained(resolve_model_path(self.model_config.name),
+                                                 trust_remote_code=self.model_config.trust_remote_code)
 
     @abstractmethod
     def build_model(self) -> torch.nn.Module: ...
@@ -101,11 +114,12 @@ class Task(ABC):
         """The backbone with a fresh label head of this task's size (classification, tagging)."""
         from ..models.embedded import resolve_model_path
 
-        model, loading = auto_class.from_pretrained(
-            resolve_model_path(self.model_config.name), num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)), label2id=self.label_to_id,
-            trust_remote_code=self.model_config.trust_remote_code, output_loading_info=True,
-            use_safetensors=True)  # never a pickle: a model name may come from a file someone else wrote
+        with loading_model(self.model_config.name):
+            model, loading = auto_class.from_pretrained(
+                resolve_model_path(self.model_config.name), num_labels=len(self.labels),
+                id2label=dict(enumerate(self.labels)), label2id=self.label_to_id,
+                trust_remote_code=self.model_config.trust_remote_code, output_loading_info=True,
+                use_safetensors=True)  # never a pickle: a model name may come from a file someone else wrote
         self.new_parameter_names = frozenset(loading["missing_keys"])
         return model
 

@@ -15,7 +15,7 @@ import torch
 
 from ..data.examples import Example, TaskFamily
 from ..metrics import chrf, exact_match
-from .base import Task
+from .base import Task, loading_model
 
 
 def add_source_embeddings(encoder, args, kwargs, output):
@@ -48,8 +48,9 @@ class Seq2SeqTask(Task):
         """Whether the checkpoint is an encoder-decoder itself; if not, ``build_model`` assembles one."""
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(self._path(self.model_config.name),
-                                            trust_remote_code=self.model_config.trust_remote_code)
+        with loading_model(self.model_config.name):
+            config = AutoConfig.from_pretrained(self._path(self.model_config.name),
+                                                trust_remote_code=self.model_config.trust_remote_code)
         return bool(getattr(config, "is_encoder_decoder", False))
 
     @cached_property
@@ -59,8 +60,9 @@ class Seq2SeqTask(Task):
             return self.tokenizer
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(self._path(self.model_config.decoder),
-                                             trust_remote_code=self.model_config.trust_remote_code)
+        with loading_model(self.model_config.decoder):
+            return AutoTokenizer.from_pretrained(self._path(self.model_config.decoder),
+                                                 trust_remote_code=self.model_config.trust_remote_code)
 
     @property
     def decoder_start_id(self) -> int:
@@ -80,6 +82,10 @@ class Seq2SeqTask(Task):
         return same_checkpoint and encoder.get_input_embeddings().embedding_dim == encoder.config.hidden_size
 
     def build_model(self):
+        with loading_model(self.model_config.name):
+            return self._build_model()
+
+    def _build_model(self):
         from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, EncoderDecoderModel
 
         remote = self.model_config.trust_remote_code

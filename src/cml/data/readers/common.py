@@ -26,10 +26,14 @@ def source_path(source, what: str = "data") -> Path:
 
 def open_source_file(path: Path, dataset: MultilingualDataset, what: str = "data file",
                      newline: str | None = None) -> io.StringIO:
-    """A data file as text lines, its sha256 recorded in ``dataset.inputs``. A byte-order mark is accepted;
+    """A data file as text lines, its sha256 recorded in ``dataset.inputs`` (by its path inside the source
+    folder ``dataset.source``, or its name for a single-file source). A byte-order mark is accepted;
     bytes that are not UTF-8 are an error naming the file, line and byte offset."""
     data = read_bytes(path, what)
-    dataset.inputs[str(path)] = sha256_bytes(data)
+    root = Path(dataset.source)
+    # keyed by the path inside the source, so that a data folder that moves keeps its fingerprints
+    key = path.relative_to(root).as_posix() if root.is_dir() and path.is_relative_to(root) else path.name
+    dataset.inputs[key] = sha256_bytes(data)
     return io.StringIO(decode_text(data, path), newline=newline)
 
 

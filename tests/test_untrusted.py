@@ -1,0 +1,467 @@
+"""Untrusted input, class by class (issue: safe on untrusted input): run names, locks, run folders from someone
+else, changed inputs, bad bytes, truncated files, malformed overrides and inputs, silent acceptance, IOB2
+repair, and errors that point to the right place. Each test failed on main before this work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from helpers import run_config, write_config, write_sib_like
+
+from cml.cli import main
+from cml.config import load_config
+from cml.data.readers import read_dataset
+from cml.errors import CMLError
+from cml.experiment import Experiment
+from cml.io import FolderLock
+
+BASE = {"data": {"format": "sib200", "path": "data"}, "stream": {"stages": [{"name": "s0"}]}}
+
+
+def cml(*args: str, input: bytes | str | None = None):
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    for fragment in fragments:
+        assert fragment in result.output, (fragment, result.output)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_backbone):
+    """One finished tiny run (stage 0 and an update), copied by the tests that tamper with it."""
+    root = tmp_path_factory.mktemp("finished")
+    config = run_config(root, tiny_backbone, epochs=2)
+    Experiment(load_config(config)).run()
+    return root
+
+
+def fresh_run(tmp_path: Path, backbone: str) -> tuple[Path, Path]:
+    """A finished tiny run of the test's own, for tests that resume it (a copy would read other paths)."""
+    config = run_config(tmp_path, backbone, epochs=2)
+    Experiment(load_config(config)).run()
+    return config, tmp_path / "runs" / "t"
+
+
+def copy_run(finished_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of the finished run: (its config, its run folder)."""
+    shutil.copytree(finished_run, tmp_path / "copy")
+    config = tmp_path / "copy" / "c.yaml"
+    text = yaml.safe_load(config.read_text())
+    text["output_dir"] = str(tmp_path / "copy" / "runs")
+    config.write_text(yaml.safe_dump(text, sort_keys=False))
+    return config, tmp_path / "copy" / "runs" / "t"
+
+
+# ------------------------------------------------------------------------------------- 1. run names
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/elsewhere", "a/b", "..", ".", ".hidden", "-rf", "x\ny", ""])
+def test_a_run_name_is_one_folder_name(tmp_path, name):
+    write_sib_like(tmp_path / "data")
+    path = write_config(tmp_path / "c.yaml", **BASE)
+    with pytest.raises(CMLError, match="one folder name") as err:
+        load_config(path, [f"name={json.dumps(name)}"])
+    assert err.value.key == "--set name"
+    path.write_text(path.read_text().replace("name: t", f"name: {json.dumps(name)}"))
+    with pytest.raises(CMLError, match="one folder name") as err:
+        load_config(path)
+    assert err.value.line == 1
+
+
+@pytest.mark.parametrize("where", ["strategies=[{method: full_finetune, name: ../../x}]",
+                                   "stream.stages.0.name=../x"])
+def test_strategy_and_stage_names_are_folder_names_too(tmp_path, where):
+    path = write_config(tmp_path / "c.yaml", **BASE)
+    with pytest.raises(CMLError, match="one folder name"):
+        load_config(path, [where])
+
+
+def test_a_run_folder_that_links_elsewhere_is_refused_and_nothing_there_is_touched(tmp_path, tiny_backbone):
+    config = run_config(tmp_path, tiny_backbone, epochs=1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".cml-precious.x.tmp").write_text("a file that only looks like ours")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "t").symlink_to(elsewhere)
+    with pytest.raises(CMLError, match="not a link elsewhere"):
+        Experiment(load_config(config)).run()
+    assert [p.name for p in elsewhere.iterdir()] == [".cml-precious.x.tmp"]
+
+
+# ------------------------------------------------------------------------------------------ 2. locks
+
+def test_a_second_process_on_the_same_run_folder_is_refused_with_the_holders_pid(tmp_path, tiny_backbone):
+    config = run_config(tmp_path, tiny_backbone, epochs=1)
+    run_dir = tmp_path / "runs" / "t"
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from cml.io import FolderLock
+        lock = FolderLock({str(run_dir)!r}).acquire()
+        print("locked", flush=True)
+        time.sleep(60)""")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = cml("run", str(config))
+        assert_user_error(result, str(run_dir), f"PID {holder.pid}", "in use by another cml process")
+        assert not (run_dir / "stages").exists() and not (run_dir / "run.log").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the holder died without releasing: its lock does not block
+    with FolderLock(run_dir):
+        pass
+    assert cml("run", str(config)).exit_code == 0
+
+
+# ---------------------------------------------------------------------- 3. run folders from someone else
+
+def _marker_model(folder: Path, marker: Path) -> None:
+    """A model folder whose config asks for custom code (auto_map), and whose code would leave a marker."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "evil", "architectures": ["EvilModel"],
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel",
+                     "AutoModelForSequenceClassification": "evil.EvilModel"}}))
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                    "from transformers import PretrainedConfig\n"
+                                    "class EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n")
+
+
+def _tamper(results_path: Path, **model) -> None:
+    results = json.loads(results_path.read_text())
+    results["config"]["model"].update(model)
+    results_path.write_text(json.dumps(results))
+
+
+def test_a_run_folder_cannot_turn_on_remote_code(finished_run, tmp_path):
+    _, run_dir = copy_run(finished_run, tmp_path)
+    _tamper(run_dir / "results.json", trust_remote_code=True)
+    result = cml("predict", str(run_dir), "--lang", "deu", input="deuw1 deusport1\n")
+    assert_user_error(result, "results.json", "trust_remote_code", "--trust-remote-code")
+
+
+def test_a_model_named_by_a_run_folder_never_runs_its_code(finished_run, tmp_path):
+    _, run_dir = copy_run(finished_run, tmp_path)
+    marker = tmp_path / "code-ran"
+    _marker_model(tmp_path / "evil-model", marker)
+    _tamper(run_dir / "results.json", name=str(tmp_path / "evil-model"))
+    result = cml("predict", str(run_dir), "--lang", "deu", input="deuw1 deusport1\n")
+    assert_user_error(result, "cannot load the model")
+    assert not marker.exists()
+
+
+def test_pickled_weights_are_never_loaded(tiny_backbone, tmp_path):
+    """A model folder whose weights are a pickle (pytorch_model.bin) is refused before anything is unpickled."""
+    import pickle
+
+    marker = tmp_path / "unpickled"
+    folder = tmp_path / "pickled-model"
+    shutil.copytree(tiny_backbone, folder)
+    (folder / "model.safetensors").unlink()
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    write_sib_like(tmp_path / "data")
+    path = write_config(tmp_path / "c.yaml", **BASE, model={"name": str(folder)})
+    with pytest.raises(CMLError, match="cannot load the model"):
+        Experiment(load_config(path)).run()
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------------ 4. stale inputs
+
+def test_resume_refuses_an_input_file_that_changed(tmp_path, tiny_backbone):
+    config, run_dir = fresh_run(tmp_path, tiny_backbone)
+    test_file = tmp_path / "data" / "hin_Deva" / "test.tsv"
+    rows = test_file.read_text().splitlines()
+    index, label, text = rows[1].split("\t")
+    rows[1] = "\t".join([index, "food" if label != "food" else "sport", text])  # relabel one item
+    test_file.write_text("\n".join(rows) + "\n")
+    with pytest.raises(CMLError, match="input changed since this stage ran") as err:
+        Experiment(load_config(config), resume=True).run()
+    assert str(test_file) in err.value.message
+    results = json.loads((run_dir / "results.json").read_text())
+    assert len(results["inputs"]) == 10 and "hin_Deva/test.tsv" in results["inputs"]  # 9 splits + labels.txt
+
+
+# ------------------------------------------------------------------------- 5. bad bytes, BOMs, truncations
+
+def test_bytes_that_are_not_utf8_are_named_by_file_line_and_offset(tmp_path):
+    root = write_sib_like(tmp_path / "data")
+    bad = root / "fra_Latn" / "dev.tsv"
+    data = bad.read_bytes()
+    cut = data.index(b"\n", data.index(b"\n") + 1) + 5  # inside line 3
+    bad.write_bytes(data[:cut] + b"\xff\xfe" + data[cut:])
+    from cml.config import SIB200Source
+    from cml.data.examples import TaskFamily
+
+    with pytest.raises(CMLError, match=f"byte 0xff at byte offset {cut}") as err:
+        read_dataset(SIB200Source(format="sib200", path=str(root)), TaskFamily.classification)
+    assert (err.value.file, err.value.line) == (str(bad), 3)
+    config = write_config(tmp_path / "c.yaml", **BASE)
+    config.write_bytes(config.read_bytes().replace(b"name: t", b"name: t\xe9"))
+    with pytest.raises(CMLError, match="not valid UTF-8") as err:
+        load_config(config)
+    assert (err.value.file, err.value.line) == (str(config), 1)
+
+
+def test_a_byte_order_mark_is_accepted_everywhere(tmp_path):
+    from cml.config import ConlluSource, DelimitedSource, SIB200Source
+    from cml.data.examples import TaskFamily
+
+    bom = "\ufeff"
+    sib = write_sib_like(tmp_path / "sib")
+    for path in [*sib.glob("*/*.tsv"), *sib.glob("*/labels.txt")]:
+        path.write_text(bom + path.read_text(), encoding="utf-8")
+    assert read_dataset(SIB200Source(format="sib200", path=str(sib)), TaskFamily.classification).label_set == \
+        ("a", "b", "c")
+    for lang in ("deu", "fra"):
+        for split in ("train", "dev", "test"):
+            path = tmp_path / "tsv" / lang / f"{split}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(bom + f"id\ttext\tlabel\n{split}1\tein satz\ta\n{split}2\tnoch einer\tb\n",
+                            encoding="utf-8")
+    dataset = read_dataset(DelimitedSource(format="tsv", path=str(tmp_path / "tsv"), columns={"id": "id"}),
+                           TaskFamily.classification)
+    assert dataset.splits["deu"]["train"][0].id == "train1"
+    conllu = tmp_path / "ud" / "de_pud-ud-test.conllu"
+    conllu.parent.mkdir()
+    conllu.write_text(bom + "".join(f"# sent_id = s{i}\n1\tDer\tder\tDET\t_\t_\t2\tdet\t_\t_\n"
+                                    "2\tHund\tHund\tNOUN\t_\t_\t0\troot\t_\t_\n\n" for i in range(30)),
+                      encoding="utf-8")
+    dataset = read_dataset(ConlluSource(format="conllu", path=str(tmp_path / "ud")), TaskFamily.tagging)
+    assert sum(len(examples) for examples in dataset.splits["deu"].values()) == 30
+
+
+def test_an_output_dir_that_cannot_be_written_is_an_error_naming_it(tmp_path, tiny_backbone):
+    # Mode bits do not stop root (CI runs as root), so the unwritable place is a path through a file.
+    config = run_config(tmp_path, tiny_backbone, epochs=1)
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    result = cml("run", str(config), "--set", f"output_dir={tmp_path / 'blocker' / 'runs'}")
+    assert_user_error(result, "cannot create the run folder", str(tmp_path / "blocker"))
+
+
+def test_truncated_weights_are_named_and_a_resumed_run_redoes_that_stage(tmp_path, tiny_backbone, caplog):
+    config, run_dir = fresh_run(tmp_path, tiny_backbone)
+    weights = run_dir / "stages" / "full_finetune" / "1-update" / "model.safetensors"
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[:len(intact) // 2])
+    assert_user_error(cml("predict", str(run_dir), "--lang", "hin", input="hinw1\n"), str(weights), "truncated")
+    reference = json.loads((run_dir / "results.json").read_text())
+    with caplog.at_level(logging.WARNING, logger="cml"):
+        resumed = Experiment(load_config(config), resume=True).run()
+    assert "a saved stage cannot be read" in caplog.text and str(weights) in caplog.text
+    assert [s["scores"] for s in resumed["stages"]] == [s["scores"] for s in reference["stages"]]
+    assert weights.read_bytes() == intact
+
+
+def test_a_truncated_in_progress_checkpoint_restarts_the_stage_and_says_so(tmp_path, tiny_backbone, caplog):
+    path = run_config(tmp_path, tiny_backbone, checkpoint_every_steps=2)
+    reference = Experiment(load_config(path, ["name=reference"])).run()
+
+    class Interrupted(Exception):
+        pass
+
+    def crash(step):
+        if step == 7:
+            raise Interrupted
+
+    import cml.strategies.full_finetune as full_finetune
+
+    original = full_finetune.train
+    full_finetune.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
+        if k["description"] == "full_finetune/update" else original(*a, **k)
+    try:
+        with pytest.raises(Interrupted):
+            Experiment(load_config(path, ["name=cut"])).run()
+    finally:
+        full_finetune.train = original
+    latest = tmp_path / "runs" / "cut" / "checkpoints" / "full_finetune" / "1" / "latest" / "model.safetensors"
+    latest.write_bytes(latest.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="cml"):
+        resumed = Experiment(load_config(path, ["name=cut"]), resume=True).run()
+    assert "in-progress checkpoint cannot be read" in caplog.text and "restarting this stage" in caplog.text
+    assert [s["scores"] for s in resumed["stages"]] == [s["scores"] for s in reference["stages"]]
+
+
+@pytest.mark.parametrize("command", ["report", "compare", "predict"])
+def test_a_truncated_results_file_is_named_with_its_line(finished_run, tmp_path, command):
+    _, run_dir = copy_run(finished_run, tmp_path)
+    results = run_dir / "results.json"
+    results.write_text(results.read_text()[:300])
+    result = cml(command, str(run_dir), input="hinw1\n")
+    assert_user_error(result, str(results), "not valid JSON", "truncated")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("name.sub=1", "name is a value ('t'), not a section with a setting 'sub'"),
+    ("training.epochs.x=1", "training.epochs is a value (2), not a section"),
+    ("stream.stages.7.amount=1", "stream.stages has 1 entries; there is no entry 7"),
+    ("data.languages=[de,", "invalid YAML value"),
+    ("training..epochs=1", "--set expects key.path=value"),
+    ("stream.stages.x.amount=1", "expected a list index"),
+])
+def test_malformed_set_forms_are_errors(tmp_path, override, message):
+    path = write_config(tmp_path / "c.yaml", **BASE, training={"epochs": 2})
+    with pytest.raises(CMLError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        load_config(path, [override])
+
+
+@pytest.mark.parametrize("stdin, message", [
+    (b"\x00\x01\x02\xff binary\n", "<stdin>:1: not valid UTF-8"),
+    (b"ok line\n\x00\x00\x00\n", "<stdin>:2: binary input"),
+    (b'{"text": 5}\n', "<stdin>:1: `text` must be a non-empty string, got 5"),
+    (b'{"text": null}\n', "`text` must be a non-empty string, got null"),
+    (b'{"text": "x", "lang": 7}\n', "`lang` must be a string"),
+    (b'{"text": "x",}\n', "<stdin>:1: invalid JSON"),
+    (b'{"text": "x", "lang": "klingonx"}\n', "<stdin>:1: unknown language code 'klingonx'; did you mean: tlh"),
+])
+def test_predict_refuses_malformed_input_lines(finished_run, stdin, message):
+    result = cml("predict", str(finished_run / "runs" / "t"), "--lang", "deu", input=stdin)
+    assert_user_error(result, message)
+
+
+# ------------------------------------------------------------------------------- 6. silent acceptance
+
+def test_jsonl_null_text_is_an_error_not_the_string_none(tmp_path):
+    from cml.config import DelimitedSource
+    from cml.data.examples import TaskFamily
+
+    for lang in ("deu", "fra"):
+        for split in ("train", "dev", "test"):
+            path = tmp_path / lang / f"{split}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text('{"text": "ein satz", "label": "a"}\n{"text": null, "label": "b"}\n')
+    with pytest.raises(CMLError, match="column 'text' must be a string, got null") as err:
+        read_dataset(DelimitedSource(format="jsonl", path=str(tmp_path)), TaskFamily.classification)
+    assert err.value.line == 2
+
+
+@pytest.mark.parametrize("section, text, key", [
+    ("training", "  epochs: '2'", "training.epochs"),
+    ("update_training", "  learning_rat: 1.0e-3", "update_training.learning_rat"),
+    ("strategies", "  - {method: full_finetune, training: {learning_rat: 1.0e-3}}",
+     "strategies.0.full_finetune.training.learning_rat"),
+    ("update_training", "  epochs: 0", "update_training.epochs"),
+])
+def test_values_are_strict_and_overrides_are_validated(tmp_path, section, text, key):
+    path = write_config(tmp_path / "c.yaml", **BASE)
+    path.write_text(path.read_text() + f"{section}:\n{text}\n")
+    with pytest.raises(CMLError) as err:
+        load_config(path)
+    assert (err.value.key, err.value.line) == (key, len(path.read_text().splitlines()))
+
+
+def test_training_overrides_apply_and_are_stored_as_given(tmp_path):
+    from cml.experiment import stage_training_config
+
+    path = write_config(tmp_path / "c.yaml", **BASE, training={"epochs": 3, "learning_rate": 1.0e-4},
+                        update_training={"epochs": 1, "learning_rate": 1.0e-3})
+    config = load_config(path)
+    assert (stage_training_config(config, 1).epochs, stage_training_config(config, 1).learning_rate) == (1, 1e-3)
+    assert stage_training_config(config, 0).epochs == 3
+    assert config.model_dump(mode="json")["update_training"] == {"epochs": 1, "learning_rate": 1e-3}
+    assert load_config(path, ["learning_rate=3e-5"] and ["training.learning_rate=3e-5"]).training.learning_rate \
+        == 3e-5  # YAML 1.2 float: 3e-5 without a dot is a number, not a string
+
+
+@pytest.mark.parametrize("name, suggestion", [("klingonx", "tlh (Klingon)"), ("germanx", "deu (German)")])
+def test_an_inexact_language_name_is_an_error_with_suggestions(tmp_path, name, suggestion):
+    path = write_config(tmp_path / "c.yaml", **BASE)
+    with pytest.raises(CMLError, match=rf"unknown language code '{name}'; did you mean: .*{re.escape(suggestion)}"):
+        load_config(path, [f"data.languages=[{name}]"])
+
+
+def test_a_run_over_a_finished_run_is_refused_without_resume_or_overwrite(finished_run, tmp_path):
+    config, run_dir = copy_run(finished_run, tmp_path)
+    before = (run_dir / "results.json").read_bytes()
+    assert_user_error(cml("run", str(config)), "holds a finished run", "--resume", "--overwrite")
+    assert (run_dir / "results.json").read_bytes() == before
+    assert cml("run", str(config), "--resume", "--overwrite").exit_code == 2
+    assert cml("run", str(config), "--overwrite").exit_code == 0
+
+
+def test_a_stage_that_learned_nothing_is_a_loud_warning(tmp_path, tiny_backbone):
+    config = run_config(tmp_path, tiny_backbone, epochs=2, learning_rate=1.0e-12)
+    result = cml("run", str(config))
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "runs" / "t" / "results.json").read_text())
+    warnings = results["stages"][0]["warnings"]
+    assert any("stayed at" in w for w in warnings), warnings
+    assert "warning: full_finetune, stage initial" in result.output
+    assert "## Warnings" in (tmp_path / "runs" / "t" / "report.md").read_text()
+    assert "stayed at" in (tmp_path / "runs" / "t" / "run.log").read_text()
+
+
+def test_one_label_everywhere_is_a_warning():
+    from types import SimpleNamespace
+
+    from cml.data.examples import TaskFamily
+    from cml.experiment import learning_warnings
+
+    task = SimpleNamespace(primary_metric="accuracy", family=TaskFamily.tagging)
+    one = learning_warnings(task, {"train": {"dev_history": [0.2, 0.3]}}, {"deu": [["O", "O"]], "fra": [["O"]]})
+    assert one == ["every test prediction of every language is 'O': the model predicts one label for everything"]
+    assert learning_warnings(task, {"train": {"dev_history": [0.2, 0.3]}}, {"deu": [["O", "B-PER"]]}) == []
+
+
+# ------------------------------------------------------------------------------------------- 7. IOB2
+
+def test_iob2_repair_reads_a_stray_inside_tag_as_a_beginning_and_counts_it(tmp_path):
+    from cml.config import ConllSource
+    from cml.data.examples import TaskFamily
+
+    for lang in ("yor", "hau"):
+        for split in ("train", "dev", "test"):
+            path = tmp_path / "ner" / lang / f"{split}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("Ade B-PER\nOla I-PER\nlana I-DATE\n\nEko B-LOC\n")
+    source = ConllSource(format="conll", path=str(tmp_path / "ner"), repair=True)
+    dataset = read_dataset(source, TaskFamily.tagging)
+    assert dataset.splits["yor"]["train"][0].tags == ("B-PER", "I-PER", "B-DATE")
+    assert set(dataset.repairs.values()) == {1} and len(dataset.repairs) == 6
+    config = write_config(tmp_path / "c.yaml", task="tagging", data={"format": "conll", "path": "ner", "repair": True},
+                          stream={"stages": [{"name": "s0"}]})
+    result = cml("data", "stats", str(config))
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path / 'ner' / 'hau' / 'dev.txt'}: 1 IOB2 tags repaired" in result.output
+
+
+# ---------------------------------------------------------------------- 8. errors point to the right place
+
+def test_a_bad_value_given_with_set_names_the_set_argument(tmp_path):
+    path = write_config(tmp_path / "c.yaml", **BASE, training={"epochs": 2})
+    with pytest.raises(CMLError) as err:
+        load_config(path, ["training.epochs=0"])
+    assert (err.value.file, err.value.key) == (None, "--set training.epochs")
+    with pytest.raises(CMLError) as err:
+        load_config(path, ["training={epochs: 0}"])
+    assert err.value.key == "--set training (training.epochs)"
+
+
+def test_stream_errors_name_the_stage_line_or_the_set_argument(tmp_path):
+    write_sib_like(tmp_path / "data")
+    path = write_config(tmp_path / "c.yaml", data={"format": "sib200", "path": "data"},
+                        stream={"stages": [{"name": "s0", "amount": 10},
+                                           {"name": "s1", "languages": ["deu"], "amount": 50}]})
+    result = cml("data", "stats", str(path))
+    line = path.read_text().splitlines().index("  - name: s1") + 1
+    assert_user_error(result, f"{path}:{line}: stream.stages.1", "asks for 50 deu examples")
+    result = cml("data", "stats", str(path), "--set", "stream.stages.1.languages=[ekk]")
+    assert_user_error(result, "--set stream.stages.1.languages", "data does not have: ekk")
