@@ -31,10 +31,16 @@ class CMLError(Exception):
 
 @contextmanager
 def exit_on_user_error():
-    """Turns a CMLError raised inside into one clear red line on stderr and exit status 2: the behaviour of the
-    ``cml`` command and of the scripts under ``benchmarks/``."""
+    """Turns a CMLError raised inside (or an OSError that names its file: no space left, no permission) into one
+    clear red line on stderr and exit status 2: the behaviour of the ``cml`` command and of the scripts under
+    ``benchmarks/``."""
     try:
         yield
     except CMLError as err:
         click.secho(f"error: {err}", fg="red", err=True)
+        sys.exit(2)
+    except OSError as err:  # a file the machine would not let us read or write: say which, not a traceback
+        if err.filename is None:
+            raise
+        click.secho(f"error: {err.filename}: {err.strerror}", fg="red", err=True)
         sys.exit(2)

@@ -14,9 +14,12 @@ RUN_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.argument("run_dir", type=RUN_DIR)
 def report(run_dir: Path) -> None:
     """Write RUN_DIR's report.md, report.html (self-contained) and results.csv, and print their paths."""
+    from ..io import FolderLock
     from .report import write_report
 
-    for path in write_report(run_dir).values():
+    with FolderLock(run_dir):  # not while a run (or another report) writes there
+        paths = write_report(run_dir)
+    for path in paths.values():
         click.echo(str(path))
 
 
