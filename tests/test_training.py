@@ -84,6 +84,43 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path, tiny_backbone
     assert not checkpoints.exists()
 
 
+def test_a_resume_after_the_early_stopping_checkpoint_trains_no_further(tmp_path, tiny_backbone, monkeypatch):
+    """Killed between the epoch-end checkpoint that meets the early-stopping patience and the stop itself, a
+    resumed run stops too (it once trained an epoch more)."""
+    import cml.training.trainer as trainer
+    from tiny import TOPICS, words
+
+    examples = [Example(str(i), "deu", text=" ".join([words("deu", TOPICS[i % 3])[i % 4], f"deuw{i % 6}"]),
+                        label=TOPICS[i % 3]) for i in range(16)]
+    task = make_task(ExperimentConfig.model_fields["task"].annotation("classification"), list(TOPICS),
+                     ModelConfig(name=tiny_backbone))
+    torch.manual_seed(0)
+    model = task.build_model()
+    features = task.encode(examples)
+    # a rate too small to move the dev score: epoch 2 is no better than epoch 1, and patience 1 stops there
+    config = TrainingConfig(epochs=5, batch_size=8, learning_rate=1e-12, warmup_ratio=0.0, early_stopping_patience=1)
+    dev = {"deu": (examples[:6], task.encode(examples[:6]))}
+
+    class Interrupted(Exception):
+        pass
+
+    original = trainer.save_checkpoint
+
+    def save_then_die(folder, model_state, state, **kwargs):
+        original(folder, model_state, state, **kwargs)
+        if folder.name == "latest" and state.get("epoch") == 2 and state.get("batches_done") == 0:
+            raise Interrupted
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        train(model, task, features, config, accelerator=make_accelerator(config), seed=0, dev=dev,
+              checkpoint_dir=tmp_path / "ck")
+    monkeypatch.setattr(trainer, "save_checkpoint", original)
+    result = train(model, task, features, config, accelerator=make_accelerator(config), seed=0, dev=dev,
+                   checkpoint_dir=tmp_path / "ck", resume=True)
+    assert (result.epochs_run, len(result.dev_history), result.bad_epochs) == (2, 2, 1)
+
+
 @pytest.mark.parametrize("family", ["classification", "tagging"])
 def test_each_family_lowers_the_loss(tiny_backbone, family):
     from tiny import TOPICS, words

@@ -313,7 +313,7 @@ def test_a_truncated_results_file_is_named_with_its_line(finished_run, tmp_path,
     ("name.sub=1", "name is a value ('t'), not a section with a setting 'sub'"),
     ("training.epochs.x=1", "training.epochs is a value (2), not a section"),
     ("stream.stages.7.amount=1", "stream.stages has 1 entries; there is no entry 7"),
-    ("data.languages=[de,", "invalid YAML value"),
+    ("data.languages=[de,", "--set data.languages: invalid YAML"),
     ("training..epochs=1", "--set expects key.path=value"),
     ("stream.stages.x.amount=1", "expected a list index"),
 ])

@@ -85,8 +85,17 @@ class SplitRatios(Strict):
     test: float = Field(0.1, gt=0)
 
 
+def _check_path(path: str) -> str:
+    if "\x00" in path:
+        raise ValueError("a path cannot contain a NUL character")
+    return path
+
+
+PathText = Annotated[str, AfterValidator(_check_path)]
+
+
 class SourceBase(Strict):
-    path: str | None = None
+    path: PathText | None = None
     languages: list[str] | Literal["all"] = "all"
     exclude_languages: list[str] = []
     labels: list[str] | None = Field(None, description="the label (or tag) set; other labels are an error")
@@ -385,7 +394,7 @@ class ExperimentConfig(Strict):
     name: FolderName
     task: Annotated[TaskFamily, Field(strict=False)]
     seed: int = 0
-    output_dir: str = "runs"
+    output_dir: PathText = "runs"
     data: DataSource
     stream: StreamConfig
     model: ModelConfig = ModelConfig()
@@ -517,26 +526,33 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
     r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)$"), list("-+.0123456789"))
 
 
-def _parse_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+def parse_yaml(text: str, *, file: Path | None = None, key: str | None = None) -> tuple[Any, yaml.Node | None]:
+    """YAML text's value and its node tree (which ``validated`` turns into line numbers). Anything that is not
+    valid YAML is a CMLError with ``file`` (and the line, where PyYAML knows it) or ``key``."""
+    loader = None
+    try:  # one parse: the node tree, then the values constructed from it (what yaml.load does inside)
+        loader = _Loader(text)  # noqa: S506 (a SafeLoader subclass); it refuses non-printable characters
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise CMLError(f"invalid YAML: {getattr(err, 'problem', None) or err}", file=file,
+                       line=mark.line + 1 if mark and file else None, key=key) from None
+    except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as err:
+        # PyYAML's constructors raise plain errors for tagged values they cannot build (`!!int x`, a date
+        # out of range, an integer of more than 4,300 digits) and nesting deeper than Python's stack
+        raise CMLError(f"invalid YAML value ({type(err).__name__}: {str(err)[:120]})", file=file, key=key) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: Path, what: str = "config") -> tuple[dict, yaml.Node]:
-    """A YAML file's top-level mapping and its node tree (which ``validated`` turns into line numbers).
-    A missing file, bad YAML or a non-mapping is a CMLError naming the file and line."""
+    """A YAML file's top-level mapping and its node tree. A missing file, bad bytes, bad YAML or a non-mapping
+    is a CMLError naming the file and line."""
     if not path.is_file():
         raise CMLError(f"{what} file not found", file=path)
-    text = read_text(path, what)
-    loader = _Loader(text)
-    try:  # one parse: the node tree, then the values constructed from it (what yaml.load does inside)
-        node = loader.get_single_node()
-        tree = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise CMLError(f"invalid YAML: {getattr(err, 'problem', err)}", file=path,
-                       line=mark.line + 1 if mark else None) from None
-    finally:
-        loader.dispose()
+    tree, node = parse_yaml(read_text(path, what), file=path)
     if not isinstance(tree, dict):
         raise CMLError("expected a mapping of settings at the top level", file=path, line=1)
     return tree, node
@@ -566,10 +582,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         if not sep or not all(keys):
             raise CMLError(f"--set expects key.path=value, got {override!r}")
         label = f"--set {'.'.join(keys)}"
-        try:
-            value = _parse_yaml(raw)
-        except yaml.YAMLError as err:
-            raise CMLError(f"invalid YAML value {raw!r}: {getattr(err, 'problem', None) or err}", key=label) from None
+        value, _ = parse_yaml(raw, key=label)
         _set_override(tree, keys, value, label)
         origin.overrides.append(keys)
     config = validated(ExperimentConfig, tree, node, path, origin)

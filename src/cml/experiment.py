@@ -301,7 +301,7 @@ class Experiment:
             model = strategy.restore(model, saved, ctx)
             load_model_state(model, stage_dir)
             log.info("%s stage %d: reused from %s", strategy.name, index, stage_dir)
-            return model, saved
+            return model, {**saved, "stored_bytes": (stage_dir / "model.safetensors").stat().st_size}
         model, artifacts = strategy.update(model, ctx)
         record = self.record(ctx, strategy.name, artifacts, self.evaluate(model, strategy.name, index))
         if self.accelerator.is_main_process:  # the run folder may be on the main machine only

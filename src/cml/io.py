@@ -175,14 +175,21 @@ def decode_text(data: bytes, where: str | Path) -> str:
                        "(save the file as UTF-8)", file=where, line=line) from None
 
 
-def read_json(path: str | Path, what: str = "file"):
-    """A JSON file's value; a truncated or malformed file is a CMLError naming the file and line."""
-    text = read_text(path, what)
+def parse_json(text: str, *, file: str | Path | None, line: int | None = None, what: str = "JSON"):
+    """``json.loads`` with every way it fails (bad syntax, nesting deeper than Python's stack, an integer of
+    more than 4,300 digits) as a CMLError naming the file and line."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise CMLError(f"{what} is not valid JSON ({err.msg}); it may be truncated or hand-edited",
-                       file=path, line=err.lineno) from None
+        raise CMLError(f"invalid {what}: {err.msg}", file=file, line=(line or 1) + err.lineno - 1) from None
+    except (ValueError, RecursionError) as err:
+        raise CMLError(f"invalid {what}: {type(err).__name__}: {str(err)[:120]}", file=file, line=line) from None
+
+
+def read_json(path: str | Path, what: str = "file"):
+    """A JSON file's value; a truncated or malformed file is a CMLError naming the file and line."""
+    return parse_json(read_text(path, what), file=path, what=f"{what}: not valid JSON, it may be truncated or "
+                                                              "hand-edited;")
 
 
 def open_text(path: str | Path, what: str = "file") -> io.StringIO:

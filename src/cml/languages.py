@@ -84,6 +84,8 @@ def _parse(code: str) -> Language:
     raw = code.strip()
     if not raw:
         raise CMLError("empty language code")
+    if not raw.isprintable() or len(raw) > 100:
+        raise CMLError(f"unknown language code {code[:100]!r}")
     tag = _parse_tag(raw)
     if tag is None or not tag.language or tag.language in ("und", "mul", "zxx"):
         raise CMLError(f"unknown language code {code!r}{_suggestions(raw)}")

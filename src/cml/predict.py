@@ -14,7 +14,7 @@ import torch
 from .config import ExperimentConfig, validated
 from .data.examples import Example, TaskFamily
 from .errors import CMLError
-from .io import decode_text, read_json
+from .io import decode_text, parse_json, read_json
 from .languages import canonical
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
@@ -165,10 +165,7 @@ def read_inputs(lines: Iterable[bytes | str], lang: str | None,
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise CMLError(f"invalid JSON: {err.msg}", file="<stdin>", line=number) from None
+            item = parse_json(line, file="<stdin>", line=number)
             if not isinstance(item, dict) or "text" not in item:
                 raise CMLError("a JSON input needs a `text` field", file="<stdin>", line=number)
             if not isinstance(item["text"], str) or not item["text"].strip():

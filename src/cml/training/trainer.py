@@ -166,30 +166,36 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
     scheduler = _schedule(optimizer, config, total_steps)
 
-    result, start_epoch, skip_batches, rng_states = TrainResult(), 0, 0, None
+    result, start_epoch, skip_batches, rng_states, resumed_losses = TrainResult(), 0, 0, None, []
     saved = _readable_checkpoint(latest, best_dir, description) if resume and latest else None
     if saved:
         load_model_state(accelerator.unwrap_model(model), latest)
         rng_states = load_training_state(latest, optimizer)
         result = TrainResult(**saved["result"])
         start_epoch, skip_batches = saved["epoch"], saved["batches_done"]
+        resumed_losses = list(saved.get("epoch_batch_losses", []))
         scheduler.load_state_dict(saved["scheduler"])
         log.info("%s: resumed at epoch %d, batch %d, step %d", description, start_epoch, skip_batches, result.steps)
 
-    def checkpoint(epoch: int, batches_done: int) -> None:
+    def checkpoint(epoch: int, batches_done: int, losses: list[float]) -> None:
         if latest is None:
             return
         streams = _gather_rng_states(accelerator)  # a collective: every process, before the main one saves
         if accelerator.is_main_process:
+            # the epoch's batch losses so far: a resumed epoch reports the same mean loss as an uninterrupted one
             save_checkpoint(latest, trainable_state(accelerator.unwrap_model(model)),
                             {"epoch": epoch, "batches_done": batches_done, "result": asdict(result),
-                             "scheduler": scheduler.state_dict()}, optimizer=optimizer, rng_states=streams)
+                             "epoch_batch_losses": losses, "scheduler": scheduler.state_dict()},
+                            optimizer=optimizer, rng_states=streams)
 
     best_weights = None
     if result.best_epoch is not None and best_dir is not None and (best_dir / "model.safetensors").exists():
         best_weights = load_tensors(best_dir / "model.safetensors")
     model.train()
-    done = result.steps >= total_steps
+    # A checkpoint taken after an epoch's last step but before its end (dev score, best weights) owes that end:
+    # only a checkpoint at an epoch boundary can say the training is over (all steps, or early stopping).
+    patience_spent = bool(config.early_stopping_patience) and result.bad_epochs >= config.early_stopping_patience
+    done = skip_batches == 0 and (result.steps >= total_steps or patience_spent)
     for epoch in range(start_epoch, config.epochs):
         if done:
             break
@@ -204,8 +210,8 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
         progress = tqdm(epoch_loader, desc=f"{description} epoch {epoch + 1}/{config.epochs}",
                         initial=skip_batches, total=batches_per_epoch, leave=False,
                         disable=not accelerator.is_local_main_process)
-        losses, started = [], time.perf_counter()
-        for index, batch in enumerate(progress, start=skip_batches):
+        losses, started = (resumed_losses if epoch == start_epoch else []), time.perf_counter()
+        for index, batch in enumerate(progress if result.steps < total_steps else (), start=skip_batches):
             with accelerator.accumulate(model):
                 output = model(**batch)
                 loss = loss_fn(model, batch, output) if loss_fn else output.loss
@@ -231,13 +237,14 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
                 if config.checkpoint_every_steps and result.steps % config.checkpoint_every_steps == 0:
                     result.train_seconds += time.perf_counter() - started
                     started = time.perf_counter()
-                    checkpoint(epoch, index + 1)
+                    checkpoint(epoch, index + 1, losses)
             elapsed = result.train_seconds + time.perf_counter() - started
             progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}",
                                  ex_s=f"{result.examples_seen / max(elapsed, 1e-9):.1f}")
             if result.steps >= total_steps:
                 done = True
                 break
+        progress.close()
         result.train_seconds += time.perf_counter() - started
         skip_batches = 0
         result.epochs_run = epoch + 1
@@ -258,7 +265,7 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
                         save_checkpoint(best_dir, best_weights, {"epoch": epoch + 1, "dev": score})
             else:
                 result.bad_epochs += 1
-        checkpoint(epoch + 1, 0)
+        checkpoint(epoch + 1, 0, [])
         if config.early_stopping_patience and result.bad_epochs >= config.early_stopping_patience:
             log.info("%s: early stop after epoch %d (best epoch %s)", description, epoch + 1, result.best_epoch)
             break

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import CMLError
+from ...io import parse_json
 from ..examples import SPLITS, Example, MultilingualDataset, TaskFamily
 from .common import check_example, language_folders, language_of, open_source_file, source_path, wanted
 
@@ -57,10 +58,7 @@ def _rows(path: Path, fmt: str, dataset: MultilingualDataset) -> Iterator[tuple[
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise CMLError(f"invalid JSON: {err.msg}", file=path, line=number) from None
+                row = parse_json(line, file=path, line=number)
                 if not isinstance(row, dict):
                     raise CMLError("expected a JSON object per line", file=path, line=number)
                 yield number, row
@@ -105,7 +103,7 @@ def _text(row: dict, column: str, path: Path, number: int) -> str:
     """A text column: a string (JSONL's null or a number is a mistake, not the text "None")."""
     value = _field(row, column, path, number)
     if not isinstance(value, str):
-        raise CMLError(f"column {column!r} must be a string, got {json.dumps(value)}", file=path, line=number)
+        raise CMLError(f"column {column!r} must be a string, got {json.dumps(value)[:80]}", file=path, line=number)
     return value
 
 
@@ -113,7 +111,7 @@ def _label(row: dict, column: str, path: Path, number: int) -> str:
     """A label column: a string, or a JSON integer (class ids are often written as numbers)."""
     value = _field(row, column, path, number)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise CMLError(f"column {column!r} must be a string or an integer, got {json.dumps(value)}",
+        raise CMLError(f"column {column!r} must be a string or an integer, got {json.dumps(value)[:80]}",
                        file=path, line=number)
     return str(value)
 
