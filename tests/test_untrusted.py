@@ -193,7 +193,7 @@ def test_resume_refuses_an_input_file_that_changed(tmp_path, tiny_backbone):
     index, label, text = rows[1].split("\t")
     rows[1] = "\t".join([index, "food" if label != "food" else "sport", text])  # relabel one item
     test_file.write_text("\n".join(rows) + "\n")
-    with pytest.raises(CMLError, match="input changed since this stage ran") as err:
+    with pytest.raises(CMLError, match="input changed since this finished stage ran") as err:
         Experiment(load_config(config), resume=True).run()
     assert str(test_file) in err.value.message
     results = json.loads((run_dir / "results.json").read_text())
@@ -465,3 +465,204 @@ def test_stream_errors_name_the_stage_line_or_the_set_argument(tmp_path):
     assert_user_error(result, f"{path}:{line}: stream.stages.1", "asks for 50 deu examples")
     result = cml("data", "stats", str(path), "--set", "stream.stages.1.languages=[ekk]")
     assert_user_error(result, "--set stream.stages.1.languages", "data does not have: ekk")
+
+
+# ----------------------------------------------------------------- found by reading the change as a stranger
+
+def test_a_planted_lock_link_is_never_written_through(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (run_dir / ".cml.lock").symlink_to(victim)
+    with pytest.raises(CMLError, match="cannot open the lock file"):
+        FolderLock(run_dir).acquire()
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("entry", ["run.log", "predictions", "stages/full_finetune"])
+def test_a_run_folder_holding_a_link_is_refused(finished_run, tmp_path, entry):
+    config, run_dir = copy_run(finished_run, tmp_path)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    link = run_dir / entry
+    shutil.rmtree(link) if link.is_dir() else link.unlink()
+    link.symlink_to(victim)
+    assert_user_error(cml("run", str(config), "--resume"), "may not hold links", str(link))
+    assert_user_error(cml("report", str(run_dir)), "may not hold links")
+    assert list(victim.iterdir()) == []
+
+
+def test_overwrite_removes_the_old_run_and_predict_serves_the_configs_stage(finished_run, tmp_path):
+    config, run_dir = copy_run(finished_run, tmp_path)
+    (run_dir / "notes.txt").write_text("a user's file beside the run")
+    result = cml("run", str(config), "--overwrite", "--set", "stream.stages.1.name=other")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (run_dir / "stages" / "full_finetune").iterdir()) == ["1-other"]
+    assert (run_dir / "notes.txt").exists()
+    (run_dir / "stages" / "full_finetune" / "1-update").mkdir()  # a stale folder: never served
+    result = cml("predict", str(run_dir), "--lang", "hin", input="hinw1\n")
+    assert result.exit_code == 0 and json.loads(result.stdout)["stage"] == 1
+
+
+def test_run_folders_of_earlier_versions_still_serve_and_resume(tmp_path, tiny_backbone):
+    """Earlier versions stored `trust_remote_code: false` in results.json and in every stage's settings."""
+    config, run_dir = fresh_run(tmp_path, tiny_backbone)
+    results = json.loads((run_dir / "results.json").read_text())
+    results["config"]["model"]["trust_remote_code"] = False
+    (run_dir / "results.json").write_text(json.dumps(results))
+    for state_path in (run_dir / "stages").rglob("state.json"):
+        state = json.loads(state_path.read_text())
+        state["settings"]["model"]["trust_remote_code"] = False
+        del state["settings"]["inputs"]  # nor did they fingerprint inputs
+        state_path.write_text(json.dumps(state))
+    assert cml("predict", str(run_dir), "--lang", "hin", input="hinw1\n").exit_code == 0
+    assert Experiment(load_config(config), resume=True).run()["stages"][1]["scores"] == \
+        results["stages"][1]["scores"]
+
+
+def test_resume_refuses_a_stage_in_progress_whose_input_changed(tmp_path, tiny_backbone):
+    import cml.strategies.full_finetune as full_finetune
+
+    path = run_config(tmp_path, tiny_backbone, checkpoint_every_steps=2)
+
+    class Interrupted(Exception):
+        pass
+
+    def crash(step):
+        if step == 4:
+            raise Interrupted
+
+    original = full_finetune.train
+    full_finetune.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
+        if k["description"] == "initial/initial" else original(*a, **k)  # stage 0, unfinished
+    try:
+        with pytest.raises(Interrupted):
+            Experiment(load_config(path)).run()
+    finally:
+        full_finetune.train = original
+    train_file = tmp_path / "data" / "hin_Deva" / "train.tsv"
+    train_file.write_text(train_file.read_text().replace("\tsport\t", "\tfood\t", 1))
+    with pytest.raises(CMLError, match="input changed since the stage in progress ran") as err:
+        Experiment(load_config(path), resume=True).run()
+    assert str(train_file) in err.value.message and err.value.file.endswith("settings.json")
+
+
+@pytest.mark.parametrize("state", ['{"complete": true}', '{"complete": true, "record": {}, "settings": []}', "[]"])
+def test_a_hand_edited_stage_state_is_redone_on_resume_and_named_by_predict(tmp_path, tiny_backbone, caplog,
+                                                                               state):
+    config, run_dir = fresh_run(tmp_path, tiny_backbone)
+    state_file = run_dir / "stages" / "full_finetune" / "1-update" / "state.json"
+    state_file.write_text(state)
+    assert_user_error(cml("predict", str(run_dir), "--lang", "hin", input="hinw1\n"), str(state_file))
+    with caplog.at_level(logging.WARNING, logger="cml"):
+        Experiment(load_config(config), resume=True).run()
+    assert "a saved stage cannot be read" in caplog.text
+
+
+def test_weights_of_another_shape_are_named(finished_run, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    _, run_dir = copy_run(finished_run, tmp_path)
+    weights = run_dir / "stages" / "initial" / "0-initial" / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(key for key, value in tensors.items() if value.ndim == 2)
+    tensors[name] = torch.zeros(3, 3)
+    save_file(tensors, weights)
+    assert_user_error(cml("predict", str(run_dir), "--lang", "hin", input="hinw1\n"), "another shape", name)
+
+
+def test_clean_up_skips_names_it_could_not_have_made(tmp_path):
+    from cml.io import remove_stale_temporaries
+
+    for name in (".cml-.old", ".cml-..old", ".cml-...old"):
+        (tmp_path / name).mkdir()
+    assert remove_stale_temporaries(tmp_path) == []
+    assert (tmp_path / ".cml-.old").is_dir() and (tmp_path / ".cml-..old").is_dir()
+
+
+@pytest.mark.parametrize("results", ['{"strategies": {}}', '{"strategies": {"x": {"stages": [{}]}}, "languages": []}'])
+def test_results_without_a_runs_shape_are_named(tmp_path, results):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(results)
+    assert_user_error(cml("report", str(run_dir)), str(run_dir / "results.json"), "not the results of a cml run")
+    assert_user_error(cml("compare", str(run_dir)), str(run_dir / "results.json"))
+
+
+def test_a_refused_write_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    import cml.io
+    from cml.io import write_text
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cml.io.os, "fsync", no_space)
+    with pytest.raises(CMLError, match="cannot write: No space left on device") as err:
+        write_text(tmp_path / "results.json", "{}")
+    assert err.value.file == str(tmp_path / "results.json")
+    assert list(tmp_path.iterdir()) == []  # and no temporary left
+
+
+@pytest.mark.parametrize("override, key", [
+    ("update_training.epochs=null", "--set update_training.epochs"),
+    ("strategies.0.training.learning_rate=null", "--set strategies.0.training.learning_rate (strategies)"),
+    ("stream.stages.-1.amount='x'", "--set stream.stages.0.amount"),
+])
+def test_override_errors_name_the_set_argument(tmp_path, override, key):
+    path = write_config(tmp_path / "c.yaml", **BASE)
+    with pytest.raises(CMLError) as err:
+        load_config(path, [override])
+    assert err.value.key.startswith(key) and err.value.file is None
+
+
+def test_stdin_errors_give_the_line_of_the_whole_input(finished_run):
+    result = cml("predict", str(finished_run / "runs" / "t"), "--lang", "deu", input=b"hello\nworld\n\xff bad\n")
+    assert_user_error(result, "<stdin>:3: not valid UTF-8")
+
+
+@pytest.mark.parametrize("section", [{"format": "conll", "path": "d", "file_pattern": "{lang}.txt"},
+                                     {"format": "huggingface", "dataset": "x", "languages": ["deu"],
+                                      "config_template": "{code}_{split}"}])
+def test_format_patterns_are_checked_when_the_config_loads(tmp_path, section):
+    path = write_config(tmp_path / "c.yaml", task="tagging", data=section, stream={"stages": [{"name": "s0"}]})
+    with pytest.raises(CMLError, match="a pattern may only use"):
+        load_config(path)
+
+
+def test_model_info_never_unpickles(tiny_backbone, tmp_path):
+    import pickle
+
+    marker = tmp_path / "unpickled"
+    folder = tmp_path / "pickled-model"
+    shutil.copytree(tiny_backbone, folder)
+    (folder / "model.safetensors").unlink()
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    assert_user_error(cml("model", "info", str(folder)), "cannot load the model")
+    assert not marker.exists()
+
+
+def test_predict_serves_a_seq2seq_run(tmp_path, tiny_backbone):
+    for lang in ("deu", "fra"):
+        for split, count in (("train", 24), ("dev", 6), ("test", 6)):
+            path = tmp_path / "data" / lang / f"{split}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps({"id": f"{split}{i}", "source": f"{lang}sport{i % 4}",
+                                                "target": f"{lang}food{i % 4}"}) + "\n" for i in range(count)))
+    config = write_config(tmp_path / "c.yaml", task="seq2seq", data={"format": "jsonl", "path": "data",
+                                                                      "columns": {"id": "id"}},
+                          model={"name": tiny_backbone, "max_length": 16, "max_new_tokens": 3},
+                          training={"epochs": 1, "batch_size": 8},
+                          stream={"stages": [{"name": "s0", "amount": 12}, {"name": "s1", "languages": ["deu"]}]})
+    assert cml("run", str(config)).exit_code == 0
+    result = cml("predict", str(tmp_path / "runs" / "t"), "--lang", "deu", input="deusport1\n")
+    assert result.exit_code == 0, result.output
+    assert isinstance(json.loads(result.stdout)["prediction"], str)

@@ -49,7 +49,8 @@ def data():
 @OVERRIDES
 @click.option("--labels", is_flag=True, help="Also count labels (tags for tagging) per stage and language.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def data_stats(config, overrides, labels, as_json):
+@TRUST_REMOTE_CODE
+def data_stats(config, overrides, labels, as_json, trust_remote_code):
     """Print the stage x language table of training-example counts of CONFIG's stream.
 
     Dev and test sets are fixed across stages and shown as the last two columns.
@@ -59,6 +60,7 @@ def data_stats(config, overrides, labels, as_json):
     from .data.stream import build_stream
 
     cfg = load_config(config, overrides)
+    cfg.allow_remote_code(trust_remote_code)
     dataset = read_dataset(cfg.data, cfg.task)
     with cfg.locating_errors():
         stream = build_stream(dataset, cfg.stream, cfg.stream_seed)

@@ -14,7 +14,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError,
@@ -50,8 +50,8 @@ def check_folder_name(name: str) -> str:
     """Run, stage and strategy names become folder names (``<output_dir>/<run>/stages/<strategy>/<k>-<stage>``):
     each must be one path component, so that no name from a config or run folder reaches outside the run."""
     if not FOLDER_NAME.match(name):
-        raise ValueError(f"must be one folder name of letters, digits, '.', '_' and '-' (at most 128, starting "
-                         f"with a letter or digit), got {name!r}")
+        raise ValueError("must be one folder name of letters, digits, '.', '_' and '-' (at most 128, starting "
+                         "with a letter or digit)")
     return name
 
 
@@ -92,6 +92,37 @@ def _check_path(path: str) -> str:
 
 
 PathText = Annotated[str, AfterValidator(_check_path)]
+
+
+class RemoteCodeByFlagOnly(Strict):
+    """A section that loads code-bearing things (a model, a hub dataset). Whether their own Python code may
+    run is never read from a file: only ``ExperimentConfig.allow_remote_code`` (the ``--trust-remote-code``
+    flag of the command the user types) sets it."""
+
+    _trust_remote_code: bool = PrivateAttr(False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_remote_code_from_files(cls, data):
+        if isinstance(data, dict) and "trust_remote_code" in data:
+            if data["trust_remote_code"] is not False:  # false: what run folders of earlier versions recorded
+                raise ValueError("trust_remote_code: remote code cannot be allowed from a file; pass "
+                                 "--trust-remote-code to the command, if you trust the model's or dataset's code")
+            data = {key: value for key, value in data.items() if key != "trust_remote_code"}
+        return data
+
+    @property
+    def trust_remote_code(self) -> bool:
+        return self._trust_remote_code
+
+
+def _check_pattern(pattern: str, field: str) -> str:
+    """A ``str.format`` pattern with the one field ``{field}`` (``{split}``, ``{code}``)."""
+    try:
+        pattern.format(**{field: "x"})
+    except (KeyError, IndexError, ValueError) as err:
+        raise ValueError(f"a pattern may only use {{{field}}}, got {pattern!r} ({type(err).__name__}: {err})") from None
+    return pattern
 
 
 class SourceBase(Strict):
@@ -147,6 +178,11 @@ class ConllSource(SourceBase):
                          "seqeval's lenient mode does) instead of refusing the file; repairs are counted per file")
     file_pattern: str = "{split}.txt"
 
+    @field_validator("file_pattern")
+    @classmethod
+    def _pattern(cls, value):
+        return _check_pattern(value, "split")
+
 
 class SimplemmaSource(SourceBase):
     format: Literal["simplemma"]
@@ -156,19 +192,23 @@ class SimplemmaSource(SourceBase):
     seed: int = 0
 
 
-class HuggingFaceSource(SourceBase):
+class HuggingFaceSource(SourceBase, RemoteCodeByFlagOnly):
     format: Literal["huggingface"]
-    _trust_remote_code: bool = PrivateAttr(False)
     dataset: str = Field(description="hub id (e.g. Davlan/sib200) or a builder such as json")
     config_template: str | None = Field(None, description="per-language config name, e.g. '{code}' or '{code}_pud'")
     language_codes: dict[str, str] = Field({}, description="our code -> the dataset's code, where they differ")
     data_files: dict[str, str] | None = Field(None, description="for builders such as json: split -> file pattern with {code}")
     columns: DelimitedColumns = DelimitedColumns()
 
-    @property
-    def trust_remote_code(self) -> bool:
-        """Set only by ``allow_remote_code`` (the command line's flag), never by a file."""
-        return self._trust_remote_code
+    @field_validator("config_template")
+    @classmethod
+    def _template(cls, value):
+        return value if value is None else _check_pattern(value, "code")
+
+    @field_validator("data_files")
+    @classmethod
+    def _patterns(cls, value):
+        return value if value is None else {split: _check_pattern(p, "code") for split, p in value.items()}
 
 
 DataSource = Annotated[
@@ -217,17 +257,11 @@ class StreamConfig(Strict):
         return self
 
 
-class ModelConfig(Strict):
+class ModelConfig(RemoteCodeByFlagOnly):
     name: str = "embedded:multilingual-e5-small"
-    _trust_remote_code: bool = PrivateAttr(False)
     max_length: int = Field(128, gt=0)
     freeze_embeddings: Flag = True
     decoder: str | None = Field(None, description="seq2seq: decoder checkpoint for an EncoderDecoderModel")
-
-    @property
-    def trust_remote_code(self) -> bool:
-        """Set only by ``allow_remote_code`` (the command line's flag), never by a file."""
-        return self._trust_remote_code
     source_embedding_skip: Flag = Field(
         True, description="assembled seq2seq: the decoder attends to the encoder's last states plus the source "
         "tokens' input embeddings, so copying a source piece is one attention step. Applies only where the decoder "
@@ -271,7 +305,9 @@ class Overrides(Strict):
 
 def _overrides_of(model: type[BaseModel], name: str) -> type[Overrides]:
     """``model``'s settings, each optional: validated like ``model``'s (types, ranges, spelling) field by field."""
-    fields = {key: (Optional[info.annotation], FieldInfo.merge_field_infos(info, default=None))
+    # The field's own type, with None as the "not given" default (defaults are not validated): an explicit null
+    # is refused where the setting itself refuses it.
+    fields = {key: (info.annotation, FieldInfo.merge_field_infos(info, default=None))
               for key, info in model.model_fields.items()}
     return create_model(name, __base__=Overrides, __module__=__name__, **fields)
 
@@ -455,13 +491,19 @@ class ConfigOrigin:
 
 
 def _covers(override: tuple[str, ...], loc: tuple) -> bool:
-    """Whether the value at ``loc`` lies inside what ``override`` set; ``loc`` may carry pydantic's union tags."""
-    parts = iter(str(k) for k in loc)
-    return all(any(part == wanted for part in parts) for wanted in override)
+    """Whether the value at ``loc`` lies inside what ``override`` set, or holds it (an error about the section
+    an override created); ``loc`` may carry pydantic's union tags, which no override names."""
+    matched, parts = 0, [str(k) for k in loc]
+    for part in parts:
+        if matched < len(override) and part == override[matched]:
+            matched += 1
+    return matched == len(override) or (0 < matched == len(parts))
 
 
-def _set_override(tree: dict, keys: tuple[str, ...], value: Any, origin: str) -> None:
+def _set_override(tree: dict, keys: tuple[str, ...], value: Any, origin: str) -> tuple[str, ...]:
+    """Set ``value`` at ``keys`` in ``tree``; returns the key path it set (a negative list index made positive)."""
     node: Any = tree
+    resolved = list(keys)
     for depth, key in enumerate(keys):
         last = depth == len(keys) - 1
         where = ".".join(keys[:depth]) or "the config"
@@ -469,6 +511,8 @@ def _set_override(tree: dict, keys: tuple[str, ...], value: Any, origin: str) ->
             index = _list_index(key, origin)
             if not -len(node) <= index < len(node):
                 raise CMLError(f"{where} has {len(node)} entries; there is no entry {index}", key=origin)
+            index %= len(node)
+            resolved[depth] = str(index)
             if last:
                 node[index] = value
             else:
@@ -480,6 +524,7 @@ def _set_override(tree: dict, keys: tuple[str, ...], value: Any, origin: str) ->
                 node = node.setdefault(key, {})
         else:
             raise CMLError(f"{where} is a value ({node!r}), not a section with a setting {key!r}", key=origin)
+    return tuple(resolved)
 
 
 def _list_index(key: str, origin: str) -> int:
@@ -583,8 +628,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
             raise CMLError(f"--set expects key.path=value, got {override!r}")
         label = f"--set {'.'.join(keys)}"
         value, _ = parse_yaml(raw, key=label)
-        _set_override(tree, keys, value, label)
-        origin.overrides.append(keys)
+        origin.overrides.append(_set_override(tree, keys, value, label))
     config = validated(ExperimentConfig, tree, node, path, origin)
     config._origin = origin
     _resolve_paths(config, path.parent)
@@ -594,9 +638,6 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 def _describe(error: dict) -> str:
     message = error["msg"]
     if error["type"] == "extra_forbidden":
-        if error["loc"] and error["loc"][-1] == "trust_remote_code":
-            return ("remote code cannot be allowed from a file: pass --trust-remote-code to the command, if you "
-                    "trust the model's or dataset's code")
         return "unknown setting (check its spelling and section)"
     if error["type"] == "missing":
         return "required setting is missing"

@@ -27,6 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig, FullFinetuneConfig, TrainingConfig, with_overrides
@@ -36,7 +37,7 @@ from .data.stream import Stream, build_stream
 from .errors import CMLError
 from .evaluation.cml_metrics import summarize_run
 from .evaluation.inference import predict
-from .io import FolderLock, remove_stale_temporaries, write_json, write_text
+from .io import FolderLock, read_json, remove_stale_temporaries, write_json, write_text
 from .reports.report import write_report
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
@@ -45,6 +46,9 @@ from .training.checkpoint import load_model_state, read_state, save_checkpoint, 
 from .training.trainer import make_accelerator
 
 log = logging.getLogger("cml.run")
+# What a run writes in its folder (besides the lock): what --overwrite removes, and nothing else.
+RUN_OUTPUTS = ("results.json", "run.log", "stages", "predictions", "checkpoints", "report.md", "report.html",
+               "results.csv", "report_figures")
 NAIVE = "full_finetune"
 INITIAL = "initial"
 
@@ -81,6 +85,49 @@ def run_folder(config: ExperimentConfig) -> Path:
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise CMLError("the run folder is not writable", file=run_dir)
     return run_dir
+
+
+def stage_folder(run_dir: Path, strategy: str, index: int, stage_name: str) -> Path:
+    """Where a strategy's finished stage lives in a run folder: ``stages/<strategy>/<index>-<stage name>``."""
+    return Path(run_dir) / "stages" / strategy / f"{index}-{stage_name}"
+
+
+class SavedStage(BaseModel):
+    """A finished stage's ``state.json``: its record (the strategy's own fields are free-form) and settings."""
+
+    complete: bool
+    record: dict
+    settings: dict | None = None  # none in runs saved before settings were recorded
+
+
+def read_stage(stage_dir: Path) -> SavedStage:
+    """The ``state.json`` of ``stage_dir``, checked to be a stage's state; else a CMLError naming it."""
+    path = stage_dir / "state.json"
+    try:
+        return SavedStage.model_validate(read_state(stage_dir))
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise CMLError(f"not a finished stage's state: {first['msg']}", file=path,
+                       key=".".join(map(str, first["loc"])) or None) from None
+
+
+def restore_stage(strategy, model, record: dict, ctx: StageContext, stage_dir: Path):
+    """``strategy.restore`` on a record read from a run folder, which may lack what the strategy needs."""
+    try:
+        return strategy.restore(model, record, ctx)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise CMLError(f"the stage's record lacks what {strategy.name} needs to restore it ({err!r})",
+                       file=stage_dir / "state.json") from None
+
+
+def _comparable(settings: dict) -> dict:
+    """Saved settings as this version writes them: runs saved before remote code became a command-line flag
+    recorded ``trust_remote_code: false`` in the model and data settings."""
+    settings = dict(settings)
+    for section in ("model", "data"):
+        if isinstance(settings.get(section), dict) and settings[section].get("trust_remote_code") is False:
+            settings[section] = {k: v for k, v in settings[section].items() if k != "trust_remote_code"}
+    return settings
 
 
 def learning_warnings(task, artifacts: dict, predictions: dict[str, list]) -> list[str]:
@@ -169,44 +216,61 @@ class Experiment:
         needed = self.from_stage is not None and index < self.from_stage
         reusable = self.resume or needed
         saved = self.readable_stage(stage_dir, needed) if reusable else None
-        if needed and not (saved and saved.get("complete")):
+        if needed and not (saved and saved.complete):
             raise CMLError(f"cannot roll back to stage {self.from_stage}: stage {index} is not finished", file=stage_dir)
-        if not (saved and saved.get("complete")):
+        if not (saved and saved.complete):
             return None
-        # runs saved before settings (or input fingerprints) were recorded have none to compare
-        saved_inputs = saved.get("settings", {}).get("inputs")
+        if saved.settings is not None:  # runs saved before settings were recorded have none to compare
+            self.check_same_settings(saved.settings, settings, stage_dir / "state.json", "this finished stage")
+        return saved.record
+
+    def check_same_settings(self, saved: dict, settings: dict, where: Path, what: str) -> None:
+        """Refuse to continue work made with other settings or from other input files than this run's."""
+        saved = _comparable(saved)
+        saved_inputs = saved.get("inputs")  # none in runs saved before inputs were fingerprinted
         if saved_inputs is not None and saved_inputs != settings["inputs"]:
+            saved_inputs = saved_inputs if isinstance(saved_inputs, dict) else {}
             differ = sorted(path for path in {*saved_inputs, *settings["inputs"]}
                             if saved_inputs.get(path) != settings["inputs"].get(path))
-            where = Path(self.config.data.path or "")
-            raise CMLError(f"input changed since this stage ran: {', '.join(str(where / p) for p in differ[:5])}"
+            source = Path(self.config.data.path or "")
+            shown = [str(source / path) if source.is_dir() else str(source) for path in differ[:5]]
+            raise CMLError(f"input changed since {what} ran: {', '.join(shown)}"
                            f"{f' and {len(differ) - 5} more' if len(differ) > 5 else ''}; its scores would be stale. "
-                           "Run without --resume (with --overwrite) to redo the run on the new data",
-                           file=stage_dir / "state.json")
-        changed = sorted(key for key, value in saved.get("settings", settings).items() if settings.get(key) != value)
+                           "Run with --overwrite instead of --resume to redo the run on the new data", file=where)
+        changed = sorted(key for key, value in saved.items() if settings.get(key) != value)
         if changed:
-            raise CMLError(f"this finished stage was run with other {', '.join(changed)} settings than the config's; "
-                           "give the run another name, or run without --resume to redo it",
-                           file=stage_dir / "state.json")
-        return saved["record"]
+            raise CMLError(f"{what} was run with other {', '.join(changed)} settings than the config's; give the "
+                           "run another name, or run with --overwrite instead of --resume to redo it", file=where)
 
-    @staticmethod
-    def readable_stage(stage_dir: Path, needed: bool) -> dict | None:
+    def readable_stage(self, stage_dir: Path, needed: bool) -> SavedStage | None:
         """A finished stage's state if its files can be read back; a truncated or corrupt stage is redone (and
         said so), unless a roll-back needs it, which is then an error naming the file."""
         if not (stage_dir / "state.json").is_file():
             return None
         try:
             verify_checkpoint(stage_dir)
-            return read_state(stage_dir)
+            return read_stage(stage_dir)
         except CMLError as err:
             if needed:
                 raise
             log.warning("a saved stage cannot be read (%s); redoing that stage", err)
             return None
 
+    def in_progress(self, ctx: StageContext, settings: dict) -> None:
+        """Record what a stage's in-progress checkpoints are made with (``settings.json`` beside them), and on
+        --resume refuse checkpoints made with other settings or input files: training would otherwise go on
+        from weights trained on data that has since changed."""
+        path = ctx.checkpoint_dir / "settings.json"
+        if self.resume and path.is_file():
+            saved = read_json(path, "checkpoint settings")
+            if not isinstance(saved, dict):
+                raise CMLError("checkpoint settings are not a JSON object", file=path)
+            self.check_same_settings(saved, settings, path, "the stage in progress")
+        if self.accelerator.is_main_process:
+            write_json(path, settings)
+
     def stage_dir(self, strategy: str, index: int) -> Path:
-        return self.run_dir / "stages" / strategy / f"{index}-{self.stream.stages[index].name}"
+        return stage_folder(self.run_dir, strategy, index, self.stream.stages[index].name)
 
     def training_config(self, index: int) -> TrainingConfig:
         return stage_training_config(self.config, index)
@@ -231,8 +295,17 @@ class Experiment:
                 lock.release()
 
     def refuse_to_replace(self) -> None:
-        """A run folder that holds a run is continued (--resume, --from-stage) or replaced on request only."""
-        if self.resume or self.from_stage is not None or self.overwrite:
+        """A run folder that holds a run is continued (--resume, --from-stage) or replaced on request only;
+        replacing it first removes what this tool wrote there, so nothing of the old run can mix with the new."""
+        if self.resume or self.from_stage is not None:
+            return
+        if self.overwrite:
+            for name in RUN_OUTPUTS:
+                path = self.run_dir / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
             return
         finished = (self.run_dir / "results.json").is_file()
         if finished or (self.run_dir / "stages").is_dir():
@@ -285,6 +358,7 @@ class Experiment:
             log.info("stage 0: reused from %s", stage_dir)
             return saved
         ctx = self.context(INITIAL, 0)
+        self.in_progress(ctx, settings)
         _, artifacts = make_strategy(FullFinetuneConfig(method="full_finetune", name=INITIAL)).update(model, ctx)
         record = self.record(ctx, INITIAL, artifacts, self.evaluate(model, INITIAL, 0))
         if self.accelerator.is_main_process:
@@ -298,10 +372,11 @@ class Experiment:
         settings = self.settings(index, strategy.config)
         saved = self.finished(stage_dir, index, settings)
         if saved:
-            model = strategy.restore(model, saved, ctx)
+            model = restore_stage(strategy, model, saved, ctx, stage_dir)
             load_model_state(model, stage_dir)
             log.info("%s stage %d: reused from %s", strategy.name, index, stage_dir)
             return model, {**saved, "stored_bytes": (stage_dir / "model.safetensors").stat().st_size}
+        self.in_progress(ctx, settings)
         model, artifacts = strategy.update(model, ctx)
         record = self.record(ctx, strategy.name, artifacts, self.evaluate(model, strategy.name, index))
         if self.accelerator.is_main_process:  # the run folder may be on the main machine only

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,19 +54,31 @@ def swap_name(name: str) -> str:
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temporary_name(path.name), suffix=".tmp", dir=path.parent)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_name(path.name), suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        make_readable(tmp)
-        os.replace(tmp, path)
+        with writing(path):
+            with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            make_readable(tmp)
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """A refused write (no space left, no permission, a read-only disk) as a CMLError naming ``path``: errors
+    from a file handle carry no file name of their own."""
+    try:
+        yield
+    except OSError as err:
+        raise CMLError(f"cannot write: {err.strerror or err}", file=path) from None
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -91,9 +104,10 @@ def remove_stale_temporaries(root: str | Path) -> list[Path]:
         for name in [n for n in subfolders if n.startswith(TEMPORARY_PREFIX) and n.endswith((".tmp", ".old"))]:
             path = Path(folder) / name
             subfolders.remove(name)  # nothing to walk in there any more
-            if path.is_symlink():
+            original_name = name[len(TEMPORARY_PREFIX):-len(".old")]
+            if path.is_symlink() or original_name in ("", ".", ".."):  # not a name this tool makes
                 continue
-            original = path.with_name(name[len(TEMPORARY_PREFIX):-len(".old")])
+            original = path.with_name(original_name)
             if name.endswith(".old") and not original.exists():
                 os.replace(path, original)
                 continue
@@ -113,22 +127,33 @@ class FolderLock:
         self._handle: IO | None = None
 
     def acquire(self) -> FolderLock:
+        """Take the lock, then refuse the folder if anything in it is a link: every path this tool writes under
+        the folder then stays inside it (a link planted in someone else's run folder could point anywhere)."""
         path = self.folder / LOCK_FILE
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the lock's lifetime)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:  # O_NOFOLLOW: a planted link named .cml.lock must not make us write (the PID) through it
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as err:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            if err.errno in (errno.EAGAIN, errno.EACCES):
+            raise CMLError(f"cannot open the lock file ({err.strerror}); is it a link?", file=path) from None
+        handle = os.fdopen(fd, "r+", encoding="utf-8")
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CMLError("the lock file is not a regular file", file=path)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = handle.read(32).strip() or "unknown"
                 raise CMLError(f"this {self.what} is in use by another cml process (PID {holder}); wait for it "
                                "to finish or stop it", file=self.folder) from None
+            refuse_links(self.folder)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except BaseException:
+            handle.close()
             raise
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
         self._handle = handle
         return self
 
@@ -143,6 +168,15 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def refuse_links(folder: Path) -> None:
+    """A CMLError naming the first symbolic link found anywhere under ``folder`` (links are not followed)."""
+    for parent, subfolders, files in os.walk(folder):
+        for name in [*subfolders, *files]:
+            if (Path(parent) / name).is_symlink():
+                raise CMLError("a run folder may not hold links: this one could make cml write outside it",
+                               file=Path(parent) / name)
 
 
 def read_bytes(path: str | Path, what: str = "file") -> bytes:
@@ -164,13 +198,15 @@ def read_text(path: str | Path, what: str = "file") -> str:
     return decode_text(read_bytes(path, what), path)
 
 
-def decode_text(data: bytes, where: str | Path) -> str:
+def decode_text(data: bytes, where: str | Path, first_line: int = 1) -> str:
+    """UTF-8 ``data`` (a leading byte-order mark dropped) as text; ``first_line`` is the line ``data`` starts on,
+    for an error's line number."""
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
+        line = data.count(b"\n", 0, err.start) + first_line
         raise CMLError(f"not valid UTF-8: byte 0x{data[err.start]:02x} at byte offset {err.start} "
                        "(save the file as UTF-8)", file=where, line=line) from None
 

@@ -19,7 +19,7 @@ from .languages import canonical
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
 from .tasks import make_task
-from .training.checkpoint import load_model_state, read_state
+from .training.checkpoint import load_model_state
 
 
 class Predictor:
@@ -29,7 +29,7 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, stage: int | None = None, strategy: str | None = None,
                  trust_remote_code: bool = False):
-        from .experiment import INITIAL, build_model
+        from .experiment import INITIAL, build_model, read_stage, restore_stage
 
         self.run_dir = Path(run_dir)
         path = self.run_dir / "results.json"
@@ -47,7 +47,8 @@ class Predictor:
         self.stage = stages - 1 if stage is None else stage
         if not 0 <= self.stage < stages:
             raise CMLError(f"--stage must be between 0 and {stages - 1}")
-        self.task = make_task(self.config.task, _strings(self.results, "labels", path), self.config.model)
+        labels = _strings(self.results, "labels", path, allow_empty=self.config.task is TaskFamily.seq2seq)
+        self.task = make_task(self.config.task, labels, self.config.model)
         self.task.languages = list(self.languages)
         self.model = RoutedModel(build_model(self.task, self.config), self.languages)
         load_model_state(self.model, self._stage_dir(INITIAL, 0))
@@ -60,18 +61,17 @@ class Predictor:
             folder = self._stage_dir(self.strategy_name, self.stage)
             context = StageContext(task=self.task, stage=None, index=self.stage, languages=self.languages,
                                    train_features=[], dev={}, training=self.config.training, accelerator=None, seed=0)
-            state = read_state(folder)
-            if not isinstance(state, dict) or not isinstance(state.get("record"), dict):
-                raise CMLError("no record of the finished stage", file=folder / "state.json")
-            self.model = self.strategy.restore(self.model, state["record"], context)
+            self.model = restore_stage(self.strategy, self.model, read_stage(folder).record, context, folder)
             load_model_state(self.model, folder)
         self.model.eval()
 
     def _stage_dir(self, strategy: str, index: int) -> Path:
-        matches = sorted((self.run_dir / "stages" / strategy).glob(f"{index}-*"))
-        if not matches:
-            raise CMLError(f"stage {index} of {strategy} is not in the run folder", file=self.run_dir)
-        return matches[0]
+        from .experiment import stage_folder
+
+        folder = stage_folder(self.run_dir, strategy, index, self.config.stream.stages[index].name)
+        if not (folder / "model.safetensors").is_file():
+            raise CMLError(f"stage {index} of {strategy} is not in the run folder", file=folder)
+        return folder
 
     def route(self, lang: str) -> tuple[str, tuple[str, ...]]:
         """Register ``lang`` if new; return (how it is served, its route)."""
@@ -120,10 +120,10 @@ def _run_config(results, path: Path) -> ExperimentConfig:
     return validated(ExperimentConfig, results["config"], None, path)
 
 
-def _strings(results: dict, key: str, path: Path) -> list[str]:
+def _strings(results: dict, key: str, path: Path, allow_empty: bool = False) -> list[str]:
     value = results.get(key)
-    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
-        raise CMLError(f"`{key}` must be a non-empty list of strings", file=path)
+    if not isinstance(value, list) or not (value or allow_empty) or not all(isinstance(item, str) for item in value):
+        raise CMLError(f"`{key}` must be a {'' if allow_empty else 'non-empty '}list of strings", file=path)
     return list(value)
 
 
@@ -159,7 +159,7 @@ def read_inputs(lines: Iterable[bytes | str], lang: str | None,
     Lines may be bytes (standard input as it comes): bytes that are not UTF-8 are an error naming the line."""
     for number, line in enumerate(lines, start=1):
         if isinstance(line, bytes):
-            line = decode_text(line, "<stdin>") if number > 1 else decode_text(line, "<stdin>").lstrip("\ufeff")
+            line = decode_text(line, "<stdin>", first_line=number)
             if "\x00" in line:
                 raise CMLError("binary input (a NUL byte): expected text or JSON lines", file="<stdin>", line=number)
         if not line.strip():

@@ -494,17 +494,24 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def loading_model(name: str):
+    """What transformers raises for a model that cannot be loaded as asked (no such folder or hub id, weights
+    only as a pickle, code that needs --trust-remote-code) as a CMLError naming the model."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        raise CMLError(f"cannot load the model {name!r}: {err}") from None
+
+
 def model_info(name_or_path: str) -> dict[str, Any]:
     """Size and shape of a model: parameters (and the input embedding's share), vocabulary, layers, ..."""
     from transformers import AutoConfig, AutoModel
 
     path = resolve_model_path(name_or_path)
-    try:
-        with _quiet_transformers():
-            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-            model = AutoModel.from_pretrained(path, config=config, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise CMLError(f"cannot load model {name_or_path!r}: {exc}") from exc
+    with loading_model(name_or_path), _quiet_transformers():
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        model = AutoModel.from_pretrained(path, config=config, trust_remote_code=False, use_safetensors=True)
     total = sum(parameter.numel() for parameter in model.parameters())
     embedding = model.get_input_embeddings().weight.numel()
     return {

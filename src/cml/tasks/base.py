@@ -4,27 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
 import torch
 
 from ..data.examples import Example, TaskFamily
-from ..errors import CMLError
+from ..models.embedded import loading_model
 
 IGNORE = -100
 """Label value the losses skip: padding, special tokens, continuation sub-words."""
-
-
-@contextmanager
-def loading_model(name: str):
-    """What transformers raises for a model that cannot be loaded as asked (no such folder or hub id, weights
-    only as a pickle, code that needs --trust-remote-code) as a CMLError naming the model."""
-    try:
-        yield
-    except (OSError, ValueError) as err:
-        raise CMLError(f"cannot load the model {name!r}: {err}") from None
 
 
 class Task(ABC):

@@ -15,7 +15,8 @@ import torch
 
 from ..data.examples import Example, TaskFamily
 from ..metrics import chrf, exact_match
-from .base import Task, loading_model
+from ..models.embedded import loading_model
+from .base import Task
 
 
 def add_source_embeddings(encoder, args, kwargs, output):

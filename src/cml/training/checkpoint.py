@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import CMLError
-from ..io import make_readable, read_json, swap_name, temporary_name
+from ..io import make_readable, read_json, swap_name, temporary_name, writing
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -42,8 +42,26 @@ def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: d
                     optimizer: torch.optim.Optimizer | None = None,
                     rng_states: dict[str, torch.Tensor] | None = None) -> None:
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=temporary_name(folder.name), suffix=".tmp", dir=folder.parent))
+    with writing(folder):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_name(folder.name), suffix=".tmp", dir=folder.parent))
+    try:
+        with writing(folder):
+            _write_checkpoint(tmp, model_state, state, optimizer, rng_states)
+            if folder.exists():
+                old = folder.with_name(swap_name(folder.name))
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(folder, old)
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_checkpoint(tmp: Path, model_state, state, optimizer, rng_states) -> None:
     try:
         save_file(_unshare(model_state), tmp / "model.safetensors")
         if optimizer is not None:
@@ -52,19 +70,10 @@ def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: d
             (tmp / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
         if rng_states:
             save_file(rng_states, tmp / "rng.safetensors")
-        (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
-        make_readable(tmp)
-        if folder.exists():
-            old = folder.with_name(swap_name(folder.name))
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except SafetensorError as err:  # safetensors reports a failed write (no space left) as its own error
+        raise OSError(str(err)) from None
+    (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    make_readable(tmp)
 
 
 def read_state(folder: Path) -> dict | None:
@@ -108,9 +117,13 @@ def verify_checkpoint(folder: Path) -> None:
 def load_model_state(model: torch.nn.Module, folder: Path) -> None:
     path = Path(folder) / "model.safetensors"
     tensors = load_tensors(path)
-    missing_in_model = set(tensors) - set(model.state_dict())
+    expected = model.state_dict()
+    missing_in_model = set(tensors) - set(expected)
     if missing_in_model:
         raise CMLError(f"checkpoint has tensors the model lacks: {sorted(missing_in_model)[:5]}", file=path)
+    misshapen = [name for name, tensor in tensors.items() if tensor.shape != expected[name].shape]
+    if misshapen:
+        raise CMLError(f"checkpoint tensors of another shape than the model's: {misshapen[:5]}", file=path)
     model.load_state_dict(tensors, strict=False)
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, Field, ValidationError
 from tqdm.auto import tqdm
 
 from ..config import TrainingConfig
@@ -44,6 +45,16 @@ class TrainResult:
 
     def to_json(self) -> dict:
         return {**asdict(self), "examples_per_second": self.examples_per_second}
+
+
+class TrainingProgress(BaseModel):
+    """The ``state.json`` of an in-progress training checkpoint (what ``train`` resumes from)."""
+
+    epoch: int = Field(ge=0)
+    batches_done: int = Field(ge=0)
+    result: dict
+    scheduler: dict
+    epoch_batch_losses: list[float] = []
 
 
 def make_accelerator(config: TrainingConfig, project_dir: Path | None = None):
@@ -129,11 +140,18 @@ def _readable_checkpoint(latest: Path, best: Path, description: str) -> dict | N
         verify_checkpoint(latest)
         if best.is_dir():
             verify_checkpoint(best)
+        state = read_state(latest)
+        try:
+            progress = TrainingProgress.model_validate(state)
+            TrainResult(**progress.result)
+        except (ValidationError, TypeError) as err:
+            raise CMLError(f"not a training checkpoint's state ({str(err).splitlines()[0]})",
+                           file=latest / "state.json") from None
     except CMLError as err:
         log.warning("%s: the in-progress checkpoint cannot be read (%s); restarting this stage from its start",
                     description, err)
         return None
-    return read_state(latest)
+    return state
 
 
 def train(model: torch.nn.Module, task, train_features: list[dict], config: TrainingConfig, *, accelerator,
