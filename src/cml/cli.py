@@ -61,8 +61,8 @@ def data_stats(config, overrides, labels, as_json, trust_remote_code):
 
     cfg = load_config(config, overrides)
     cfg.allow_remote_code(trust_remote_code)
-    dataset = read_dataset(cfg.data, cfg.task)
     with cfg.locating_errors():
+        dataset = read_dataset(cfg.data, cfg.task)
         stream = build_stream(dataset, cfg.stream, cfg.stream_seed)
     stats = stream.stats(labels=labels)
     if dataset.repairs:

@@ -463,8 +463,8 @@ class ExperimentConfig(Strict):
 
     @contextmanager
     def locating_errors(self):
-        """A CMLError raised inside with a key path and no file (a stream built from this config) names the
-        config file and line of that key, or the ``--set`` argument that gave it."""
+        """A CMLError raised inside with a key path and no file (data read or a stream built from this config)
+        names the config file and line of that key, or the ``--set`` argument that gave it."""
         try:
             yield
         except CMLError as err:

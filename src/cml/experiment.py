@@ -190,11 +190,11 @@ class Experiment:
         self.from_stage = from_stage
         self.overwrite = overwrite
         self.run_dir = Path(config.output_dir) / config.name
-        dataset = read_dataset(config.data, config.task)
+        with config.locating_errors():
+            dataset = read_dataset(config.data, config.task)
+            self.stream: Stream = build_stream(dataset, config.stream, config.stream_seed)
         self.inputs = dict(sorted(dataset.inputs.items()))
         self.repairs = dataset.repairs
-        with config.locating_errors():
-            self.stream: Stream = build_stream(dataset, config.stream, config.stream_seed)
         labels = dataset.label_set or dataset.observed_labels()
         self.task = make_task(config.task, labels, config.model)
         self.task.languages = self.stream.languages
