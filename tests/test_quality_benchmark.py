@@ -118,7 +118,7 @@ def test_quality_benchmark_runs_a_chosen_set_of_strategies(tmp_path):
      "suite.yaml:2: benchmarks.tiny.update_kinds: required setting is missing"),
     ("benchmarks:\n  tiny: {config: tiny.yaml, update_kinds: {subset: {}}}\n"
      "quick: {benchmarks: [tin], update_kinds: [subset], strategies: []}\n",
-     "suite.yaml:3: quick: Value error, benchmarks ['tin'] are not in this suite's benchmarks"),
+     "suite.yaml:3: quick: benchmarks ['tin'] are not in this suite's benchmarks"),
 ])
 def test_quality_benchmark_names_the_line_of_a_bad_suite(tmp_path, text, message):
     (tmp_path / "suite.yaml").write_text(text, encoding="utf-8")

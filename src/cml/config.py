@@ -636,7 +636,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def _describe(error: dict) -> str:
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for our validators' messages
     if error["type"] == "extra_forbidden":
         return "unknown setting (check its spelling and section)"
     if error["type"] == "missing":
