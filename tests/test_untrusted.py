@@ -666,3 +666,209 @@ def test_predict_serves_a_seq2seq_run(tmp_path, tiny_backbone):
     result = cml("predict", str(tmp_path / "runs" / "t"), "--lang", "deu", input="deusport1\n")
     assert result.exit_code == 0, result.output
     assert isinstance(json.loads(result.stdout)["prediction"], str)
+
+
+# ------------------------------------------------------------- found by an adversarial tester, second pass
+
+BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+               for prev, name in zip([None, *"abcdefg"], "abcdefgh"))
+
+
+@pytest.mark.parametrize("where", ["file", "set"])
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, where):
+    path = write_config(tmp_path / "c.yaml", **BASE)
+    overrides = []
+    if where == "file":
+        path.write_text(BOMB + path.read_text())
+    else:  # the same document as one flow mapping
+        overrides = ["name={" + ", ".join(BOMB.strip().splitlines()) + "}"]
+    with pytest.raises(CMLError, match="expands to more than 100,000 values"):
+        load_config(path, overrides)
+
+
+def test_a_key_set_twice_is_an_error_naming_both_lines(tmp_path):
+    path = write_config(tmp_path / "c.yaml", **BASE, training={"epochs": 6})
+    path.write_text(path.read_text() + "training:\n  epochs: 2\n")
+    with pytest.raises(CMLError, match=r"'training' is set twice in one section \(also on line \d+\)") as err:
+        load_config(path)
+    assert err.value.line == len(path.read_text().splitlines()) - 1
+    languages_twice = write_config(tmp_path / "d.yaml", data=BASE["data"],
+                                   stream={"stages": [{"name": "s0", "per_language": {"deu": 5, "de": 7}}]})
+    with pytest.raises(CMLError, match="two keys name the same language"):
+        load_config(languages_twice)
+
+
+@pytest.mark.parametrize("override", ["name=\"t\\n\"", "training.learning_rate=.inf", "seed=100000000000000000000000",
+                                      "data.split={train: .inf, dev: 0.1, test: 0.1}", "evaluation.resamples=1000000000",
+                                      "training.max_grad_norm=.nan"])
+def test_numbers_and_names_out_of_bounds_are_refused(tmp_path, override):
+    path = write_config(tmp_path / "c.yaml", **BASE)
+    with pytest.raises(CMLError) as err:
+        load_config(path, [override])
+    assert err.value.key.startswith("--set")
+
+
+def test_a_repeated_header_column_is_an_error(tmp_path):
+    from cml.config import DelimitedSource
+    from cml.data.examples import TaskFamily
+
+    for lang in ("deu", "fra"):
+        for split in ("train", "dev", "test"):
+            path = tmp_path / lang / f"{split}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("text\tlabel\ttext\na\tb\tc\n")
+    with pytest.raises(CMLError, match="the header names a column twice: text") as err:
+        read_dataset(DelimitedSource(format="tsv", path=str(tmp_path)), TaskFamily.classification)
+    assert err.value.line == 1
+
+
+@pytest.mark.parametrize("stdin, message", [
+    (b'{"text": "deuw1 \\ud800 x"}\n', "<stdin>:1: invalid JSON: a \\u escape names a lone surrogate"),
+    (b'{"text": "deuw1", "x": 1e400}\n', "<stdin>:1: invalid JSON"),
+    (b'{"text": "deuw1", "x": NaN}\n', "<stdin>:1: invalid JSON"),
+    (b"deuw1 " * 20_000 + b"\n", "<stdin>:1: line of 120,000 characters; at most 100,000"),
+    (b'{"text": "\\u001b]0;PWNED\\u0007", "lang": "\\u001b[2J"}\n', r"unknown language code '\x1b[2J'"),
+])
+def test_predict_refuses_what_json_allows_but_text_is_not(finished_run, stdin, message):
+    result = cml("predict", str(finished_run / "runs" / "t"), "--lang", "deu", input=stdin)
+    assert_user_error(result, message)
+    assert "\x1b" not in result.output  # a quoted escape sequence never reaches the terminal
+
+
+def test_jsonl_data_with_a_lone_surrogate_is_an_error(tmp_path):
+    from cml.config import DelimitedSource
+    from cml.data.examples import TaskFamily
+
+    for lang in ("deu", "fra"):
+        for split in ("train", "dev", "test"):
+            path = tmp_path / lang / f"{split}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text('{"text": "ok", "label": "a"}\n{"text": "x", "label": "sp\\udc00ort"}\n')
+    with pytest.raises(CMLError, match="lone surrogate") as err:
+        read_dataset(DelimitedSource(format="jsonl", path=str(tmp_path)), TaskFamily.classification)
+    assert err.value.line == 2
+
+
+@pytest.mark.parametrize("tamper", ["outside", "languages", "huge"])
+def test_results_that_point_outside_or_ask_too_much_are_refused(finished_run, tmp_path, tamper):
+    _, run_dir = copy_run(finished_run, tmp_path)
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text())
+    if tamper == "outside":
+        results["strategies"]["full_finetune"]["stages"][1]["predictions"] = "/etc/passwd"
+    elif tamper == "languages":
+        results["languages"] = [f"l{i}" for i in range(2500)]
+    else:
+        results["summary"]["full_finetune"]["update"]["mean_delta"] = 10 ** 400
+    path.write_text(json.dumps(results))
+    for command in ("report", "compare"):
+        result = cml(command, str(run_dir))
+        assert_user_error(result, str(path))
+        assert "root:" not in result.output
+
+
+def test_report_never_writes_into_a_folder_that_is_no_run(tmp_path):
+    assert_user_error(cml("report", str(tmp_path)), "no results.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["record", "predictions", "weights"])
+def test_a_damaged_finished_stage_is_redone_on_resume(tmp_path, tiny_backbone, caplog, damage):
+    config, run_dir = fresh_run(tmp_path, tiny_backbone)
+    stage = run_dir / "stages" / "full_finetune" / "1-update"
+    if damage == "record":
+        state = json.loads((stage / "state.json").read_text())
+        state["record"] = {"x": 1}
+        (stage / "state.json").write_text(json.dumps(state))
+    elif damage == "predictions":
+        (run_dir / "predictions" / "full_finetune" / "1-update.jsonl").unlink()
+    else:
+        (stage / "model.safetensors").unlink()
+    reference = json.loads((run_dir / "results.json").read_text())
+    with caplog.at_level(logging.WARNING, logger="cml"):
+        resumed = Experiment(load_config(config), resume=True).run()
+    assert "a saved stage cannot be read" in caplog.text
+    assert resumed["stages"][1]["scores"] == reference["stages"][1]["scores"]
+
+
+def test_an_in_progress_checkpoint_that_does_not_fit_is_named(tmp_path, tiny_backbone):
+    import cml.strategies.full_finetune as full_finetune
+
+    path = run_config(tmp_path, tiny_backbone, checkpoint_every_steps=2)
+
+    class Interrupted(Exception):
+        pass
+
+    def crash(step):
+        if step == 4:
+            raise Interrupted
+
+    original = full_finetune.train
+    full_finetune.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
+        if k["description"] == "initial/initial" else original(*a, **k)
+    try:
+        with pytest.raises(Interrupted):
+            Experiment(load_config(path)).run()
+    finally:
+        full_finetune.train = original
+    state_file = tmp_path / "runs" / "t" / "checkpoints" / "initial" / "0" / "latest" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["scheduler"] = {}
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(CMLError, match="does not fit this training") as err:
+        Experiment(load_config(path), resume=True).run()
+    assert err.value.file == str(state_file.parent)
+
+
+@pytest.mark.parametrize("break_it", ["empty weights", "zero heads", "deep config"])
+def test_a_broken_model_folder_is_named(tiny_backbone, tmp_path, break_it):
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_backbone, folder)
+    if break_it == "empty weights":
+        (folder / "model.safetensors").write_bytes(b"")
+    elif break_it == "zero heads":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "num_attention_heads": 0}))
+    else:
+        (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert_user_error(cml("model", "info", str(folder)), "cannot load the model")
+
+
+@pytest.mark.parametrize("code, expected", [("zh-yue", "yue"), ("ar-arz", "arz"), ("sgn-ase", "ase"),
+                                            ("de_pud", "deu"), ("zh-TW", "cmn_Hant")])
+def test_an_extended_language_subtag_is_the_language(code, expected):
+    from cml.languages import canonical
+
+    assert canonical(code) == expected
+
+
+def test_line_numbers_count_lone_carriage_returns_and_quoted_csv_lines(tmp_path):
+    from cml.config import DelimitedSource
+    from cml.data.examples import TaskFamily
+    from cml.io import decode_text
+
+    with pytest.raises(CMLError) as err:
+        decode_text(b"a\rb\rc\xff\r", "f")
+    assert err.value.line == 3
+    for lang in ("deu", "fra"):
+        for split in ("train", "dev", "test"):
+            path = tmp_path / lang / f"{split}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text('text,label\n"one\ntwo\nthree",a\nok,b\nbad\n')
+    with pytest.raises(CMLError, match="expected 2 columns") as err:
+        read_dataset(DelimitedSource(format="csv", path=str(tmp_path)), TaskFamily.classification)
+    assert err.value.line == 6
+
+
+def test_a_nan_loss_and_an_overlong_max_length_are_said(tiny_backbone):
+    from types import SimpleNamespace
+
+    from cml.config import ModelConfig
+    from cml.data.examples import TaskFamily
+    from cml.experiment import learning_warnings
+    from cml.tasks import make_task
+
+    task = SimpleNamespace(primary_metric="accuracy", family=TaskFamily.seq2seq)
+    assert "NaN" in learning_warnings(task, {"train": {"epoch_losses": [1.0, float("nan")]}}, {})[0]
+    tagging = make_task(TaskFamily.tagging, ["O", "X"], ModelConfig(name=tiny_backbone, max_length=1000))
+    assert tagging.max_length == 64  # the tiny backbone's positions

@@ -29,7 +29,7 @@ from .languages import canonical
 
 class Strict(BaseModel):
     # strict: a quoted number or a "true" string in a config is a mistake to report, not to convert
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 _YAML_1_1_BOOLEANS = {"yes": True, "on": True, "true": True, "no": False, "off": False, "false": False}
@@ -43,13 +43,13 @@ def _yaml_boolean(value):
 
 Flag = Annotated[bool, BeforeValidator(_yaml_boolean)]
 
-FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def check_folder_name(name: str) -> str:
     """Run, stage and strategy names become folder names (``<output_dir>/<run>/stages/<strategy>/<k>-<stage>``):
     each must be one path component, so that no name from a config or run folder reaches outside the run."""
-    if not FOLDER_NAME.match(name):
+    if not FOLDER_NAME.fullmatch(name):
         raise ValueError("must be one folder name of letters, digits, '.', '_' and '-' (at most 128, starting "
                          "with a letter or digit)")
     return name
@@ -80,9 +80,9 @@ Amount = Annotated[Union[StrictInt, float], AfterValidator(_check_amount)]
 
 
 class SplitRatios(Strict):
-    train: float = Field(0.8, ge=0)
-    dev: float = Field(0.1, ge=0)
-    test: float = Field(0.1, gt=0)
+    train: float = Field(0.8, ge=0, le=1)
+    dev: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, gt=0, le=1)
 
 
 def _check_path(path: str) -> str:
@@ -240,7 +240,10 @@ class StageConfig(Strict):
     @field_validator("per_language")
     @classmethod
     def _canonical_keys(cls, value):
-        return dict(zip(_canonical_codes(list(value)), value.values()))
+        codes = _canonical_codes(list(value))
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"two keys name the same language: {list(value)} are {codes}")
+        return dict(zip(codes, value.values()))
 
 
 class StreamConfig(Strict):
@@ -259,7 +262,7 @@ class StreamConfig(Strict):
 
 class ModelConfig(RemoteCodeByFlagOnly):
     name: str = "embedded:multilingual-e5-small"
-    max_length: int = Field(128, gt=0)
+    max_length: int = Field(128, gt=0, le=1_000_000)
     freeze_embeddings: Flag = True
     decoder: str | None = Field(None, description="seq2seq: decoder checkpoint for an EncoderDecoderModel")
     source_embedding_skip: Flag = Field(
@@ -276,7 +279,7 @@ class TrainingConfig(Strict):
     batch_size: int = Field(16, gt=0)
     eval_batch_size: int = Field(64, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
-    learning_rate: float = Field(5e-5, gt=0)
+    learning_rate: float = Field(5e-5, gt=0, le=10)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     schedule: Literal["linear", "cosine", "constant"] = "linear"
@@ -422,14 +425,14 @@ StrategyConfig = Annotated[Union[FullFinetuneConfig, ModularConfig, EWCConfig, R
 class EvaluationConfig(Strict):
     neighbour_threshold: float = Field(
         0.4, gt=0, description="URIEL distance below which a language counts as a neighbour of an update language")
-    resamples: int = Field(1000, gt=0, description="paired bootstrap resamples for the 95% intervals")
+    resamples: int = Field(1000, gt=0, le=100_000, description="paired bootstrap resamples for the 95% intervals")
     seed: int = Field(0, description="bootstrap seed")
 
 
 class ExperimentConfig(Strict):
     name: FolderName
     task: Annotated[TaskFamily, Field(strict=False)]
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     output_dir: PathText = "runs"
     data: DataSource
     stream: StreamConfig
@@ -571,6 +574,43 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
     r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)$"), list("-+.0123456789"))
 
 
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values ``node`` stands for with every alias expanded (aliases share nodes, hence the memo)."""
+    if id(node) not in memo:
+        memo[id(node)] = 1  # a node reached again while it is being counted (a cycle) counts once
+        children = [child for pair in node.value for child in pair] if isinstance(node, yaml.MappingNode) else \
+            node.value if isinstance(node, yaml.SequenceNode) else []
+        memo[id(node)] = 1 + sum(_expanded_size(child, memo) for child in children)
+    return memo[id(node)]
+
+
+def _check_node(node: yaml.Node, file: Path | None, key: str | None) -> None:
+    """Refuse a document that expands (through aliases) past MAX_YAML_VALUES values, or maps a key twice."""
+    if _expanded_size(node, {}) > MAX_YAML_VALUES:
+        raise CMLError(f"the YAML expands to more than {MAX_YAML_VALUES:,} values (aliases repeated inside "
+                       "aliases?)", file=file, key=key)
+    pending, seen = [node], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            keys: dict[object, yaml.Node] = {}
+            for name, value in current.value:
+                if isinstance(name, yaml.ScalarNode) and name.value in keys and name.tag != "tag:yaml.org,2002:merge":
+                    raise CMLError(f"{name.value!r} is set twice in one section (also on line "
+                                   f"{keys[name.value].start_mark.line + 1}): the last would silently win",
+                                   file=file, line=name.start_mark.line + 1 if file else None, key=key)
+                keys[getattr(name, "value", id(name))] = name
+                pending += [name, value]
+        elif isinstance(current, yaml.SequenceNode):
+            pending += current.value
+
+
 def parse_yaml(text: str, *, file: Path | None = None, key: str | None = None) -> tuple[Any, yaml.Node | None]:
     """YAML text's value and its node tree (which ``validated`` turns into line numbers). Anything that is not
     valid YAML is a CMLError with ``file`` (and the line, where PyYAML knows it) or ``key``."""
@@ -578,7 +618,10 @@ def parse_yaml(text: str, *, file: Path | None = None, key: str | None = None) -
     try:  # one parse: the node tree, then the values constructed from it (what yaml.load does inside)
         loader = _Loader(text)  # noqa: S506 (a SafeLoader subclass); it refuses non-printable characters
         node = loader.get_single_node()
-        return (loader.construct_document(node) if node is not None else None), node
+        if node is None:
+            return None, None
+        _check_node(node, file, key)
+        return loader.construct_document(node), node
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise CMLError(f"invalid YAML: {getattr(err, 'problem', None) or err}", file=file,
@@ -641,7 +684,9 @@ def _describe(error: dict) -> str:
         return "unknown setting (check its spelling and section)"
     if error["type"] == "missing":
         return "required setting is missing"
-    # a whole section as the "input" is noise, not a hint
+    # a whole section as the "input" is noise, not a hint; a long value is cut (it may be huge)
     if "input" in error and error["type"] not in ("union_tag_invalid",) and not isinstance(error["input"], dict):
-        message += f" (got {error['input']!r})"
+        shown = repr(error["input"]) if not isinstance(error["input"], (list, tuple)) or len(error["input"]) < 50 \
+            else f"a list of {len(error['input'])} values"
+        message += f" (got {shown[:200]}{'...' if len(shown) > 200 else ''})"
     return message

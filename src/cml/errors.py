@@ -29,6 +29,12 @@ class CMLError(Exception):
         return "".join(p + ": " for p in parts)
 
 
+def printable(text: str) -> str:
+    """``text`` on one line with its control characters escaped: a message may quote a hostile file, whose
+    escape sequences must not reach the terminal."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 @contextmanager
 def exit_on_user_error():
     """Turns a CMLError raised inside (or an OSError that names its file: no space left, no permission) into one
@@ -37,10 +43,10 @@ def exit_on_user_error():
     try:
         yield
     except CMLError as err:
-        click.secho(f"error: {err}", fg="red", err=True)
+        click.secho(f"error: {printable(str(err))}", fg="red", err=True)
         sys.exit(2)
     except OSError as err:  # a file the machine would not let us read or write: say which, not a traceback
         if err.filename is None:
             raise
-        click.secho(f"error: {err.filename}: {err.strerror}", fg="red", err=True)
+        click.secho(f"error: {printable(str(err.filename))}: {err.strerror}", fg="red", err=True)
         sys.exit(2)

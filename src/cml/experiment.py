@@ -27,7 +27,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig, FullFinetuneConfig, TrainingConfig, with_overrides
@@ -38,6 +37,7 @@ from .errors import CMLError
 from .evaluation.cml_metrics import summarize_run
 from .evaluation.inference import predict
 from .io import FolderLock, read_json, remove_stale_temporaries, write_json, write_text
+from .records import SavedStage, checked
 from .reports.report import write_report
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
@@ -92,23 +92,16 @@ def stage_folder(run_dir: Path, strategy: str, index: int, stage_name: str) -> P
     return Path(run_dir) / "stages" / strategy / f"{index}-{stage_name}"
 
 
-class SavedStage(BaseModel):
-    """A finished stage's ``state.json``: its record (the strategy's own fields are free-form) and settings."""
-
-    complete: bool
-    record: dict
-    settings: dict | None = None  # none in runs saved before settings were recorded
-
-
-def read_stage(stage_dir: Path) -> SavedStage:
-    """The ``state.json`` of ``stage_dir``, checked to be a stage's state; else a CMLError naming it."""
-    path = stage_dir / "state.json"
-    try:
-        return SavedStage.model_validate(read_state(stage_dir))
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise CMLError(f"not a finished stage's state: {first['msg']}", file=path,
-                       key=".".join(map(str, first["loc"])) or None) from None
+def read_stage(stage_dir: Path) -> dict:
+    """The ``state.json`` of ``stage_dir`` as written, checked to be a finished stage's state (``SavedStage``:
+    its record's prediction file inside the run folder and present, its weights present); else a CMLError
+    naming what is wrong."""
+    state = read_state(stage_dir)
+    saved = checked(SavedStage, state, stage_dir / "state.json")
+    for needed in (stage_dir.parents[2] / saved.record.predictions, stage_dir / "model.safetensors"):
+        if not needed.is_file():
+            raise CMLError("a finished stage's file is missing", file=needed)
+    return state
 
 
 def restore_stage(strategy, model, record: dict, ctx: StageContext, stage_dir: Path):
@@ -134,6 +127,9 @@ def learning_warnings(task, artifacts: dict, predictions: dict[str, list]) -> li
     """What says a stage learned nothing: a dev score that never left its first value over several epochs,
     or one label predicted for every test item of every language (classification and tagging)."""
     warnings = []
+    losses = (artifacts.get("train") or {}).get("epoch_losses") or []
+    if any(loss != loss for loss in losses):  # NaN
+        warnings.append("the training loss became NaN: the weights are broken (lower the learning rate)")
     history = (artifacts.get("train") or {}).get("dev_history") or []
     if len(history) >= 2 and max(history) - min(history) < 1e-9:
         warnings.append(f"the dev {task.primary_metric} stayed at {history[0]:.4f} in all {len(history)} epochs: "
@@ -216,13 +212,13 @@ class Experiment:
         needed = self.from_stage is not None and index < self.from_stage
         reusable = self.resume or needed
         saved = self.readable_stage(stage_dir, needed) if reusable else None
-        if needed and not (saved and saved.complete):
+        if needed and not (saved and saved["complete"]):
             raise CMLError(f"cannot roll back to stage {self.from_stage}: stage {index} is not finished", file=stage_dir)
-        if not (saved and saved.complete):
+        if not (saved and saved["complete"]):
             return None
-        if saved.settings is not None:  # runs saved before settings were recorded have none to compare
-            self.check_same_settings(saved.settings, settings, stage_dir / "state.json", "this finished stage")
-        return saved.record
+        if saved.get("settings") is not None:  # runs saved before settings were recorded have none to compare
+            self.check_same_settings(saved["settings"], settings, stage_dir / "state.json", "this finished stage")
+        return saved["record"]
 
     def check_same_settings(self, saved: dict, settings: dict, where: Path, what: str) -> None:
         """Refuse to continue work made with other settings or from other input files than this run's."""
@@ -242,7 +238,7 @@ class Experiment:
             raise CMLError(f"{what} was run with other {', '.join(changed)} settings than the config's; give the "
                            "run another name, or run with --overwrite instead of --resume to redo it", file=where)
 
-    def readable_stage(self, stage_dir: Path, needed: bool) -> SavedStage | None:
+    def readable_stage(self, stage_dir: Path, needed: bool) -> dict | None:
         """A finished stage's state if its files can be read back; a truncated or corrupt stage is redone (and
         said so), unless a roll-back needs it, which is then an error naming the file."""
         if not (stage_dir / "state.json").is_file():

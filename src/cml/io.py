@@ -206,7 +206,8 @@ def decode_text(data: bytes, where: str | Path, first_line: int = 1) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + first_line
+        before = data[:err.start]  # lines end in \n, \r\n or a lone \r
+        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + first_line
         raise CMLError(f"not valid UTF-8: byte 0x{data[err.start]:02x} at byte offset {err.start} "
                        "(save the file as UTF-8)", file=where, line=line) from None
 
@@ -215,11 +216,28 @@ def parse_json(text: str, *, file: str | Path | None, line: int | None = None, w
     """``json.loads`` with every way it fails (bad syntax, nesting deeper than Python's stack, an integer of
     more than 4,300 digits) as a CMLError naming the file and line."""
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
+        # a lone surrogate (`"\ud800"`) parses, but is no text: it breaks tokenizers and writes later
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return value
     except json.JSONDecodeError as err:
         raise CMLError(f"invalid {what}: {err.msg}", file=file, line=(line or 1) + err.lineno - 1) from None
-    except (ValueError, RecursionError) as err:
+    except UnicodeEncodeError:
+        raise CMLError(f"invalid {what}: a \\u escape names a lone surrogate, which is not text", file=file,
+                       line=line) from None
+    except (ValueError, RecursionError) as err:  # a number too large for a float is one too: 1e400 is inf
         raise CMLError(f"invalid {what}: {type(err).__name__}: {str(err)[:120]}", file=file, line=line) from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _bounded_int(digits: str) -> int:
+    # no number this tool reads needs 300 digits; a bigger one overflows every float it meets later
+    if len(digits) > 300:
+        raise ValueError(f"an integer of {len(digits)} digits")
+    return int(digits)
 
 
 def read_json(path: str | Path, what: str = "file"):

@@ -9,7 +9,9 @@ Two rules, both from CLDR (through ``langcodes``), so they are consistent rather
 
 * Macrolanguages resolve to CLDR's dominant individual language: ``ar``/``ara`` -> ``arb``,
   ``zh``/``zho`` -> ``cmn``, ``ms``/``msa`` -> ``zsm``, ``fa`` -> ``pes``, ``sw`` -> ``swh``,
-  ``et`` -> ``ekk``, ``no`` -> ``nob``. URIEL keys on individual languages, so this is what typology needs.
+  ``et`` -> ``ekk``; one with two listed members stays itself (``no`` -> ``nor``). URIEL keys on individual
+  languages, so this is what typology needs. An extended language subtag names the language itself
+  (``zh-yue`` is Cantonese, ``yue``; ``ar-arz`` is Egyptian Arabic, ``arz``).
 * The script is dropped when it is the language's likely script (``deu_Latn`` -> ``deu``,
   ``zho_Hans`` -> ``cmn``) and kept otherwise (``zho_Hant`` -> ``cmn_Hant``, ``zh-TW`` -> ``cmn_Hant``).
   Regions only matter through the script they imply; ``pt-BR`` and ``pt-PT`` are both ``por``.
@@ -90,7 +92,7 @@ def _parse(code: str) -> Language:
     if tag is None or not tag.language or tag.language in ("und", "mul", "zxx"):
         raise CMLError(f"unknown language code {code!r}{_suggestions(raw)}")
     try:
-        alpha3 = tag.to_alpha3()
+        alpha3 = _extended_language(tag) or tag.to_alpha3()
     except LookupError:
         raise CMLError(f"unknown language code {code!r}{_suggestions(raw)}") from None
     alpha3 = _DOMINANT_INDIVIDUAL.get(alpha3, alpha3)
@@ -101,6 +103,18 @@ def _parse(code: str) -> Language:
     if _UMBRELLA_SCRIPT.get(script, script) == _likely_script(alpha3):
         script = None
     return Language(alpha3, script)
+
+
+def _extended_language(tag: langcodes.Language) -> str | None:
+    """BCP-47: in ``zh-yue`` the extended subtag is the language itself (Cantonese), a member of the ``zh``
+    macrolanguage; ``sgn-ase`` is American Sign Language. A subtag that is no such member (``de-pud``, a UD
+    treebank) is no extended language."""
+    extended = tag.extlangs[0] if tag.extlangs else None
+    if extended and (tag.language == "sgn" or
+                     data_dicts.MACROLANGUAGES.get(extended) == tag.language or
+                     data_dicts.NORMALIZED_MACROLANGUAGES.get(extended) == tag.language):
+        return langcodes.Language.get(extended, normalize=False).to_alpha3()
+    return None
 
 
 # CLDR's likely script of Korean is Kore (Hangul and Han); FLORES-200 (SIB-200) tags Korean Hang. Without this,

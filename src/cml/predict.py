@@ -61,7 +61,7 @@ class Predictor:
             folder = self._stage_dir(self.strategy_name, self.stage)
             context = StageContext(task=self.task, stage=None, index=self.stage, languages=self.languages,
                                    train_features=[], dev={}, training=self.config.training, accelerator=None, seed=0)
-            self.model = restore_stage(self.strategy, self.model, read_stage(folder).record, context, folder)
+            self.model = restore_stage(self.strategy, self.model, read_stage(folder)["record"], context, folder)
             load_model_state(self.model, folder)
         self.model.eval()
 
@@ -153,6 +153,9 @@ def _known(code: str) -> bool:
     return True
 
 
+MAX_INPUT_CHARS = 100_000
+
+
 def read_inputs(lines: Iterable[bytes | str], lang: str | None,
                 detector: LanguageDetector | None) -> Iterator[dict]:
     """JSONL objects (``text``, optional ``lang``) or plain text lines, in order; blank lines are skipped.
@@ -164,6 +167,9 @@ def read_inputs(lines: Iterable[bytes | str], lang: str | None,
                 raise CMLError("binary input (a NUL byte): expected text or JSON lines", file="<stdin>", line=number)
         if not line.strip():
             continue
+        length = len(line.rstrip("\r\n"))
+        if length > MAX_INPUT_CHARS:  # the tokenizer would hold the whole line before truncating it
+            raise CMLError(f"line of {length:,} characters; at most {MAX_INPUT_CHARS:,}", file="<stdin>", line=number)
         if line.lstrip().startswith("{"):
             item = parse_json(line, file="<stdin>", line=number)
             if not isinstance(item, dict) or "text" not in item:

@@ -264,7 +264,7 @@ def read_item_scores(path: Path) -> dict[str, dict[str, float]]:
         try:
             row = json.loads(line)
             lang, example_id, score = str(row["lang"]), str(row["id"]), float(row["score"])
-        except (ValueError, KeyError, TypeError, RecursionError):
+        except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
             raise CMLError("not a prediction line (a JSON object with lang, id and a numeric score)",
                            file=path, line=line_number) from None
         by_id = items.setdefault(lang, {})

@@ -496,12 +496,15 @@ def _quiet_transformers() -> Iterator[None]:
 
 @contextlib.contextmanager
 def loading_model(name: str):
-    """What transformers raises for a model that cannot be loaded as asked (no such folder or hub id, weights
-    only as a pickle, code that needs --trust-remote-code) as a CMLError naming the model."""
+    """What loading raises for a model that cannot be loaded as asked (no such folder or hub id, weights only as a
+    pickle, code that needs --trust-remote-code, a truncated safetensors file, a config with impossible values)
+    as a CMLError naming the model."""
     try:
         yield
-    except (OSError, ValueError) as err:
-        raise CMLError(f"cannot load the model {name!r}: {err}") from None
+    except CMLError:
+        raise
+    except Exception as err:  # noqa: BLE001 (a folder may be broken in any way: its config, its weights)
+        raise CMLError(f"cannot load the model {name!r}: {type(err).__name__}: {str(err)[:300]}") from None
 
 
 def model_info(name_or_path: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ def report(run_dir: Path) -> None:
     from ..io import FolderLock
     from .report import write_report
 
+    if not (run_dir / "results.json").is_file():  # before the lock: never write into a folder that is no run
+        raise CMLError("no results.json; has the run finished?", file=run_dir)
     with FolderLock(run_dir), results_read_from(run_dir):  # not while a run (or another report) writes there
         paths = write_report(run_dir)
     for path in paths.values():
@@ -50,6 +52,6 @@ def results_read_from(run_dir: Path) -> Iterator[None]:
     CMLError naming it. Until results are one typed, versioned model, this is the boundary that says so."""
     try:
         yield
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
         raise CMLError(f"not the results of a cml run ({type(err).__name__}: {err})",
                        file=run_dir / "results.json") from None

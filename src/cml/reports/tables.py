@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from ..errors import CMLError
 from ..io import read_json
+from ..records import RunResults, checked
 from ..evaluation.cml_metrics import REFERENCE, REFERENCE_KEYS, SUMMARY_KEYS, summarize_run
 
 MISSING = "–"
@@ -99,8 +100,7 @@ def load_results(run_dir: Path) -> dict:
     if not path.is_file():
         raise CMLError("no results.json; has the run finished?", file=path)
     results = read_json(path, "results file")
-    if not isinstance(results, dict) or not isinstance(results.get("strategies"), dict):
-        raise CMLError("not a results file of cml (no `strategies` object)", file=path)
+    checked(RunResults, results, path)
     return results
 
 

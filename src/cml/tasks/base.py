@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import cached_property
@@ -11,6 +12,8 @@ import torch
 
 from ..data.examples import Example, TaskFamily
 from ..models.embedded import loading_model
+
+log = logging.getLogger("cml.task")
 
 IGNORE = -100
 """Label value the losses skip: padding, special tokens, continuation sub-words."""
@@ -42,6 +45,17 @@ class Task(ABC):
         with loading_model(self.model_config.name):
             return AutoTokenizer.from_pretrained(resolve_model_path(self.model_config.name),
                                                  trust_remote_code=self.model_config.trust_remote_code)
+
+    @cached_property
+    def max_length(self) -> int:
+        """``model.max_length``, cut to what the model's tokenizer says its positions take: a longer input
+        would fail inside the model, and only on the first long example."""
+        limit = self.tokenizer.model_max_length
+        if isinstance(limit, int) and limit < self.model_config.max_length:
+            log.warning("model.max_length %d is longer than the %d tokens %s takes: inputs are cut at %d",
+                        self.model_config.max_length, limit, self.model_config.name, limit)
+            return limit
+        return self.model_config.max_length
 
     @abstractmethod
     def build_model(self) -> torch.nn.Module: ...

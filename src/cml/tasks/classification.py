@@ -22,7 +22,7 @@ class ClassificationTask(Task):
 
     def encode(self, examples: Sequence[Example]):
         encoded = self.tokenizer([e.text for e in examples], truncation=True,
-                                 max_length=self.model_config.max_length)["input_ids"]
+                                 max_length=self.max_length)["input_ids"]
         return [{"input_ids": ids, "labels": self.label_to_id[e.label]} for ids, e in zip(encoded, examples)]
 
     def collate(self, features):

@@ -124,7 +124,7 @@ class Seq2SeqTask(Task):
         return model
 
     def _targets(self, texts: Sequence[str]) -> list[list[int]]:
-        tokenizer, length = self.target_tokenizer, self.model_config.max_length
+        tokenizer, length = self.target_tokenizer, self.max_length
         if self.native:
             # The family's own label format (T5: pieces </s>; BART: <s> pieces </s>), which its generation
             # settings (decoder start, forced BOS) were made for.
@@ -135,7 +135,7 @@ class Seq2SeqTask(Task):
 
     def encode(self, examples: Sequence[Example]):
         sources = self.tokenizer([e.text for e in examples], truncation=True,
-                                 max_length=self.model_config.max_length)["input_ids"]
+                                 max_length=self.max_length)["input_ids"]
         targets = self._targets([e.target for e in examples])
         return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets)]
 

@@ -29,7 +29,7 @@ class TaggingTask(Task):
 
     def encode(self, examples: Sequence[Example]):
         encoded = self.tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, truncation=True,
-                                 max_length=self.model_config.max_length)
+                                 max_length=self.max_length)
         return [{"input_ids": encoded["input_ids"][i],
                  "labels": first_subword_labels(encoded.word_ids(i), [self.label_to_id[t] for t in e.tags]),
                  "n_words": len(e.tokens)}

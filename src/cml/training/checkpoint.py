@@ -103,6 +103,8 @@ def verify_checkpoint(folder: Path) -> None:
     tensor's extent, and safetensors refuses a file that does not hold them all)."""
     folder = Path(folder)
     read_state(folder)
+    if not (folder / "model.safetensors").is_file():
+        raise CMLError("checkpoint weights missing", file=folder / "model.safetensors")
     for path in sorted(folder.glob("*.safetensors")):
         try:
             with safe_open(path, "pt"):

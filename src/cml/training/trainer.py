@@ -187,12 +187,16 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     result, start_epoch, skip_batches, rng_states, resumed_losses = TrainResult(), 0, 0, None, []
     saved = _readable_checkpoint(latest, best_dir, description) if resume and latest else None
     if saved:
-        load_model_state(accelerator.unwrap_model(model), latest)
-        rng_states = load_training_state(latest, optimizer)
+        try:
+            load_model_state(accelerator.unwrap_model(model), latest)
+            rng_states = load_training_state(latest, optimizer)
+            scheduler.load_state_dict(saved["scheduler"])
+        except (KeyError, ValueError, TypeError, IndexError) as err:  # parts that parse but do not fit
+            raise CMLError(f"the in-progress checkpoint does not fit this training ({type(err).__name__}: {err}); "
+                           f"remove {checkpoint_dir} to restart the stage", file=latest) from None
         result = TrainResult(**saved["result"])
         start_epoch, skip_batches = saved["epoch"], saved["batches_done"]
         resumed_losses = list(saved.get("epoch_batch_losses", []))
-        scheduler.load_state_dict(saved["scheduler"])
         log.info("%s: resumed at epoch %d, batch %d, step %d", description, start_epoch, skip_batches, result.steps)
 
     def checkpoint(epoch: int, batches_done: int, losses: list[float]) -> None:

@@ -71,7 +71,12 @@ def _rows(path: Path, fmt: str, dataset: MultilingualDataset) -> Iterator[tuple[
             raise CMLError(f"malformed CSV: {err}", file=path, line=1) from None
         if header is None:
             raise CMLError("empty file (expected a header row)", file=path, line=1)
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise CMLError(f"the header names a column twice: {', '.join(repeated)}", file=path, line=1)
         for number, fields in enumerate(_csv_guarded(lines, path, fmt), start=2):
+            if fmt == "csv":
+                number = lines.line_num  # a quoted field may span lines
             if fields == [""] or not fields:
                 continue
             if len(fields) != len(header):
