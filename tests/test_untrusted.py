@@ -872,3 +872,11 @@ def test_a_nan_loss_and_an_overlong_max_length_are_said(tiny_backbone):
     assert "NaN" in learning_warnings(task, {"train": {"epoch_losses": [1.0, float("nan")]}}, {})[0]
     tagging = make_task(TaskFamily.tagging, ["O", "X"], ModelConfig(name=tiny_backbone, max_length=1000))
     assert tagging.max_length == 64  # the tiny backbone's positions
+
+
+def test_predict_keeps_stderr_quiet(finished_run):
+    """transformers' load report ("MISSING ... newly initialized") is about the head that the stage's weights
+    replace at once: on a terminal it read like an error."""
+    result = cml("predict", str(finished_run / "runs" / "t"), "--lang", "hin", input="hinw1\n")
+    assert result.exit_code == 0 and json.loads(result.stdout)["lang"] == "hin"
+    assert result.stderr == ""

@@ -16,6 +16,7 @@ from .data.examples import Example, TaskFamily
 from .errors import CMLError
 from .io import decode_text, parse_json, read_json
 from .languages import canonical
+from .models.embedded import quiet_transformers
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
 from .tasks import make_task
@@ -50,7 +51,8 @@ class Predictor:
         labels = _strings(self.results, "labels", path, allow_empty=self.config.task is TaskFamily.seq2seq)
         self.task = make_task(self.config.task, labels, self.config.model)
         self.task.languages = list(self.languages)
-        self.model = RoutedModel(build_model(self.task, self.config), self.languages)
+        with quiet_transformers():  # its "newly initialized" head is replaced by the stage's weights next
+            self.model = RoutedModel(build_model(self.task, self.config), self.languages)
         load_model_state(self.model, self._stage_dir(INITIAL, 0))
         self.strategy = None
         if self.stage > 0:

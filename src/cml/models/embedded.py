@@ -478,9 +478,10 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and progress bar: for the embedded model the report only says that
-    AutoModel added a fresh pooler, which reads like an error above an info table."""
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load report and progress bar where they mislead: for the embedded model the report
+    only says that AutoModel added a fresh pooler, and when a saved stage's weights are loaded right after, that
+    the head is "newly initialized"; either reads like an error."""
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -512,7 +513,7 @@ def model_info(name_or_path: str) -> dict[str, Any]:
     from transformers import AutoConfig, AutoModel
 
     path = resolve_model_path(name_or_path)
-    with loading_model(name_or_path), _quiet_transformers():
+    with loading_model(name_or_path), quiet_transformers():
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
         model = AutoModel.from_pretrained(path, config=config, trust_remote_code=False, use_safetensors=True)
     total = sum(parameter.numel() for parameter in model.parameters())
