@@ -666,6 +666,8 @@ def test_predict_serves_a_seq2seq_run(tmp_path, tiny_backbone):
     result = cml("predict", str(tmp_path / "runs" / "t"), "--lang", "deu", input="deusport1\n")
     assert result.exit_code == 0, result.output
     assert isinstance(json.loads(result.stdout)["prediction"], str)
+    result = cml("predict", str(tmp_path / "runs" / "t"), "--lang", "deu", "--top-k", "2", input="deusport1\n")
+    assert_user_error(result, "--top-k is for classification and tagging")
 
 
 # ------------------------------------------------------------- found by an adversarial tester, second pass
@@ -880,3 +882,37 @@ def test_predict_keeps_stderr_quiet(finished_run):
     result = cml("predict", str(finished_run / "runs" / "t"), "--lang", "hin", input="hinw1\n")
     assert result.exit_code == 0 and json.loads(result.stdout)["lang"] == "hin"
     assert result.stderr == ""
+
+
+def test_predict_top_k_ranks_labels_with_probabilities(finished_run):
+    run = str(finished_run / "runs" / "t")
+    lines = "deusport1 deuw2\nhinfood0 hinw1\nframusic3\n"
+    plain = [json.loads(line) for line in cml("predict", run, "--lang", "deu", input=lines).stdout.splitlines()]
+    result = cml("predict", run, "--lang", "deu", "--top-k", "2", input=lines)
+    assert result.exit_code == 0, result.output
+    ranked = [json.loads(line) for line in result.stdout.splitlines()]
+    for with_k, without in zip(ranked, plain):
+        assert with_k["prediction"] == without["prediction"] == with_k["top_k"][0]["label"]
+        first, second = with_k["top_k"]
+        assert 1.0 >= first["probability"] >= second["probability"] >= 0.0 and first["label"] != second["label"]
+    assert cml("predict", run, "--top-k", "0", input=lines).exit_code == 2
+
+
+def test_tagging_top_k_ranks_each_word(tiny_backbone):
+    import torch
+
+    from cml.config import ModelConfig
+    from cml.data.examples import Example, TaskFamily
+    from cml.evaluation.inference import predict
+    from cml.tasks import make_task
+
+    task = make_task(TaskFamily.tagging, ["O", "B-X", "I-X"], ModelConfig(name=tiny_backbone))
+    torch.manual_seed(0)
+    model = task.build_model()
+    examples = [Example(str(i), "deu", tokens=("deusport1", "deuw2", "deufood0")[: i + 1], tags=("O",) * (i + 1))
+                for i in range(3)]
+    features = task.encode(examples)
+    tags = predict(model, task, features, 8)
+    ranked = predict(model, task, features, 8, top_k=3)
+    assert [[word[0]["label"] for word in sentence] for sentence in ranked] == tags
+    assert all(abs(sum(t["probability"] for t in word) - 1) < 1e-5 for sentence in ranked for word in sentence)

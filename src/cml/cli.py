@@ -115,8 +115,10 @@ def run(config, overrides, resume, from_stage, overwrite, trust_remote_code):
 @click.option("--lang", default="auto", show_default=True,
               help="Language code of every input line, or `auto` to detect each line's language.")
 @click.option("--restrict", is_flag=True, help="With --lang auto: detect only among the run's languages.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Also give the K most probable labels with their probabilities (per word for tagging).")
 @TRUST_REMOTE_CODE
-def predict(run_dir, stage, strategy, lang, restrict, trust_remote_code):
+def predict(run_dir, stage, strategy, lang, restrict, top_k, trust_remote_code):
     """Predict with a finished run on stdin: JSONL objects with `text` (and optionally `lang`) or plain text
     lines. Writes one JSON line per input, in order, with the prediction, the language (and whether it
     was detected) and the route that served it. A language outside the run goes to its nearest URIEL group
@@ -126,7 +128,9 @@ def predict(run_dir, stage, strategy, lang, restrict, trust_remote_code):
 
     predictor = Predictor(run_dir, stage=stage, strategy=strategy, trust_remote_code=trust_remote_code)
     detector = LanguageDetector(predictor.languages if restrict else None) if lang == "auto" else None
-    for output in predictor.predict(read_inputs(sys.stdin.buffer, lang, detector)):
+    if top_k is not None and predictor.task.family.value == "seq2seq":
+        raise click.UsageError("--top-k is for classification and tagging runs; this run generates text")
+    for output in predictor.predict(read_inputs(sys.stdin.buffer, lang, detector), top_k=top_k):
         click.echo(json.dumps(output, ensure_ascii=False))
 
 

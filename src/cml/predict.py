@@ -95,9 +95,11 @@ class Predictor:
             return Example(str(index), lang, text=text, label=self.task.labels[0])
         return Example(str(index), lang, text=text, target=text)
 
-    def predict(self, items: Iterable[dict], chunk: int = 64) -> Iterator[dict]:
+    def predict(self, items: Iterable[dict], chunk: int = 64, top_k: int | None = None) -> Iterator[dict]:
         """Predictions in input order; inputs are batched (length-sorted) in chunks of ``chunk`` lines. A chunk
-        that one route serves alone runs with that route's LoRA weights merged into the base weights."""
+        that one route serves alone runs with that route's LoRA weights merged into the base weights. With
+        ``top_k`` each output also has ``top_k``: the most probable labels with their probabilities (per word
+        for tagging), the prediction being the first."""
         from itertools import islice
 
         from .evaluation.inference import predict
@@ -110,10 +112,19 @@ class Predictor:
             examples = [self.placeholder(item["text"], item["lang"], i) for i, item in enumerate(part)]
             with torch.inference_mode():
                 predictions = predict(self.model, self.task, self.task.features(examples),
-                                      self.config.training.eval_batch_size)
+                                      self.config.training.eval_batch_size, top_k=top_k)
             for item, (how, route), prediction in zip(part, served, predictions):
-                yield {**item, "prediction": prediction, "served": how, "route": "+".join(route) or "previous",
-                       "strategy": self.strategy_name, "stage": self.stage}
+                ranked = {}
+                if top_k is not None:
+                    ranked = {"top_k": prediction}
+                    prediction = _first_labels(prediction)
+                yield {**item, "prediction": prediction, **ranked, "served": how,
+                       "route": "+".join(route) or "previous", "strategy": self.strategy_name, "stage": self.stage}
+
+
+def _first_labels(ranked: list):
+    """The most probable label of a ranked prediction: one for a sentence, one per word for tagging."""
+    return [_first_labels(word) for word in ranked] if ranked and isinstance(ranked[0], list) else ranked[0]["label"]
 
 
 def _run_config(results, path: Path) -> ExperimentConfig:

@@ -9,8 +9,10 @@ import torch
 from ..training.batching import BucketBatchSampler
 
 
-def predict(model: torch.nn.Module, task, features: Sequence[dict], batch_size: int, device=None) -> list:
-    """One prediction per feature, in input order. Sorting by length keeps padding (and time) low."""
+def predict(model: torch.nn.Module, task, features: Sequence[dict], batch_size: int, device=None,
+            top_k: int | None = None) -> list:
+    """One prediction per feature, in input order (with ``top_k``, its ``top_k`` most probable labels and their
+    probabilities instead). Sorting by length keeps padding (and time) low."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -19,7 +21,8 @@ def predict(model: torch.nn.Module, task, features: Sequence[dict], batch_size: 
     with torch.inference_mode():
         for indices in sampler:
             batch = {k: v.to(device) for k, v in task.batch([features[i] for i in indices]).items()}
-            for i, prediction in zip(indices, task.predict(model, batch)):
+            outputs = task.predict(model, batch) if top_k is None else task.top_k(model, batch, top_k)
+            for i, prediction in zip(indices, outputs):
                 predictions[i] = prediction
     model.train(was_training)
     return predictions

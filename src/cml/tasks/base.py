@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..data.examples import Example, TaskFamily
+from ..errors import CMLError
 from ..models.embedded import loading_model
 
 log = logging.getLogger("cml.task")
@@ -68,6 +69,21 @@ class Task(ABC):
 
     @abstractmethod
     def predict(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list: ...
+
+    def top_k(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], k: int) -> list:
+        """Per example, the ``k`` most probable labels with their probabilities (``predict`` ranked)."""
+        raise CMLError(f"--top-k is for classification and tagging; a {self.family.value} task generates text")
+
+    @staticmethod
+    def ranked(logits: torch.Tensor, labels: Sequence[str], k: int) -> list:
+        """The last dimension of ``logits`` as lists of ``{"label", "probability"}``, most probable first."""
+        probabilities, indices = logits.float().softmax(-1).topk(min(k, len(labels)), dim=-1)
+
+        def rank(values, positions):
+            if positions and isinstance(positions[0], list):
+                return [rank(v, p) for v, p in zip(values, positions)]
+            return [{"label": labels[i], "probability": p} for i, p in zip(positions, values)]
+        return rank(probabilities.tolist(), indices.tolist())
 
     @abstractmethod
     def score(self, examples: Sequence[Example], predictions: Sequence) -> dict[str, Any]: ...

@@ -35,6 +35,10 @@ class ClassificationTask(Task):
         logits = model(**self.inputs(batch)).logits
         return [self.labels[i] for i in logits.argmax(-1).tolist()]
 
+    @torch.no_grad()
+    def top_k(self, model, batch, k):
+        return self.ranked(model(**self.inputs(batch)).logits, self.labels, k)
+
     def score(self, examples, predictions):
         references = [e.label for e in examples]
         return {"accuracy": accuracy(references, predictions),

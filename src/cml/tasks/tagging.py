@@ -47,6 +47,13 @@ class TaggingTask(Task):
         return [[self.labels[i] for i in predicted[row][labelled[row]].tolist()]
                 for row in range(predicted.shape[0])]
 
+    @torch.no_grad()
+    def top_k(self, model, batch, k):
+        """Per word (its first sub-word, as ``predict``), the ``k`` most probable tags."""
+        logits = model(**self.inputs(batch)).logits
+        labelled = batch["labels"] != IGNORE
+        return [self.ranked(logits[row][labelled[row]], self.labels, k) for row in range(logits.shape[0])]
+
     def _complete(self, examples, predictions):
         filler = "O" if self.ner else ""
         return [list(p) + [filler] * (len(e.tags) - len(p)) for e, p in zip(examples, predictions)]
