@@ -54,3 +54,30 @@ def run_config(tmp_path: Path, backbone: str, **training) -> Path:
                                   **training},
                         stream={"stages": [{"name": "initial", "amount": 48},
                                            {"name": "update", "languages": ["hin"], "amount": 24}]})
+
+
+class Interrupted(Exception):
+    """Raised inside a training loop to stop a run as a crash would (the run's checkpoints stay)."""
+
+
+def interrupt_run(config_path: Path, stage: str, step: int, overrides: list[str] | tuple[str, ...] = ()) -> None:
+    """Run ``config_path`` until optimizer step ``step`` of the training described as ``stage``
+    (``"initial/initial"`` for stage 0, ``"full_finetune/update"`` for the update), and stop it there."""
+    import pytest
+
+    import cml.strategies.full_finetune as full_finetune
+    from cml.config import load_config
+    from cml.experiment import Experiment
+
+    def crash(done: int) -> None:
+        if done == step:
+            raise Interrupted
+
+    original = full_finetune.train
+    full_finetune.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
+        if k["description"] == stage else original(*a, **k)
+    try:
+        with pytest.raises(Interrupted):
+            Experiment(load_config(config_path, list(overrides))).run()
+    finally:
+        full_finetune.train = original

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from helpers import run_config
+from helpers import Interrupted, interrupt_run, run_config
 
 from cml.config import ExperimentConfig, ModelConfig, TrainingConfig, load_config
 from cml.data.examples import Example
@@ -59,24 +59,7 @@ def test_run_lowers_loss_learns_and_is_deterministic(tmp_path, tiny_backbone):
 def test_resume_after_interruption_gives_the_same_result(tmp_path, tiny_backbone):
     path = run_config(tmp_path, tiny_backbone, checkpoint_every_steps=2)
     reference = Experiment(load_config(path, ["name=reference"])).run()
-
-    class Interrupted(Exception):
-        pass
-
-    def crash(step):
-        if step == 7:
-            raise Interrupted
-
-    import cml.strategies.full_finetune as full_finetune
-
-    original = full_finetune.train
-    full_finetune.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
-        if k["description"] == "full_finetune/update" else original(*a, **k)
-    try:
-        with pytest.raises(Interrupted):
-            Experiment(load_config(path, ["name=resumed"])).run()
-    finally:
-        full_finetune.train = original
+    interrupt_run(path, "full_finetune/update", 7, ["name=resumed"])
     checkpoints = tmp_path / "runs" / "resumed" / "checkpoints" / "full_finetune" / "1" / "latest"
     assert json.loads((checkpoints / "state.json").read_text())["result"]["steps"] == 6
     resumed = Experiment(load_config(path, ["name=resumed"]), resume=True).run()
@@ -100,9 +83,6 @@ def test_a_resume_after_the_early_stopping_checkpoint_trains_no_further(tmp_path
     # a rate too small to move the dev score: epoch 2 is no better than epoch 1, and patience 1 stops there
     config = TrainingConfig(epochs=5, batch_size=8, learning_rate=1e-12, warmup_ratio=0.0, early_stopping_patience=1)
     dev = {"deu": (examples[:6], task.encode(examples[:6]))}
-
-    class Interrupted(Exception):
-        pass
 
     original = trainer.save_checkpoint
 

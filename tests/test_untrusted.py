@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from helpers import run_config, write_config, write_sib_like
+from helpers import interrupt_run, run_config, write_config, write_sib_like
 
 from cml.cli import main
 from cml.config import load_config
@@ -63,6 +63,35 @@ def copy_run(finished_run: Path, tmp_path: Path) -> tuple[Path, Path]:
     text["output_dir"] = str(tmp_path / "copy" / "runs")
     config.write_text(yaml.safe_dump(text, sort_keys=False))
     return config, tmp_path / "copy" / "runs" / "t"
+
+
+def write_splits(root: Path, extension: str, content, languages=("deu", "fra")) -> Path:
+    """``<root>/<lang>/<split>.<extension>`` for every language and split, each holding ``content`` (text, or a
+    function of the split)."""
+    for lang in languages:
+        for split in ("train", "dev", "test"):
+            path = root / lang / f"{split}.{extension}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content(split) if callable(content) else content, encoding="utf-8")
+    return root
+
+
+def pickled_model(backbone: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of ``backbone`` whose weights are a pickle that would create a marker file when unpickled:
+    (the model folder, the marker)."""
+    import pickle
+
+    marker = tmp_path / "unpickled"
+    folder = tmp_path / "pickled-model"
+    shutil.copytree(backbone, folder)
+    (folder / "model.safetensors").unlink()
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    return folder, marker
 
 
 # ------------------------------------------------------------------------------------- 1. run names
@@ -165,18 +194,7 @@ def test_a_model_named_by_a_run_folder_never_runs_its_code(finished_run, tmp_pat
 
 def test_pickled_weights_are_never_loaded(tiny_backbone, tmp_path):
     """A model folder whose weights are a pickle (pytorch_model.bin) is refused before anything is unpickled."""
-    import pickle
-
-    marker = tmp_path / "unpickled"
-    folder = tmp_path / "pickled-model"
-    shutil.copytree(tiny_backbone, folder)
-    (folder / "model.safetensors").unlink()
-
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    folder, marker = pickled_model(tiny_backbone, tmp_path)
     write_sib_like(tmp_path / "data")
     path = write_config(tmp_path / "c.yaml", **BASE, model={"name": str(folder)})
     with pytest.raises(CMLError, match="cannot load the model"):
@@ -231,12 +249,8 @@ def test_a_byte_order_mark_is_accepted_everywhere(tmp_path):
         path.write_text(bom + path.read_text(), encoding="utf-8")
     assert read_dataset(SIB200Source(format="sib200", path=str(sib)), TaskFamily.classification).label_set == \
         ("a", "b", "c")
-    for lang in ("deu", "fra"):
-        for split in ("train", "dev", "test"):
-            path = tmp_path / "tsv" / lang / f"{split}.tsv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(bom + f"id\ttext\tlabel\n{split}1\tein satz\ta\n{split}2\tnoch einer\tb\n",
-                            encoding="utf-8")
+    write_splits(tmp_path / "tsv", "tsv",
+                 lambda split: bom + f"id\ttext\tlabel\n{split}1\tein satz\ta\n{split}2\tnoch einer\tb\n")
     dataset = read_dataset(DelimitedSource(format="tsv", path=str(tmp_path / "tsv"), columns={"id": "id"}),
                            TaskFamily.classification)
     assert dataset.splits["deu"]["train"][0].id == "train1"
@@ -274,24 +288,7 @@ def test_truncated_weights_are_named_and_a_resumed_run_redoes_that_stage(tmp_pat
 def test_a_truncated_in_progress_checkpoint_restarts_the_stage_and_says_so(tmp_path, tiny_backbone, caplog):
     path = run_config(tmp_path, tiny_backbone, checkpoint_every_steps=2)
     reference = Experiment(load_config(path, ["name=reference"])).run()
-
-    class Interrupted(Exception):
-        pass
-
-    def crash(step):
-        if step == 7:
-            raise Interrupted
-
-    import cml.strategies.full_finetune as full_finetune
-
-    original = full_finetune.train
-    full_finetune.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
-        if k["description"] == "full_finetune/update" else original(*a, **k)
-    try:
-        with pytest.raises(Interrupted):
-            Experiment(load_config(path, ["name=cut"])).run()
-    finally:
-        full_finetune.train = original
+    interrupt_run(path, "full_finetune/update", 7, ["name=cut"])
     latest = tmp_path / "runs" / "cut" / "checkpoints" / "full_finetune" / "1" / "latest" / "model.safetensors"
     latest.write_bytes(latest.read_bytes()[:100])
     with caplog.at_level(logging.WARNING, logger="cml"):
@@ -343,11 +340,7 @@ def test_jsonl_null_text_is_an_error_not_the_string_none(tmp_path):
     from cml.config import DelimitedSource
     from cml.data.examples import TaskFamily
 
-    for lang in ("deu", "fra"):
-        for split in ("train", "dev", "test"):
-            path = tmp_path / lang / f"{split}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text('{"text": "ein satz", "label": "a"}\n{"text": null, "label": "b"}\n')
+    write_splits(tmp_path, "jsonl", '{"text": "ein satz", "label": "a"}\n{"text": null, "label": "b"}\n')
     with pytest.raises(CMLError, match="column 'text' must be a string, got null") as err:
         read_dataset(DelimitedSource(format="jsonl", path=str(tmp_path)), TaskFamily.classification)
     assert err.value.line == 2
@@ -427,11 +420,7 @@ def test_iob2_repair_reads_a_stray_inside_tag_as_a_beginning_and_counts_it(tmp_p
     from cml.config import ConllSource
     from cml.data.examples import TaskFamily
 
-    for lang in ("yor", "hau"):
-        for split in ("train", "dev", "test"):
-            path = tmp_path / "ner" / lang / f"{split}.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("Ade B-PER\nOla I-PER\nlana I-DATE\n\nEko B-LOC\n")
+    write_splits(tmp_path / "ner", "txt", "Ade B-PER\nOla I-PER\nlana I-DATE\n\nEko B-LOC\n", languages=("yor", "hau"))
     source = ConllSource(format="conll", path=str(tmp_path / "ner"), repair=True)
     dataset = read_dataset(source, TaskFamily.tagging)
     assert dataset.splits["yor"]["train"][0].tags == ("B-PER", "I-PER", "B-DATE")
@@ -522,25 +511,8 @@ def test_run_folders_of_earlier_versions_still_serve_and_resume(tmp_path, tiny_b
 
 
 def test_resume_refuses_a_stage_in_progress_whose_input_changed(tmp_path, tiny_backbone):
-    import cml.strategies.full_finetune as full_finetune
-
     path = run_config(tmp_path, tiny_backbone, checkpoint_every_steps=2)
-
-    class Interrupted(Exception):
-        pass
-
-    def crash(step):
-        if step == 4:
-            raise Interrupted
-
-    original = full_finetune.train
-    full_finetune.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
-        if k["description"] == "initial/initial" else original(*a, **k)  # stage 0, unfinished
-    try:
-        with pytest.raises(Interrupted):
-            Experiment(load_config(path)).run()
-    finally:
-        full_finetune.train = original
+    interrupt_run(path, "initial/initial", 4)
     train_file = tmp_path / "data" / "hin_Deva" / "train.tsv"
     train_file.write_text(train_file.read_text().replace("\tsport\t", "\tfood\t", 1))
     with pytest.raises(CMLError, match="input changed since the stage in progress ran") as err:
@@ -634,18 +606,7 @@ def test_format_patterns_are_checked_when_the_config_loads(tmp_path, section):
 
 
 def test_model_info_never_unpickles(tiny_backbone, tmp_path):
-    import pickle
-
-    marker = tmp_path / "unpickled"
-    folder = tmp_path / "pickled-model"
-    shutil.copytree(tiny_backbone, folder)
-    (folder / "model.safetensors").unlink()
-
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    folder, marker = pickled_model(tiny_backbone, tmp_path)
     assert_user_error(cml("model", "info", str(folder)), "cannot load the model")
     assert not marker.exists()
 
@@ -714,11 +675,7 @@ def test_a_repeated_header_column_is_an_error(tmp_path):
     from cml.config import DelimitedSource
     from cml.data.examples import TaskFamily
 
-    for lang in ("deu", "fra"):
-        for split in ("train", "dev", "test"):
-            path = tmp_path / lang / f"{split}.tsv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("text\tlabel\ttext\na\tb\tc\n")
+    write_splits(tmp_path, "tsv", "text\tlabel\ttext\na\tb\tc\n")
     with pytest.raises(CMLError, match="the header names a column twice: text") as err:
         read_dataset(DelimitedSource(format="tsv", path=str(tmp_path)), TaskFamily.classification)
     assert err.value.line == 1
@@ -741,11 +698,7 @@ def test_jsonl_data_with_a_lone_surrogate_is_an_error(tmp_path):
     from cml.config import DelimitedSource
     from cml.data.examples import TaskFamily
 
-    for lang in ("deu", "fra"):
-        for split in ("train", "dev", "test"):
-            path = tmp_path / lang / f"{split}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text('{"text": "ok", "label": "a"}\n{"text": "x", "label": "sp\\udc00ort"}\n')
+    write_splits(tmp_path, "jsonl", '{"text": "ok", "label": "a"}\n{"text": "x", "label": "sp\\udc00ort"}\n')
     with pytest.raises(CMLError, match="lone surrogate") as err:
         read_dataset(DelimitedSource(format="jsonl", path=str(tmp_path)), TaskFamily.classification)
     assert err.value.line == 2
@@ -794,25 +747,8 @@ def test_a_damaged_finished_stage_is_redone_on_resume(tmp_path, tiny_backbone, c
 
 
 def test_an_in_progress_checkpoint_that_does_not_fit_is_named(tmp_path, tiny_backbone):
-    import cml.strategies.full_finetune as full_finetune
-
     path = run_config(tmp_path, tiny_backbone, checkpoint_every_steps=2)
-
-    class Interrupted(Exception):
-        pass
-
-    def crash(step):
-        if step == 4:
-            raise Interrupted
-
-    original = full_finetune.train
-    full_finetune.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
-        if k["description"] == "initial/initial" else original(*a, **k)
-    try:
-        with pytest.raises(Interrupted):
-            Experiment(load_config(path)).run()
-    finally:
-        full_finetune.train = original
+    interrupt_run(path, "initial/initial", 4)
     state_file = tmp_path / "runs" / "t" / "checkpoints" / "initial" / "0" / "latest" / "state.json"
     state = json.loads(state_file.read_text())
     state["scheduler"] = {}
@@ -852,11 +788,7 @@ def test_line_numbers_count_lone_carriage_returns_and_quoted_csv_lines(tmp_path)
     with pytest.raises(CMLError) as err:
         decode_text(b"a\rb\rc\xff\r", "f")
     assert err.value.line == 3
-    for lang in ("deu", "fra"):
-        for split in ("train", "dev", "test"):
-            path = tmp_path / lang / f"{split}.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text('text,label\n"one\ntwo\nthree",a\nok,b\nbad\n')
+    write_splits(tmp_path, "csv", 'text,label\n"one\ntwo\nthree",a\nok,b\nbad\n')
     with pytest.raises(CMLError, match="expected 2 columns") as err:
         read_dataset(DelimitedSource(format="csv", path=str(tmp_path)), TaskFamily.classification)
     assert err.value.line == 6
