@@ -93,14 +93,13 @@ def stage_folder(run_dir: Path, strategy: str, index: int, stage_name: str) -> P
 
 
 def read_stage(stage_dir: Path) -> dict:
-    """The ``state.json`` of ``stage_dir`` as written, checked to be a finished stage's state (``SavedStage``:
-    its record's prediction file inside the run folder and present, its weights present); else a CMLError
-    naming what is wrong."""
+    """The ``state.json`` of ``stage_dir`` as written, checked to be a finished stage's state (``SavedStage``,
+    its record's prediction file inside the run folder and present); else a CMLError naming what is wrong. The
+    weights beside it are checked by whoever loads them."""
     state = read_state(stage_dir)
-    saved = checked(SavedStage, state, stage_dir / "state.json")
-    for needed in (stage_dir.parents[2] / saved.record.predictions, stage_dir / "model.safetensors"):
-        if not needed.is_file():
-            raise CMLError("a finished stage's file is missing", file=needed)
+    predictions = stage_dir.parents[2] / checked(SavedStage, state, stage_dir / "state.json").record.predictions
+    if not predictions.is_file():
+        raise CMLError("a finished stage's prediction file is missing", file=predictions)
     return state
 
 

@@ -17,6 +17,7 @@ from .errors import CMLError
 from .io import decode_text, parse_json, read_json
 from .languages import canonical
 from .models.embedded import quiet_transformers
+from .records import RunResults, checked
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
 from .tasks import make_task
@@ -36,29 +37,28 @@ class Predictor:
         path = self.run_dir / "results.json"
         if not path.is_file():
             raise CMLError("no results.json: is this a finished run folder?", file=self.run_dir)
-        self.results = read_json(path, "results file")
-        self.config = _run_config(self.results, path)
+        results = checked(RunResults, read_json(path, "results file"), path)
+        self.config = validated(ExperimentConfig, results.config, None, path)
         self.config.allow_remote_code(trust_remote_code)
-        self.languages = _strings(self.results, "languages", path)
+        self.languages = list(results.languages)
         names = [config.label for config in self.config.strategies]
-        self.strategy_name = strategy or self.results.get("reference_strategy")
+        self.strategy_name = strategy or results.reference_strategy
         if self.strategy_name not in names:
             raise CMLError(f"no strategy {self.strategy_name!r} in this run; it has: {', '.join(names)}")
         stages = len(self.config.stream.stages)
         self.stage = stages - 1 if stage is None else stage
         if not 0 <= self.stage < stages:
             raise CMLError(f"--stage must be between 0 and {stages - 1}")
-        labels = _strings(self.results, "labels", path, allow_empty=self.config.task is TaskFamily.seq2seq)
-        self.task = make_task(self.config.task, labels, self.config.model)
+        if not results.labels and self.config.task is not TaskFamily.seq2seq:
+            raise CMLError("no `labels`: a classification or tagging run has its label set", file=path)
+        self.task = make_task(self.config.task, results.labels, self.config.model)
         self.task.languages = list(self.languages)
         with quiet_transformers():  # its "newly initialized" head is replaced by the stage's weights next
             self.model = RoutedModel(build_model(self.task, self.config), self.languages)
         load_model_state(self.model, self._stage_dir(INITIAL, 0))
         self.strategy = None
         if self.stage > 0:
-            config = next((s for s in self.config.strategies if s.label == self.strategy_name), None)
-            if config is None:
-                raise CMLError(f"the run's config has no strategy {self.strategy_name!r}", file=path)
+            config = next(s for s in self.config.strategies if s.label == self.strategy_name)
             self.strategy = make_strategy(config)
             folder = self._stage_dir(self.strategy_name, self.stage)
             context = StageContext(task=self.task, stage=None, index=self.stage, languages=self.languages,
@@ -125,19 +125,6 @@ class Predictor:
 def _first_labels(ranked: list):
     """The most probable label of a ranked prediction: one for a sentence, one per word for tagging."""
     return [_first_labels(word) for word in ranked] if ranked and isinstance(ranked[0], list) else ranked[0]["label"]
-
-
-def _run_config(results, path: Path) -> ExperimentConfig:
-    if not isinstance(results, dict) or not isinstance(results.get("config"), dict):
-        raise CMLError("no `config` object: not a results file of cml", file=path)
-    return validated(ExperimentConfig, results["config"], None, path)
-
-
-def _strings(results: dict, key: str, path: Path, allow_empty: bool = False) -> list[str]:
-    value = results.get(key)
-    if not isinstance(value, list) or not (value or allow_empty) or not all(isinstance(item, str) for item in value):
-        raise CMLError(f"`{key}` must be a {'' if allow_empty else 'non-empty '}list of strings", file=path)
-    return list(value)
 
 
 class LanguageDetector:

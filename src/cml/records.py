@@ -58,7 +58,10 @@ class RunResults(_Record):
     task: str
     metric: str
     languages: list[str] = Field(min_length=1, max_length=MAX_LANGUAGES)
+    labels: list[str] = []  # none for seq2seq
     strategies: dict[str, StrategyRun] = Field(min_length=1)
+    reference_strategy: str | None = None
+    config: dict
 
 
 WHAT = {SavedStage: "a finished stage's state", RunResults: "the results of a cml run"}
