@@ -9,10 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cml.config import ModelConfig, load_config
+from cml.data.examples import Example, TaskFamily
 from cml.errors import CMLError
 from cml.evaluation.cml_metrics import (CATEGORIES, SUMMARY_KEYS, aggregate_seeds, compare_to_reference, flip_rates,
-                                        language_change, paired_bootstrap_interval, paired_items, placement,
-                                        read_item_scores, summarize_languages, summarize_run, summarize_stage)
+                                        language_change, metric_changes, metric_disagreements,
+                                        paired_bootstrap_interval, paired_items, placement, read_item_scores,
+                                        read_metric_item_scores, summarize_languages, summarize_run, summarize_stage)
+from cml.tasks import make_task
 
 # ---------------------------------------------------------------------------------------------- a tiny run
 
@@ -30,8 +34,11 @@ ITEMS = {
 }
 
 
-def write_run(run_dir: Path, items: dict = ITEMS, updated=UPDATED, stages=STAGES) -> dict:
-    """A finished classification run folder: results.json and prediction files, scores the item means."""
+def write_run(run_dir: Path, items: dict = ITEMS, updated=UPDATED, stages=STAGES, *, task="classification",
+              metric="accuracy", secondary: dict | None = None) -> dict:
+    """A finished run folder: results.json and prediction files, scores the item means. ``secondary``
+    ({metric: items shaped like ``items``}) adds per-metric item scores and values, as runs write them now;
+    without it the files are as runs wrote them before (the primary metric only)."""
     languages = list(items[next(iter(items))][0])
     strategies = {}
     for strategy, per_stage in items.items():
@@ -39,19 +46,45 @@ def write_run(run_dir: Path, items: dict = ITEMS, updated=UPDATED, stages=STAGES
         for index, (name, scores, langs) in enumerate(zip(stages, per_stage, updated)):
             path = Path("predictions") / ("initial" if index == 0 else strategy) / f"{index}-{name}.jsonl"
             (run_dir / path).parent.mkdir(parents=True, exist_ok=True)
+            others = {other: by_strategy[strategy][index] for other, by_strategy in (secondary or {}).items()}
             rows = [{"lang": lang, "id": f"{lang}-{i}", "prediction": "x", "score": float(score)}
+                    | ({"scores": {metric: float(score), **{other: float(values[lang][i])
+                                                             for other, values in others.items()}}}
+                       if secondary else {})
                     for lang in languages for i, score in enumerate(scores[lang])]
             (run_dir / path).write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
             records.append({"name": name, "index": index, "updated_languages": langs,
                             "train_examples": {lang: 10 for lang in langs}, "train": {},
                             "scores": {lang: float(np.mean(scores[lang])) for lang in languages},
-                            "metrics": {}, "predictions": str(path)})
+                            "metrics": {lang: {metric: float(np.mean(scores[lang])), "signature": "x|y",
+                                               **{other: float(np.mean(values[lang]))
+                                                  for other, values in others.items()}}
+                                        for lang in languages} if secondary else {},
+                            "predictions": str(path)})
         strategies[strategy] = {"method": strategy, "stages": records}
-    results = {"name": run_dir.name, "task": "classification", "metric": "accuracy", "seed": 0,
+    results = {"name": run_dir.name, "task": task, "metric": metric, "seed": 0,
                "languages": languages, "reference_strategy": "full_finetune", "stages": strategies[next(iter(items))],
                "strategies": strategies, "config": {}, "versions": {}}
     (run_dir / "results.json").write_text(json.dumps(results), encoding="utf-8")
     return results
+
+
+# A seq2seq-like run with long outputs: exact match is 0 for every item of every model, while chrF (item scores:
+# sentence chrF) falls by more than half in fra and hin under full fine-tuning (an update on deu) and holds under
+# laft_uriel.
+NOTHING = {lang: [0] * 6 for lang in ("deu", "fra", "hin")}
+CHRF_BEFORE = {"deu": [.24, .26, .3, .28, .25, .27], "fra": [.3, .28, .26, .29, .27, .3],
+               "hin": [.25, .24, .27, .26, .28, .24]}
+CHRF_ITEMS = {"full_finetune": [CHRF_BEFORE, {"deu": [.3, .31, .33, .3, .29, .32], "fra": [.12, .1, .14, .11, .13, .1],
+                                              "hin": [.11, .12, .1, .14, .13, .12]}],
+              "laft_uriel": [CHRF_BEFORE, {"deu": [.3, .31, .33, .3, .29, .32], "fra": [.3, .28, .26, .29, .27, .31],
+                                           "hin": [.25, .24, .27, .26, .28, .24]}]}
+
+
+def write_seq2seq_run(run_dir: Path) -> dict:
+    return write_run(run_dir, {strategy: [NOTHING, NOTHING] for strategy in CHRF_ITEMS},
+                     updated=(["deu", "fra", "hin"], ["deu"]), stages=("initial", "update"), task="seq2seq",
+                     metric="exact_match", secondary={"chrf": CHRF_ITEMS})
 
 
 @pytest.fixture(scope="module")
@@ -331,3 +364,180 @@ def test_summarize_run_needs_matching_items(tmp_path):
     path.write_text(path.read_text(encoding="utf-8").replace('"eng-3"', '"eng-9"'), encoding="utf-8")
     with pytest.raises(CMLError, match="laft_uriel, stage update1, eng"):
         summarize_run(results, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- every metric
+
+@pytest.fixture(scope="module")
+def seq2seq_summary(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("seq2seq")
+    results = write_seq2seq_run(run_dir)
+    return results, summarize_run(results, run_dir), run_dir
+
+
+def test_every_metric_is_summarised_beside_the_primary_one(seq2seq_summary):
+    _, summary, _ = seq2seq_summary
+    stage = summary["full_finetune"]["update"]
+    assert list(stage["metrics"]) == ["exact_match", "chrf"]  # "signature" in the records is no metric
+    exact = stage["metrics"]["exact_match"]
+    assert {key: stage[key] for key in (*SUMMARY_KEYS, "by_category", "vs_reference", "languages")} == {
+        key: exact[key] for key in (*SUMMARY_KEYS, "by_category", "vs_reference", "languages")}
+    assert (stage["n_significant_degraded"], stage["mean_delta"]) == (0, 0.0)  # exact match: nothing happened
+    chrf = stage["metrics"]["chrf"]
+    assert (chrf["n_significant_degraded"], chrf["n_significant_improved"]) == (2, 1)
+    fra = chrf["languages"]["fra"]
+    assert (fra["before"], fra["after"]) == pytest.approx((np.mean(CHRF_BEFORE["fra"]), 0.1167), abs=1e-4)
+    assert fra["ci_high"] < 0 and fra["category"] == "far"
+    laft = summary["laft_uriel"]["update"]["metrics"]["chrf"]
+    assert laft["n_significant_degraded"] == 0
+    assert laft["vs_reference"]["loss_magnitude_reduction"] == pytest.approx(1.0)
+
+
+def test_secondary_metrics_that_contradict_the_primary_one_are_named(seq2seq_summary):
+    _, summary, _ = seq2seq_summary
+    assert metric_disagreements(summary["full_finetune"]["update"]["metrics"], "exact_match") == {"chrf": "losses"}
+    assert metric_disagreements(summary["laft_uriel"]["update"]["metrics"], "exact_match") == {"chrf": "gains"}
+    assert metric_disagreements(summary["full_finetune"]["update"]["metrics"], "chrf") == {}  # EM has no sign
+
+
+@pytest.mark.parametrize("primary, other, kind", [
+    ((0, 0, 0.0), (2, 0, -0.05), "losses"),
+    ((0, 0, 0.001), (0, 1, 0.02), "gains"),
+    ((0, 1, -0.01), (0, 3, 0.04), "direction"),  # primary down, the other significantly up
+    ((1, 0, 0.01), (3, 0, -0.02), "direction"),
+    ((1, 0, -0.01), (3, 0, -0.06), None),  # both lost: they agree
+    ((1, 0, -0.01), (1, 0, 0.02), None),  # opposite means, but the other's has no significant language behind it
+    ((0, 0, 0.0), (0, 0, -0.03), None),
+])
+def test_metric_disagreements(primary, other, kind):
+    def figures(degraded, improved, mean_delta):
+        return {"n_significant_degraded": degraded, "n_significant_improved": improved, "mean_delta": mean_delta}
+
+    found = metric_disagreements({"em": figures(*primary), "chrf": figures(*other)}, "em")
+    assert found == ({"chrf": kind} if kind else {})
+    assert metric_disagreements({"chrf": figures(*other)}, "em") == {}
+
+
+def test_primary_metric_chooses_what_the_summary_counts(seq2seq_summary):
+    results, summary, run_dir = seq2seq_summary
+    stage = summarize_run(results, run_dir, primary_metric="chrf")["full_finetune"]["update"]
+    chrf = summary["full_finetune"]["update"]["metrics"]["chrf"]
+    assert {key: stage[key] for key in SUMMARY_KEYS} == {key: chrf[key] for key in SUMMARY_KEYS}
+    assert stage["n_significant_degraded"] == 2 and stage["languages"] == chrf["languages"]
+    assert stage["metrics"] == summary["full_finetune"]["update"]["metrics"]
+
+
+def test_a_run_without_per_metric_scores_summarises_its_primary_metric(run_summary):
+    results, summary, run_dir = run_summary
+    assert all(list(stage["metrics"]) == ["accuracy"] for stages in summary.values() for stage in stages.values())
+    with pytest.raises(CMLError, match="stage update1: no macro_f1 scores"):
+        summarize_run(results, run_dir, primary_metric="macro_f1")
+
+
+def test_metric_changes_of_a_model_pair_outside_a_run():
+    before = {"accuracy": {"deu": 0.5, "fra": 0.75}, "macro_f1": {"deu": 0.4, "fra": 0.7}, "chrf": {"deu": 0.3}}
+    after = {"accuracy": {"deu": 0.75, "fra": 0.75}, "macro_f1": {"deu": 0.7, "fra": 0.6}}
+    items = {metric: {"deu": ([1, 0, 1, 0], [1, 1, 1, 0]), "fra": ([1, 1, 1, 0], [1, 1, 0, 1])}
+             for metric in ("accuracy", "macro_f1")}
+    changes = metric_changes(before, after, items, seed=3)
+    assert list(changes) == ["accuracy", "macro_f1"]  # chrf has no after values
+    assert set(changes["accuracy"]) == {*SUMMARY_KEYS, "languages"}
+    assert changes["accuracy"]["languages"]["deu"] == language_change(0.5, 0.75, [1, 0, 1, 0], [1, 1, 1, 0],
+                                                                       seed=[3, 2871402823])
+    # macro-F1 borrows the correctness items: the same spread, moved to its own delta
+    deu = changes["macro_f1"]["languages"]["deu"]
+    assert deu["delta"] == pytest.approx(0.3)
+    assert deu["ci_low"] - changes["accuracy"]["languages"]["deu"]["ci_low"] == pytest.approx(0.05)
+    assert changes["macro_f1"]["mean_delta"] == pytest.approx(0.1)
+    placed = metric_changes(before, after, items, placements={"deu": {"category": "in_update"},
+                                                              "fra": {"category": "far"}})
+    assert placed["accuracy"]["by_category"]["far"]["n_languages"] == 1
+
+
+def test_read_metric_item_scores(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"lang": "deu", "id": 1, "prediction": "a", "score": 1.0, "scores": {"em": 1.0, "chrf": 0.9}}\n'
+                    '{"lang": "fra", "id": 1, "prediction": "b", "score": 0.0, "scores": {"em": 0.0, "chrf": 0.4}}\n',
+                    encoding="utf-8")
+    assert read_metric_item_scores(path, "em") == {"em": {"deu": {"1": 1.0}, "fra": {"1": 0.0}},
+                                                   "chrf": {"deu": {"1": 0.9}, "fra": {"1": 0.4}}}
+    assert read_item_scores(path) == {"deu": {"1": 1.0}, "fra": {"1": 0.0}}
+    for bad, message in (('"scores": {"em": 0.0}', "the lines before scored chrf, em"),
+                         ('"scores": [0.0]', "not a prediction line"),
+                         ('"scores": {"em": 0.0, "chrf": "high"}', "not a prediction line")):
+        path.write_text(path.read_text(encoding="utf-8").splitlines()[0] + "\n"
+                        + f'{{"lang": "fra", "id": 1, "prediction": "b", "score": 0.0, {bad}}}\n', encoding="utf-8")
+        with pytest.raises(CMLError, match=message) as error:
+            read_metric_item_scores(path, "em")
+        assert error.value.line == 2
+
+
+# ---------------------------------------------------------------------------------------------- item scores, settings
+
+def test_each_family_scores_items_in_every_metric():
+    classification = make_task(TaskFamily.classification, ["a", "b"], ModelConfig(name="unused"))
+    examples = [Example(str(i), "deu", text="x", label=label) for i, label in enumerate("aab")]
+    assert classification.item_metric_scores(examples, ["a", "b", "b"]) == {"accuracy": [1.0, 0.0, 1.0],
+                                                                           "macro_f1": [1.0, 0.0, 1.0]}
+    ner = make_task(TaskFamily.tagging, ["O", "B-PER", "I-PER", "B-LOC"], ModelConfig(name="unused"))
+    sentences = [("B-PER", "I-PER", "O", "B-LOC"), ("O", "O"), ("O", "O"), ("B-LOC", "O")]
+    predicted = [["B-PER", "I-PER", "O", "O"], ["O", "O"], ["B-LOC", "O"], ["B-PER"]]  # the last one cut short
+    examples = [Example(str(i), "deu", tokens=("w",) * len(tags), tags=tags) for i, tags in enumerate(sentences)]
+    scores = ner.item_metric_scores(examples, predicted)
+    assert list(scores) == list(ner.metrics) == ["entity_f1", "entity_precision", "entity_recall", "token_accuracy"]
+    assert scores["entity_f1"] == pytest.approx([2 / 3, 1.0, 0.0, 0.0])  # nothing to find and nothing found: right
+    assert scores["entity_precision"] == [1.0, 1.0, 0.0, 0.0]
+    assert scores["entity_recall"] == [0.5, 1.0, 1.0, 0.0]
+    assert scores["token_accuracy"] == [0.75, 1.0, 0.5, 0.5]
+    assert ner.item_scores(examples, predicted) == scores["entity_f1"]  # the primary metric's
+    pos = make_task(TaskFamily.tagging, ["NOUN", "VERB"], ModelConfig(name="unused"))
+    assert list(pos.item_metric_scores(examples[:1], [["NOUN"] * 4])) == ["token_accuracy"]
+
+
+def test_primary_metric_setting_reaches_the_task():
+    assert make_task(TaskFamily.seq2seq, None, ModelConfig(name="unused"), "chrf").primary_metric == "chrf"
+    assert make_task(TaskFamily.seq2seq, None, ModelConfig(name="unused")).primary_metric == "exact_match"
+    ner = make_task(TaskFamily.tagging, ["O", "B-X", "I-X"], ModelConfig(name="unused"), "token_accuracy")
+    assert ner.primary_metric == "token_accuracy"
+    with pytest.raises(CMLError, match="this tagging task computes token_accuracy, not 'entity_f1'") as error:
+        make_task(TaskFamily.tagging, ["NOUN", "VERB"], ModelConfig(name="unused"), "entity_f1")
+    assert error.value.key == "evaluation.primary_metric"
+
+
+def test_an_unknown_primary_metric_names_the_setting(tmp_path):
+    from helpers import write_config, write_sib_like
+
+    write_sib_like(tmp_path / "data")
+    path = write_config(tmp_path / "c.yaml", data={"format": "sib200", "path": "data"},
+                        stream={"stages": [{"name": "initial", "amount": 10}]}, evaluation={"primary_metric": "bleu"})
+    with pytest.raises(CMLError, match="unknown metric 'bleu'; one of accuracy, chrf") as error:
+        load_config(path)
+    assert (error.value.key, error.value.line) == (
+        "evaluation.primary_metric", path.read_text().splitlines().index("  primary_metric: bleu") + 1)
+
+    from cml.experiment import Experiment
+
+    path.write_text(path.read_text().replace("primary_metric: bleu", "primary_metric: chrf"))
+    with pytest.raises(CMLError, match="this classification task computes accuracy, macro_f1, not 'chrf'") as error:
+        Experiment(load_config(path))
+    assert (error.value.file, error.value.key, error.value.line) == (
+        str(path), "evaluation.primary_metric", path.read_text().splitlines().index("  primary_metric: chrf") + 1)
+
+
+def test_a_run_scores_every_metric_and_counts_the_chosen_one(tmp_path, tiny_backbone):
+    from helpers import run_config
+
+    from cml.experiment import Experiment
+
+    config = load_config(run_config(tmp_path, tiny_backbone, epochs=2), ["evaluation.primary_metric=macro_f1"])
+    results = Experiment(config).run()
+    assert results["metric"] == "macro_f1"
+    update = results["stages"][1]
+    assert update["scores"] == {lang: metrics["macro_f1"] for lang, metrics in update["metrics"].items()}
+    line = json.loads((tmp_path / "runs" / "t" / update["predictions"]).read_text().splitlines()[0])
+    assert set(line["scores"]) == {"accuracy", "macro_f1"} and line["score"] == line["scores"]["macro_f1"]
+    stage = results["summary"]["full_finetune"]["update"]
+    assert list(stage["metrics"]) == ["macro_f1", "accuracy"]  # the primary metric first
+    assert stage["mean_delta"] == stage["metrics"]["macro_f1"]["mean_delta"]
+    with pytest.raises(CMLError, match="other primary_metric settings"):
+        Experiment(load_config(tmp_path / "c.yaml", ["training.epochs=2"]), resume=True).run()

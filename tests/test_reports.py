@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
-from test_cml_metrics import ITEMS, write_run
+from test_cml_metrics import ITEMS, write_run, write_seq2seq_run
 
 from cml.evaluation.cml_metrics import REFERENCE_KEYS, SUMMARY_KEYS, summarize_run
 from cml.reports.command import compare, report
 from cml.reports.compare import compare_rows, render_compare
 from cml.reports.report import CSV_FIELDS, language_groups, plain_summary, write_report
 from cml.reports.tables import COLUMN, best_flags
+from cml.summary import print_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKER = ROOT / "scripts" / "check_report_html.py"
@@ -116,6 +117,48 @@ def test_report_uses_a_stored_summary_and_stored_groups(tmp_path):
     markdown = write_report(tmp_path)["markdown"].read_text(encoding="utf-8")
     assert "Groups used by laft_uriel: group g1: deu eng; group g2: yor." in markdown
     assert "| eng | neighbour | 0.35 | -25.0 |" in markdown and "| -50.0 |" in markdown
+
+
+DISAGREEMENT = ("full_finetune, stage update: chrf shows a significant loss in 2 of 3 languages (mean Δ -8.7 pt) "
+                "where exact_match shows none (mean Δ +0.0 pt).")
+
+
+def test_report_flags_a_secondary_metric_that_disagrees(tmp_path):
+    write_seq2seq_run(tmp_path)
+    markdown = write_report(tmp_path)["markdown"].read_text(encoding="utf-8")
+    assert markdown.index("## Warning: the metrics disagree") < markdown.index("## Summary")
+    assert f"- {DISAGREEMENT}" in markdown
+    assert "- laft_uriel, stage update: chrf shows a significant gain in 1 of 3 languages" in markdown
+    assert "No language lost exact match under full_finetune; mean change +0.0 pt." in markdown
+    every = markdown[markdown.index("## Every metric"):markdown.index("## Stage update: per language")]
+    assert "| update | exact_match (primary) | full_finetune | 3 | 0 | 0 | 0 | 0 | +0.0 |" in every
+    assert "| update | chrf | full_finetune | 3 | 1 | 2 | 1 | 2 | -8.7 | 15.2 | 26.9 | 18.2 |" in every
+    assert ("| update | chrf | laft_uriel | 3 | **2** | **0** | 1 | **0** | **+1.4** | **0.0** | 26.9 | **28.3** |"
+            in every)
+
+
+def test_terminal_summary_names_the_primary_metric_and_the_disagreement(tmp_path):
+    results = write_seq2seq_run(tmp_path)
+    results["summary"] = summarize_run(results, tmp_path)
+    console = Console(width=250, record=True)
+    print_scores(results, console)
+    text = console.export_text()
+    assert "primary metric: exact_match (evaluation.primary_metric" in text
+    assert f"warning: {DISAGREEMENT}" in text
+
+
+def test_report_of_a_run_from_before_every_metric_was_scored(tmp_path):
+    results = write_run(tmp_path)  # prediction files without per-metric scores
+    results["summary"] = summarize_run(results, tmp_path)
+    for stages in results["summary"].values():
+        for stage in stages.values():
+            del stage["metrics"]  # as summaries were stored then
+    (tmp_path / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    markdown = write_report(tmp_path)["markdown"].read_text(encoding="utf-8")
+    assert "## Overview" in markdown and "disagree" not in markdown and "## Every metric" not in markdown
+    console = Console(width=250, record=True)
+    print_scores(results, console)
+    assert "warning" not in console.export_text()
 
 
 def test_groups_a_run_records():

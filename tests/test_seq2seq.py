@@ -217,9 +217,14 @@ def test_score_and_item_scores():
     scores = task.score(references, predictions)
     assert scores["exact_match"] == 0.5
     expected = sacrebleu.corpus_chrf(predictions, [["walk", "talk", "jump", "cat"]])
-    assert scores["chrf"] == pytest.approx(expected.score)
+    assert scores["chrf"] == pytest.approx(expected.score / 100)  # a fraction, as every metric
     assert scores["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:")
     assert task.item_scores(references, predictions) == [1.0, 1.0, 0.0, 0.0]
+    items = task.item_metric_scores(references, predictions)
+    assert items["exact_match"] == [1.0, 1.0, 0.0, 0.0]
+    assert items["chrf"] == pytest.approx([sacrebleu.sentence_chrf(p, [e.target]).score / 100
+                                           for p, e in zip(predictions, references)])
+    assert items["chrf"][0] == 1.0 and 0 < items["chrf"][2] < 1
 
 
 def test_new_parameters_get_their_own_learning_rate(tiny_bert):

@@ -25,6 +25,7 @@ from .data.examples import TaskFamily
 from .errors import CMLError
 from .io import read_text
 from .languages import canonical
+from .metrics import METRIC_NAMES
 
 
 class Strict(BaseModel):
@@ -423,10 +424,23 @@ StrategyConfig = Annotated[Union[FullFinetuneConfig, ModularConfig, EWCConfig, R
 
 
 class EvaluationConfig(Strict):
+    primary_metric: str | None = Field(
+        None, description="the metric that deltas, gates, early stopping and the summary count (null: the task "
+                          "family's own: accuracy, token_accuracy or entity_f1, exact_match); the report shows "
+                          "every other metric beside it and flags where they disagree")
     neighbour_threshold: float = Field(
         0.4, gt=0, description="URIEL distance below which a language counts as a neighbour of an update language")
     resamples: int = Field(1000, gt=0, le=100_000, description="paired bootstrap resamples for the 95% intervals")
     seed: int = Field(0, description="bootstrap seed")
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _known_metric(cls, name: str | None) -> str | None:
+        # Any family's metric passes here; whether this task computes it is checked where the task is built
+        # (only the labels tell a NER tag set from a POS one).
+        if name is not None and name not in METRIC_NAMES:
+            raise ValueError(f"unknown metric {name!r}; one of {', '.join(sorted(METRIC_NAMES))}")
+        return name
 
 
 class ExperimentConfig(Strict):

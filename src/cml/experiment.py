@@ -10,7 +10,7 @@ Run folder::
     <output_dir>/<name>/results.json, run.log
     <output_dir>/<name>/stages/initial/0-<stage>/{model.safetensors, state.json}   # the stage-0 model
     <output_dir>/<name>/stages/<strategy>/<k>-<stage>/{model.safetensors, state.json}  # what the strategy changed
-    <output_dir>/<name>/predictions/<strategy>/<k>-<stage>.jsonl      # per example: prediction, score
+    <output_dir>/<name>/predictions/<strategy>/<k>-<stage>.jsonl      # per example: prediction, score, scores
     <output_dir>/<name>/checkpoints/...                                # in-progress training, removed after
 """
 
@@ -165,6 +165,8 @@ def stage_settings(config: ExperimentConfig, stream: Stream, index: int, strateg
             "model": config.model.model_dump(mode="json"), "inputs": inputs,
             "training": stage_training_config(config, index).model_dump(mode="json"),
             "seed": config.seed,
+            # it picks the best epoch and is what the stage record's scores hold
+            "primary_metric": config.evaluation.primary_metric,
             "strategy": strategy_config.model_dump(mode="json") if strategy_config is not None else None}
 
 
@@ -191,7 +193,8 @@ class Experiment:
         self.inputs = dict(sorted(dataset.inputs.items()))
         self.repairs = dataset.repairs
         labels = dataset.label_set or dataset.observed_labels()
-        self.task = make_task(config.task, labels, config.model)
+        with config.locating_errors():  # a primary metric the task does not compute names its config line
+            self.task = make_task(config.task, labels, config.model, config.evaluation.primary_metric)
         self.task.languages = self.stream.languages
         self.accelerator = make_accelerator(config.training, self.run_dir)
         started = time.perf_counter()
@@ -398,8 +401,11 @@ class Experiment:
             outputs[lang] = predictions
             metrics[lang] = self.task.score(examples, predictions)
             scores[lang] = metrics[lang][self.task.primary_metric]
-            for example, prediction, item in zip(examples, predictions, self.task.item_scores(examples, predictions)):
-                lines.append(json.dumps({"lang": lang, "id": example.id, "prediction": prediction, "score": item},
+            items = self.task.item_metric_scores(examples, predictions)
+            for position, (example, prediction) in enumerate(zip(examples, predictions)):
+                item = {metric: values[position] for metric, values in items.items()}
+                lines.append(json.dumps({"lang": lang, "id": example.id, "prediction": prediction,
+                                         "score": item[self.task.primary_metric], "scores": item},
                                         ensure_ascii=False) + "\n")
         if self.accelerator.is_main_process:
             write_text(path, "".join(lines))

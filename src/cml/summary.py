@@ -7,7 +7,8 @@ from rich.table import Table
 
 
 def print_scores(results: dict, console: Console | None = None) -> None:
-    """Stage x language table of the primary metric, in points, with each update's languages marked."""
+    """Stage x language table of the primary metric, in points, with each update's languages marked; then the
+    run's warnings, among them the other metrics that disagree with the primary one (``results["summary"]``)."""
     console = console or Console()
     for strategy, entry in results["strategies"].items():
         table = Table(title=f"{results['name']}: test {results['metric']} (x100), {strategy}")
@@ -24,7 +25,9 @@ def print_scores(results: dict, console: Console | None = None) -> None:
         table.add_row("mean", *means, style="bold")
         console.print(table)
         console.print("* language in the update stage", style="dim")
-    from .reports.report import run_warnings
+    from .reports.report import disagreement_lines, run_warnings
 
-    for line in run_warnings(results):
+    console.print(f"primary metric: {results['metric']} (evaluation.primary_metric; the report shows every metric)",
+                  style="dim")
+    for line in run_warnings(results) + disagreement_lines(results.get("summary") or {}, results["metric"]):
         console.print(f"warning: {line}", style="bold red")

@@ -5,20 +5,29 @@ Everything except :func:`summarize_run` (which reads prediction files and URIEL+
 
 **Before and after.** For update stage *k* of strategy *S*, "before" is *S*'s deployed model after stage *k-1* and
 "after" is *S* after stage *k*. ``before``/``after`` are the stage records' primary metric (the number every
-table shows) and ``delta = after - before``, as a fraction in [-1, 1].
+table shows) and ``delta = after - before``, as a fraction in [-1, 1] (every metric is a fraction, chrF too).
+
+**Every metric** (:func:`metric_changes`). The same changes and figures are computed for every metric the task
+computes, each from its own per-language values and per-item scores: a run's summary keeps the primary metric's
+at the top (the layout tables and benchmarks read) and every metric's under ``metrics``. :func:`metric_changes`
+takes plain numbers, so it serves any before/after pair of models, inside a run folder or not.
+:func:`metric_disagreements` names the metrics whose figures contradict the primary one's: a primary metric can
+stay flat where another falls (exact match near 0 for every model on long outputs, while chrF halves).
 
 **Interval** (:func:`paired_bootstrap_interval`). A 95% paired bootstrap percentile interval over the test items:
 each resample draws item indices with replacement, the same indices for before and after (which is resampling
 the per-item differences), and takes the mean difference; the interval is the 2.5th and 97.5th percentiles of
-``resamples`` such means. Per-item scores are the ``score`` fields of the prediction files: 1/0 for
-classification and seq2seq exact match, the fraction of correct tokens of a sentence for tagging. For accuracy
-and exact match the primary metric *is* the mean item score, so the interval is exactly that of ``delta``. For
-corpus-level metrics (token accuracy pools tokens over sentences, entity F1 pools entities, and chrF, should it
-become primary, pools character n-gram statistics) the items do not add up to the metric, so we bootstrap the
-mean item score instead and translate its interval by ``delta - (mean item difference)``: the spread of the item
-mean stands in for the metric's. That is an approximation, exact when the two coincide, and it keeps every
-interval around the delta it qualifies (so "significant" never contradicts the sign of ``delta``). A language is
-significantly improved (degraded) when the whole interval lies above (below) zero.
+``resamples`` such means. Per-item scores are the prediction files' ``scores`` (``score`` holds the primary
+metric's, and is all that files written before per-metric scores hold): 1/0 for accuracy and exact match, the
+fraction of correct tokens of a sentence for token accuracy, a sentence's chrF for chrF, its own entities' F1,
+precision and recall for the entity metrics, and an item's correctness for macro-F1 (which has no item score of
+its own). For accuracy and exact match the metric *is* the mean item score, so the interval is exactly that of
+``delta``. For corpus-level metrics (token accuracy pools tokens over sentences, entity F1 pools entities, chrF
+pools character n-gram statistics, macro-F1 averages per-label F1) the items do not add up to the metric, so we
+bootstrap the mean item score instead and translate its interval by ``delta - (mean item difference)``: the
+spread of the item mean stands in for the metric's. That is an approximation, exact when the two coincide, and it
+keeps every interval around the delta it qualifies (so "significant" never contradicts the sign of ``delta``). A
+language is significantly improved (degraded) when the whole interval lies above (below) zero.
 
 Each language's resamples are seeded by ``(seed, language)``: reruns are identical, and two strategies are
 compared on the same resampled item sets (common random numbers), so their intervals differ only by their
@@ -206,6 +215,65 @@ def summarize_stage(changes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                             for category in CATEGORIES}}
 
 
+def metric_changes(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]],
+                   items: Mapping[str, Mapping[str, tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]]],
+                   *, placements: Mapping[str, Mapping[str, Any]] | None = None, resamples: int = RESAMPLES,
+                   seed: int = 0) -> dict[str, dict[str, Any]]:
+    """What one update did to every language in every metric: {metric: the :data:`SUMMARY_KEYS` figures and
+    ``languages`` ({language: :func:`language_change`})}.
+
+    ``before`` and ``after`` are {metric: {language: value}} (every language of ``before[metric]`` needs a value in
+    ``after[metric]``); ``items`` is {metric: {language: (before item scores, after item scores)}}, the same items
+    in the same order on both sides. A metric that lacks values on either side or item scores is left out (a run
+    written before per-metric item scores has the primary metric's alone); the others keep ``before``'s order.
+    With ``placements`` ({language: :func:`placement`}) each change also carries its category and the figures add
+    ``by_category`` (:func:`summarize_stage`).
+    """
+    summaries = {}
+    for metric, values in before.items():
+        if metric not in after or metric not in items:
+            continue
+        changes = {lang: language_change(value, after[metric][lang], *items[metric][lang], resamples=resamples,
+                                         seed=language_seed(seed, lang))
+                   for lang, value in values.items()}
+        if placements is None:
+            summaries[metric] = {**summarize_languages(changes), "languages": changes}
+        else:
+            changes = {lang: {**change, **placements[lang]} for lang, change in changes.items()}
+            summaries[metric] = {**summarize_stage(changes), "languages": changes}
+    return summaries
+
+
+def metric_disagreements(figures: Mapping[str, Mapping[str, Any]], primary: str) -> dict[str, str]:
+    """{metric: how it disagrees} for the metrics whose figures (:data:`SUMMARY_KEYS`, as :func:`metric_changes`
+    gives them per metric) contradict the ``primary`` metric's at the same stage:
+
+    ``"losses"``: some languages are significantly worse in it and none in the primary metric; ``"gains"``: the same
+    for improvements; ``"direction"``: the mean deltas have opposite signs, and the metric's is backed by languages
+    significantly changed that way. Agreeing metrics, and all when ``figures`` lacks the primary one, are left out.
+    """
+    if primary not in figures:
+        return {}
+    found = {}
+    for metric, other in figures.items():
+        kind = None if metric == primary else _disagreement(figures[primary], other)
+        if kind:
+            found[metric] = kind
+    return found
+
+
+def _disagreement(primary: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:
+    if other["n_significant_degraded"] and not primary["n_significant_degraded"]:
+        return "losses"
+    if other["n_significant_improved"] and not primary["n_significant_improved"]:
+        return "gains"
+    ours, theirs = primary["mean_delta"], other["mean_delta"]
+    if ours is None or theirs is None or ours * theirs >= 0:
+        return None
+    backed = other["n_significant_degraded"] if theirs < 0 else other["n_significant_improved"]
+    return "direction" if backed else None
+
+
 def compare_to_reference(summary: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str, float | None]:
     """How a strategy's stage summary compares to the reference strategy's for the same stage.
 
@@ -255,23 +323,48 @@ def _is_number(value: Any) -> bool:
 
 # ---------------------------------------------------------------------------------------------- a run
 
-def read_item_scores(path: Path) -> dict[str, dict[str, float]]:
-    """{language: {example id: score}} of a prediction file, in file order."""
+def read_metric_item_scores(path: Path, primary: str) -> dict[str, dict[str, dict[str, float]]]:
+    """{metric: {language: {example id: score}}} of a prediction file, in file order: ``primary`` (the metric the
+    lines' ``score`` holds) and every metric of the lines' ``scores``, which files written before per-metric item
+    scores lack. Every line must score the same metrics."""
     if not path.is_file():
         raise CMLError("prediction file missing; cannot compare items", file=path)
-    items: dict[str, dict[str, float]] = {}
+    items: dict[str, dict[str, dict[str, float]]] = {primary: {}}
     for line_number, line in enumerate(open_text(path, "prediction file"), 1):
         try:
             row = json.loads(line)
-            lang, example_id, score = str(row["lang"]), str(row["id"]), float(row["score"])
-        except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
-            raise CMLError("not a prediction line (a JSON object with lang, id and a numeric score)",
-                           file=path, line=line_number) from None
-        by_id = items.setdefault(lang, {})
-        if example_id in by_id:
+            lang, example_id = str(row["lang"]), str(row["id"])
+            scores = {str(metric): float(score) for metric, score in row.get("scores", {}).items()}
+            scores[primary] = float(row["score"])
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
+            raise CMLError("not a prediction line (a JSON object with lang, id, a numeric score and, if any, an "
+                           "object of numeric scores)", file=path, line=line_number) from None
+        if line_number > 1 and scores.keys() != items.keys():
+            raise CMLError(f"scores {', '.join(sorted(scores))}; the lines before scored "
+                           f"{', '.join(sorted(items))}", file=path, line=line_number)
+        if example_id in items[primary].get(lang, {}):
             raise CMLError(f"example {lang}/{example_id} appears twice", file=path, line=line_number)
-        by_id[example_id] = score
+        for metric, score in scores.items():
+            items.setdefault(metric, {}).setdefault(lang, {})[example_id] = score
     return items
+
+
+def read_item_scores(path: Path) -> dict[str, dict[str, float]]:
+    """{language: {example id: score}} of a prediction file's ``score`` fields (the run's primary metric)."""
+    return read_metric_item_scores(path, "score")["score"]
+
+
+def record_values(record: Mapping[str, Any], primary: str) -> dict[str, dict[str, float]]:
+    """{metric: {language: value}} of a stage record: ``primary`` (the run's own) from its ``scores``, and every
+    other metric with a number for each of those languages from its ``metrics`` (entries such as chrF's signature
+    or seqeval's settings are no metric)."""
+    values: dict[str, dict[str, float]] = {primary: dict(record["scores"])}
+    for lang, metrics in (record.get("metrics") or {}).items():
+        for metric, value in metrics.items():
+            if metric != primary and _is_number(value):
+                values.setdefault(metric, {})[lang] = float(value)
+    return {metric: by_language for metric, by_language in values.items()
+            if by_language.keys() == values[primary].keys()}
 
 
 def paired_items(before: Mapping[str, float], after: Mapping[str, float], *,
@@ -287,7 +380,7 @@ def paired_items(before: Mapping[str, float], after: Mapping[str, float], *,
             np.fromiter((after[i] for i in ids), np.float64, len(ids)))
 
 
-def summarize_run(results: dict, run_dir: Path, *, reference: str = REFERENCE,
+def summarize_run(results: dict, run_dir: Path, *, reference: str = REFERENCE, primary_metric: str | None = None,
                   neighbour_threshold: float = NEIGHBOUR_THRESHOLD, resamples: int = RESAMPLES,
                   seed: int = 0) -> dict:
     """``results["summary"]``: {strategy: {update stage name: summary}} for a run's ``results.json`` content.
@@ -296,38 +389,53 @@ def summarize_run(results: dict, run_dir: Path, *, reference: str = REFERENCE,
     ``vs_reference`` (:func:`compare_to_reference` against ``reference`` at the same stage; None when the run
     lacks that strategy), ``settings`` (what produced it) and ``languages``: {language: ``before``, ``after``,
     ``delta``, ``ci_low``, ``ci_high``, ``negative_flip_rate``, ``positive_flip_rate``, ``category``,
-    ``distance_to_update`` and, where typology failed, ``note``}. Items are matched by (language, id) between
-    the prediction files of the two stages.
+    ``distance_to_update`` and, where typology failed, ``note``}, all of the primary metric: ``primary_metric``,
+    by default the run's own (``results["metric"]``, the one a run's ``evaluation.primary_metric`` chose).
+    ``metrics`` holds the same (``by_category``, ``vs_reference``, ``languages``) for every metric that the stage
+    records and prediction files score (:func:`metric_changes`). Items are matched by (language, id) between the
+    prediction files of the two stages.
     """
     run_dir = Path(run_dir)
-    files: dict[str, dict[str, dict[str, float]]] = {}  # stage 0's file serves every strategy
+    run_metric = results["metric"]
+    metric = primary_metric or run_metric
+    files: dict[str, dict[str, dict[str, dict[str, float]]]] = {}  # stage 0's file serves every strategy
 
-    def items(record: dict) -> dict[str, dict[str, float]]:
+    def items(record: dict) -> dict[str, dict[str, dict[str, float]]]:
         if record["predictions"] not in files:
-            files[record["predictions"]] = read_item_scores(run_dir / record["predictions"])
+            files[record["predictions"]] = read_metric_item_scores(run_dir / record["predictions"], run_metric)
         return files[record["predictions"]]
 
     distance, _ = typology_distance(results["languages"])
-    stage_changes: dict[str, dict[str, dict[str, dict]]] = {}
+    stage_metrics: dict[str, dict[str, dict[str, dict]]] = {}  # {strategy: {stage: {metric: figures}}}
     for strategy, entry in results["strategies"].items():
         stages = sorted(entry["stages"], key=lambda record: record["index"])
-        stage_changes[strategy] = {}
+        stage_metrics[strategy] = {}
         for before, after in zip(stages, stages[1:]):
+            where = f"{strategy}, stage {after['name']}"
             before_items, after_items = items(before), items(after)
-            stage_changes[strategy][after["name"]] = {
-                lang: {**language_change(before["scores"][lang], after["scores"][lang],
-                                         *paired_items(before_items.get(lang, {}), after_items.get(lang, {}),
-                                                       where=f"{strategy}, stage {after['name']}, {lang}"),
-                                         resamples=resamples, seed=language_seed(seed, lang)),
-                       **placement(lang, after["updated_languages"], distance, neighbour_threshold)}
-                for lang in results["languages"]}
-    figures = {strategy: {name: summarize_stage(changes) for name, changes in stages.items()}
-               for strategy, stages in stage_changes.items()}
+            paired = {name: {lang: paired_items(before_items[name].get(lang, {}), after_items[name].get(lang, {}),
+                                                where=f"{where}, {lang}")
+                             for lang in results["languages"]}
+                      for name in before_items if name in after_items}
+            placements = {lang: placement(lang, after["updated_languages"], distance, neighbour_threshold)
+                          for lang in results["languages"]}
+            per_metric = metric_changes(record_values(before, run_metric), record_values(after, run_metric), paired,
+                                        placements=placements, resamples=resamples, seed=seed)
+            if metric not in per_metric:
+                raise CMLError(f"{where}: no {metric} scores for every language and test item (files written "
+                               "before per-metric item scores hold the run's own primary metric only)")
+            stage_metrics[strategy][after["name"]] = per_metric
     settings = {"reference": reference, "neighbour_threshold": neighbour_threshold, "resamples": resamples,
                 "seed": seed, "confidence": CONFIDENCE}
-    return {strategy: {name: {**stage,
-                              "vs_reference": (compare_to_reference(stage, figures[reference][name])
-                                               if name in figures.get(reference, {}) else None),
-                              "settings": dict(settings), "languages": stage_changes[strategy][name]}
-                       for name, stage in stages.items()}
-            for strategy, stages in figures.items()}
+
+    def stage_summary(name: str, which: str, figures: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+        theirs = stage_metrics.get(reference, {}).get(name, {}).get(which)
+        return {**{key: value for key, value in figures.items() if key != "languages"},
+                "vs_reference": None if theirs is None else compare_to_reference(figures, theirs), **extra,
+                "languages": figures["languages"]}
+
+    return {strategy: {name: {**stage_summary(name, metric, per_metric[metric], settings=dict(settings)),
+                              "metrics": {which: stage_summary(name, which, figures)
+                                          for which, figures in per_metric.items()}}
+                       for name, per_metric in stages.items()}
+            for strategy, stages in stage_metrics.items()}

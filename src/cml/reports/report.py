@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..evaluation.cml_metrics import CATEGORIES, NEIGHBOUR_THRESHOLD, REFERENCE, typology_distance
+from ..evaluation.cml_metrics import (CATEGORIES, NEIGHBOUR_THRESHOLD, REFERENCE, metric_disagreements,
+                                      typology_distance)
 from ..io import atomic_open, write_text
 from .document import Block, Bullets, Cell, Heading, Image, Paragraph, Table, to_html, to_markdown
-from .tables import CATEGORY_COLUMNS, COLUMNS, MISSING, Column, highlighted, load_summary, overview_rows
+from .tables import (CATEGORY_COLUMNS, COLUMNS, METRIC_COLUMNS, MISSING, Column, highlighted, load_summary,
+                     metric_rows, overview_rows)
 
 if TYPE_CHECKING:
     from ..typology.grouping import Grouping
@@ -78,6 +80,46 @@ def _warnings(results: Mapping[str, Any]) -> list[Block]:
     return [Heading(2, "Warnings"), Bullets(lines)] if lines else []
 
 
+def disagreement_lines(summary: Mapping[str, Mapping[str, Any]], primary: str) -> list[str]:
+    """One line per strategy, update stage and metric whose figures contradict the primary metric's
+    (:func:`cml.evaluation.cml_metrics.metric_disagreements`); none for summaries written before every metric was
+    summarised."""
+    lines = []
+    for strategy, stages in summary.items():
+        for name, stage in stages.items():
+            figures = stage.get("metrics", {})
+            for metric, kind in metric_disagreements(figures, primary).items():
+                lines.append(f"{strategy}, stage {name}: "
+                             + _disagreement_words(kind, metric, figures[metric], primary, figures[primary]))
+    return lines
+
+
+def _disagreement_words(kind: str, metric: str, other: Mapping[str, Any], primary: str,
+                        ours: Mapping[str, Any]) -> str:
+    def mean(figures: Mapping[str, Any]) -> str:
+        return f"mean Δ {100 * figures['mean_delta']:+.1f} pt"
+
+    if kind == "direction":
+        count, way = ((other["n_significant_degraded"], "down") if other["mean_delta"] < 0
+                      else (other["n_significant_improved"], "up"))
+        return (f"{metric} went {way} ({mean(other)}, {count} of {other['n_languages']} languages significantly) "
+                f"while {primary} went the other way ({mean(ours)}).")
+    key, what = ("n_significant_degraded", "loss") if kind == "losses" else ("n_significant_improved", "gain")
+    return (f"{metric} shows a significant {what} in {other[key]} of {other['n_languages']} languages "
+            f"({mean(other)}) where {primary} shows none ({mean(ours)}).")
+
+
+def _disagreement_warning(summary: Mapping[str, Mapping[str, Any]], primary: str) -> list[Block]:
+    lines = disagreement_lines(summary, primary)
+    if not lines:
+        return []
+    return [Heading(2, "Warning: the metrics disagree"),
+            Paragraph(f"The summary and the tables below count {primary}, the primary metric "
+                      "(evaluation.primary_metric sets it). Another metric the task computes tells a different "
+                      "story; see \"Every metric\" before trusting the summary:"),
+            Bullets(lines)]
+
+
 def build_report(results: Mapping[str, Any], summary: Mapping[str, Mapping[str, Any]]) -> list[Block]:
     from . import plots
 
@@ -98,6 +140,7 @@ def build_report(results: Mapping[str, Any], summary: Mapping[str, Mapping[str, 
                   f"{len(languages)} languages ({', '.join(languages)}); strategies {', '.join(summary)}; "
                   f"reference strategy {reference}."),
         *_warnings(results),
+        *_disagreement_warning(summary, metric),
         Heading(2, "Summary")]
     for name in stage_names:
         updated = _updated_languages(results, name)
@@ -105,6 +148,7 @@ def build_report(results: Mapping[str, Any], summary: Mapping[str, Mapping[str, 
                    Bullets([plain_summary(strategy, stages[name], _metric_words(metric), reference)
                             for strategy, stages in summary.items() if name in stages])]
     blocks += _overview(summary, reference, threshold)
+    blocks += _metric_overview(summary, metric)
     for position, name in enumerate(stage_names, 1):
         blocks += [Heading(2, f"Stage {name}: per language"),
                    Image(f"delta-{position}", plots.delta_chart(changes[name], languages, metric),
@@ -184,6 +228,21 @@ def _overview(summary: Mapping[str, Mapping[str, Any]], reference: str, threshol
                f"{threshold:g}; far: the rest, and languages URIEL+ cannot place. Best per stage and category in "
                "bold."),
     ]
+
+
+def _metric_overview(summary: Mapping[str, Mapping[str, Any]], primary: str) -> list[Block]:
+    """Every metric's figures side by side, where the summary holds more metrics than the primary one."""
+    rows = metric_rows(summary)
+    if len({row["metric"] for row in rows}) < 2:
+        return []
+    for row in rows:
+        row["metric"] += " (primary)" if row["metric"] == primary else ""
+    return [Heading(2, "Every metric"),
+            _table(rows, ("stage", "metric", "strategy"), METRIC_COLUMNS, ("stage", "metric"),
+                   f"Per update stage, metric and strategy, as in the overview (which counts {primary}). Item "
+                   "scores behind the intervals: 1/0 for accuracy and exact match, and standing in for macro-F1; "
+                   "per sentence, the share of correct tags for token accuracy, its chrF for chrF, its own "
+                   "entities' F1, precision and recall for the entity metrics. Best per stage and metric in bold.")]
 
 
 def _language_table(changes: Mapping[str, Mapping[str, Mapping[str, Any]]], languages: Sequence[str]) -> Table:

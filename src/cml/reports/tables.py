@@ -62,6 +62,9 @@ COLUMN = {column.key: column for column in COLUMNS}
 CATEGORY_COLUMNS = tuple(COLUMN[key] for key in ("n_languages", "n_improved", "n_degraded", "n_significant_degraded",
                                                   "mean_delta", "mean_loss_magnitude", "max_loss",
                                                   "negative_flip_rate"))
+METRIC_COLUMNS = tuple(COLUMN[key] for key in ("n_languages", "n_improved", "n_degraded", "n_significant_improved",
+                                                "n_significant_degraded", "mean_delta", "mean_loss_magnitude",
+                                                "aggregate_before", "aggregate_after"))
 
 
 def figures(stage: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,8 +115,24 @@ def load_summary(run_dir: Path) -> tuple[dict, dict]:
     return results, summary
 
 
+def _stage_names(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(name for stages in summary.values() for name in stages))
+
+
 def overview_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per update stage and strategy (stages in run order, strategies in run order within a stage)."""
-    stage_names = list(dict.fromkeys(name for stages in summary.values() for name in stages))
     return [{"strategy": strategy, "stage": name, **figures(stages[name])}
-            for name in stage_names for strategy, stages in summary.items() if name in stages]
+            for name in _stage_names(summary) for strategy, stages in summary.items() if name in stages]
+
+
+def metric_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per update stage, metric and strategy, from the summaries' ``metrics`` (the primary metric first;
+    none for summaries written before every metric was summarised)."""
+    rows = []
+    for name in _stage_names(summary):
+        by_strategy = {strategy: stages[name] for strategy, stages in summary.items() if name in stages}
+        metrics = dict.fromkeys(metric for stage in by_strategy.values() for metric in stage.get("metrics", {}))
+        rows += [{"stage": name, "metric": metric, "strategy": strategy, **figures(stage["metrics"][metric])}
+                 for metric in metrics for strategy, stage in by_strategy.items()
+                 if metric in stage.get("metrics", {})]
+    return rows

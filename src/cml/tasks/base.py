@@ -25,17 +25,27 @@ class Task(ABC):
 
     Features are tokenised once (``encode``) and reused by every stage and strategy; ``predict`` returns
     one decoded prediction per example of the batch; ``score`` maps predictions to metrics where
-    ``primary_metric`` is the one deltas and gates compare; ``item_scores`` gives each example's
-    correctness (1/0, or a fraction of tokens) for paired bootstraps and flip rates.
+    ``primary_metric`` is the one deltas and gates compare; ``item_metric_scores`` gives each example's score
+    in every metric (1/0, a fraction of tokens, a sentence's chrF) for paired bootstraps and flip rates.
     """
 
     family: TaskFamily
-    primary_metric: str
+    metrics: tuple[str, ...]
+    """The numeric metrics ``score`` returns (``cml.metrics``), the family's default primary metric first."""
 
-    def __init__(self, labels: Sequence[str] | None, model_config):
+    def __init__(self, labels: Sequence[str] | None, model_config, primary_metric: str | None = None):
         self.labels = list(labels) if labels else []
         self.model_config = model_config
         self.label_to_id = {label: i for i, label in enumerate(self.labels)}
+        self.primary_metric = self.metrics[0] if primary_metric is None else self.computed(primary_metric)
+
+    def computed(self, metric: str) -> str:
+        """``metric`` if this task computes it; else a CMLError naming the setting that asked for it (the config
+        layer knows every metric name, but only the labels tell a NER tag set from a POS one)."""
+        if metric not in self.metrics:
+            raise CMLError(f"this {self.family.value} task computes {', '.join(self.metrics)}, not {metric!r}",
+                           key="evaluation.primary_metric")
+        return metric
 
     @cached_property
     def tokenizer(self):
@@ -89,7 +99,13 @@ class Task(ABC):
     def score(self, examples: Sequence[Example], predictions: Sequence) -> dict[str, Any]: ...
 
     @abstractmethod
-    def item_scores(self, examples: Sequence[Example], predictions: Sequence) -> list[float]: ...
+    def item_metric_scores(self, examples: Sequence[Example], predictions: Sequence) -> dict[str, list[float]]:
+        """{metric: one score per example} for every metric in ``metrics``, on the scale ``score`` reports it.
+        For corpus-level metrics the item scores stand in for the metric's spread (``cml.evaluation.cml_metrics``)."""
+
+    def item_scores(self, examples: Sequence[Example], predictions: Sequence) -> list[float]:
+        """The primary metric's item scores."""
+        return self.item_metric_scores(examples, predictions)[self.primary_metric]
 
     new_parameter_names: frozenset[str] = frozenset()
     """Set by ``build_model``: the parameters its checkpoint lacked (a label head; an assembled decoder's

@@ -14,7 +14,7 @@ from functools import cached_property
 import torch
 
 from ..data.examples import Example, TaskFamily
-from ..metrics import chrf, exact_match
+from ..metrics import SEQ2SEQ_METRICS, chrf, exact_match, sentence_chrf
 from ..models.embedded import loading_model
 from .base import Task
 
@@ -37,7 +37,7 @@ def add_source_embeddings(encoder, args, kwargs, output):
 
 class Seq2SeqTask(Task):
     family = TaskFamily.seq2seq
-    primary_metric = "exact_match"
+    metrics = SEQ2SEQ_METRICS
 
     def _path(self, name: str) -> str:
         from ..models.embedded import resolve_model_path
@@ -155,5 +155,7 @@ class Seq2SeqTask(Task):
         return {"exact_match": exact_match(references, predictions), "chrf": chrf_score,
                 "chrf_signature": signature}
 
-    def item_scores(self, examples, predictions):
-        return [float(e.target.strip() == p.strip()) for e, p in zip(examples, predictions)]
+    def item_metric_scores(self, examples, predictions):
+        references = [e.target for e in examples]
+        return {"exact_match": [float(r.strip() == p.strip()) for r, p in zip(references, predictions)],
+                "chrf": sentence_chrf(references, predictions)}

@@ -1,6 +1,7 @@
 """Token classification (POS, NER): the label sits on each word's first sub-word; the others are ignored.
 
-Metric: token accuracy for POS-like tag sets; seqeval entity F1 (strict IOB2) when the tag set is IOB2.
+Metrics: token accuracy for POS-like tag sets; seqeval entity F1 (strict IOB2; + precision, recall and token
+accuracy) when the tag set is IOB2.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from collections.abc import Sequence
 import torch
 
 from ..data.examples import Example, TaskFamily
-from ..metrics import SEQEVAL_MODE, SEQEVAL_SCHEME, entity_f1, is_iob2, token_accuracy
+from ..metrics import (NER_METRICS, POS_METRICS, SEQEVAL_MODE, SEQEVAL_SCHEME, entity_f1, is_iob2,
+                       sentence_entity_scores, token_accuracy)
 from .base import IGNORE, Task
 
 
 class TaggingTask(Task):
     family = TaskFamily.tagging
 
-    def __init__(self, labels, model_config):
-        super().__init__(labels, model_config)
-        self.ner = is_iob2(self.labels)
-        self.primary_metric = "entity_f1" if self.ner else "token_accuracy"
+    def __init__(self, labels, model_config, primary_metric=None):
+        self.ner = is_iob2(list(labels or []))
+        self.metrics = NER_METRICS if self.ner else POS_METRICS
+        super().__init__(labels, model_config, primary_metric)
 
     def build_model(self):
         from transformers import AutoModelForTokenClassification
@@ -67,9 +69,15 @@ class TaggingTask(Task):
             scores["seqeval"] = {"mode": SEQEVAL_MODE, "scheme": SEQEVAL_SCHEME}
         return scores
 
-    def item_scores(self, examples, predictions):
+    def item_metric_scores(self, examples, predictions):
+        """Token accuracy: a sentence's share of correct tags. Entity metrics: the sentence's own entity scores
+        (``sentence_entity_scores``)."""
         predictions = self._complete(examples, predictions)
-        return [sum(r == p for r, p in zip(e.tags, pred)) / len(e.tags) for e, pred in zip(examples, predictions)]
+        scores = {"token_accuracy": [sum(r == p for r, p in zip(e.tags, pred)) / len(e.tags)
+                                     for e, pred in zip(examples, predictions)]}
+        if self.ner:
+            scores.update(sentence_entity_scores([e.tags for e in examples], predictions))
+        return {metric: scores[metric] for metric in self.metrics}
 
 
 def first_subword_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
