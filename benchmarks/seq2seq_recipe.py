@@ -26,7 +26,6 @@ def main() -> None:
 
     from cml.config import load_config
     from cml.data.readers import read_dataset
-    from cml.experiment import build_model
     from cml.evaluation.inference import predict
     from cml.tasks import make_task
     from cml.training.trainer import make_accelerator, train
@@ -41,7 +40,7 @@ def main() -> None:
         config = load_config(REPO / "configs" / "lemmatization.yaml", [
             *common, f"model.source_embedding_skip={str(skip).lower()}", f"training.new_parameters_lr_scale={scale}"])
         task = make_task(config.task, None, config.model)
-        model = build_model(task, config)
+        model = task.seeded_model(config.seed)
         result = train(model, task, task.features(splits["train"]), config.training,
                        accelerator=make_accelerator(config.training), seed=config.seed)
         predictions = predict(model, task, task.features(splits["test"]), config.training.eval_batch_size)

@@ -79,14 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from cml.config import load_config
-    from cml.experiment import Experiment, frozen_embedding_names, build_model
+    from cml.experiment import Experiment, frozen_embedding_names
     from cml.io import write_json
     from cml.routing import RoutedModel
     from cml.strategies import make_strategy
 
     config = load_config(args.config)
     experiment = Experiment(config)
-    base = RoutedModel(build_model(experiment.task, config), experiment.stream.languages)
+    base = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
     frozen = frozen_embedding_names(base)
     full_checkpoint = stored_bytes(base.state_dict())
     memory = {"after_load_mib": peak_rss_mib()}

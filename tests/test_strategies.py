@@ -265,7 +265,7 @@ def test_predict_keeps_order_and_routes_outside_languages(strategy_run):
     items = list(read_inputs(lines, "hi", None))
     assert [i["lang"] for i in items] == ["deu", "hin", "fra", "spa"]
     for strategy in ("full_finetune", "laft_uriel_hier"):
-        predictor = Predictor(tmp_path / "runs" / "t", strategy=strategy)
+        predictor = Predictor.from_run(tmp_path / "runs" / "t", strategy=strategy)
         out = list(predictor.predict(items, chunk=3))
         assert [o["text"] for o in out] == [i["text"] for i in items]
         assert all(o["prediction"] in ("food", "music", "sport") for o in out)
@@ -274,7 +274,7 @@ def test_predict_keeps_order_and_routes_outside_languages(strategy_run):
     assert predictor.model.merged_route and [o["prediction"] for o in alone] == [out[0]["prediction"]] * 2
     assert out[1]["route"] == results["strategies"]["laft_uriel_hier"]["stages"][1]["routes"]["hin"]
     assert out[3]["route"] != "previous"  # hierarchical: at least the shared module
-    stage0 = list(Predictor(tmp_path / "runs" / "t", stage=0).predict(items))
+    stage0 = list(Predictor.from_run(tmp_path / "runs" / "t", stage=0).predict(items))
     assert {o["route"] for o in stage0} == {"previous"}
 
 

@@ -443,7 +443,35 @@ class EvaluationConfig(Strict):
         return name
 
 
-class ExperimentConfig(Strict):
+class ConfigFile(Strict):
+    """What every config file shares: where its values came from (for errors that name a line), and the
+    ``--trust-remote-code`` flag reaching its model and hub data sources."""
+
+    _origin: ConfigOrigin | None = PrivateAttr(None)
+
+    def data_sources(self) -> list[SourceBase]:
+        return [getattr(self, key) for key in ("data", "eval") if isinstance(getattr(self, key, None), SourceBase)]
+
+    def allow_remote_code(self, allowed: bool) -> None:
+        """Let the model's and data's own code from the hub run (``--trust-remote-code``)."""
+        self.model._trust_remote_code = allowed
+        for source in self.data_sources():
+            if isinstance(source, HuggingFaceSource):
+                source._trust_remote_code = allowed
+
+    @contextmanager
+    def locating_errors(self):
+        """A CMLError raised inside with a key path and no file (data read or a stream built from this config)
+        names the config file and line of that key, or the ``--set`` argument that gave it."""
+        try:
+            yield
+        except CMLError as err:
+            if err.file is not None or not err.key or self._origin is None:
+                raise
+            raise CMLError(err.message, **self._origin.locate(tuple(err.key.split(".")))) from None
+
+
+class ExperimentConfig(ConfigFile):
     name: FolderName
     task: Annotated[TaskFamily, Field(strict=False)]
     seed: int = Field(0, ge=0, lt=2**32)
@@ -466,28 +494,73 @@ class ExperimentConfig(Strict):
             raise ValueError(f"strategy names must be unique (set `name` for variants), got {labels}")
         return self
 
-    _origin: ConfigOrigin | None = PrivateAttr(None)
-
     @property
     def stream_seed(self) -> int:
         return self.seed if self.stream.seed is None else self.stream.seed
 
-    def allow_remote_code(self, allowed: bool) -> None:
-        """Let the model's and data's own code from the hub run (``--trust-remote-code``)."""
-        self.model._trust_remote_code = allowed
-        if isinstance(self.data, HuggingFaceSource):
-            self.data._trust_remote_code = allowed
 
-    @contextmanager
-    def locating_errors(self):
-        """A CMLError raised inside with a key path and no file (data read or a stream built from this config)
-        names the config file and line of that key, or the ``--set`` argument that gave it."""
-        try:
-            yield
-        except CMLError as err:
-            if err.file is not None or not err.key or self._origin is None:
-                raise
-            raise CMLError(err.message, **self._origin.locate(tuple(err.key.split(".")))) from None
+class ShipCriteria(Strict):
+    """When an update may ship: at most ``max_significant_losses`` languages whose ``metric`` dropped with
+    the whole 95% interval below zero, and a mean change over languages of at least ``min_mean_delta``."""
+
+    max_significant_losses: int = Field(0, ge=0)
+    min_mean_delta: float = Field(0.0, ge=-1, le=1, description="a fraction: 0.01 is one point")
+    metric: str | None = Field(None, description="the metric the criteria read (default: the primary metric)")
+
+
+class ReleaseConfig(ConfigFile):
+    """What ``cml train`` and ``cml update`` share. ``training`` lists only the settings to change: the rest
+    are the task family's measured defaults (:mod:`cml.training.defaults`), not ``TrainingConfig``'s."""
+
+    name: FolderName
+    task: Annotated[TaskFamily, Field(strict=False)]
+    seed: int = Field(0, ge=0, lt=2**32)
+    data: DataSource
+    model: ModelConfig = ModelConfig()
+    training: TrainingOverrides = TrainingOverrides()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @property
+    def resolved_training(self) -> TrainingConfig:
+        from .training.defaults import training_defaults
+
+        return TrainingConfig.model_validate({**TrainingConfig().model_dump(), **training_defaults(self.task),
+                                              **self.training.model_dump()})
+
+
+class TrainConfig(ReleaseConfig):
+    """``cml train``: the initial model, trained on ``data``'s train split of every language, chosen on its dev
+    split and scored on its test split."""
+
+
+def _default_strategy() -> StrategyConfig:
+    return ModularConfig(method="laft_uriel")
+
+
+class UpdateConfig(ReleaseConfig):
+    """``cml update``: ``data`` is the new batch (every example of it is trained on); ``eval`` holds the dev and
+    test sets of every language the model serves; the model is the release or checkpoint given by ``--from``."""
+
+    eval: DataSource
+    strategy: StrategyConfig = Field(default_factory=_default_strategy)
+    ship: ShipCriteria = ShipCriteria()
+    references: list[StrategyConfig] = Field(
+        [], description="strategies also applied to the same model and batch, scored and shown beside the update "
+        "in its report (not shipped): full_finetune shows what naive fine-tuning would have done")
+
+    @model_validator(mode="after")
+    def _distinct_references(self):
+        labels = [s.label for s in (self.strategy, *self.references)]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"the strategy and its references need distinct names (set `name`), got {labels}")
+        return self
+
+    @field_validator("model")
+    @classmethod
+    def _no_model_name(cls, value: ModelConfig):
+        if "name" in value.model_fields_set:
+            raise ValueError("an update's model is the release or checkpoint given by --from, not model.name")
+        return value
 
 
 @dataclass
@@ -567,10 +640,12 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
-def _resolve_paths(config: ExperimentConfig, base: Path) -> None:
-    if config.data.path is not None:
-        config.data.path = str((base / os.path.expandvars(config.data.path)).resolve())
-    config.output_dir = str((base / os.path.expandvars(config.output_dir)))
+def _resolve_paths(config: ConfigFile, base: Path) -> None:
+    for source in config.data_sources():
+        if source.path is not None:
+            source.path = str((base / os.path.expandvars(source.path)).resolve())
+    if isinstance(config, ExperimentConfig):
+        config.output_dir = str((base / os.path.expandvars(config.output_dir)))
 
 
 class _Loader(yaml.SafeLoader):
@@ -673,8 +748,10 @@ def validated(model: type[BaseModel], tree: dict, node: yaml.Node | None, path: 
         raise CMLError(_describe(first), **where) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read, override (``key.path=value``, the value parsed as YAML) and validate an experiment config."""
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                kind: type[ConfigFile] = ExperimentConfig) -> Any:
+    """Read, override (``key.path=value``, the value parsed as YAML) and validate a config file of ``kind``
+    (an experiment's, by default)."""
     path = Path(path)
     tree, node = read_yaml(path)
     origin = ConfigOrigin(path, node)
@@ -686,7 +763,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         label = f"--set {'.'.join(keys)}"
         value, _ = parse_yaml(raw, key=label)
         origin.overrides.append(_set_override(tree, keys, value, label))
-    config = validated(ExperimentConfig, tree, node, path, origin)
+    config = validated(kind, tree, node, path, origin)
     config._origin = origin
     _resolve_paths(config, path.parent)
     return config

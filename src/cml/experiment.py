@@ -170,15 +170,6 @@ def stage_settings(config: ExperimentConfig, stream: Stream, index: int, strateg
             "strategy": strategy_config.model_dump(mode="json") if strategy_config is not None else None}
 
 
-def build_model(task, config: ExperimentConfig) -> torch.nn.Module:
-    torch.manual_seed(config.seed)  # the head's random init is part of the experiment's determinism
-    model = task.build_model()
-    if config.model.freeze_embeddings:
-        # The embedding table is ~80% of the embedded model's parameters and barely moves in fine-tuning.
-        model.get_input_embeddings().weight.requires_grad_(False)
-    return model
-
-
 class Experiment:
     def __init__(self, config: ExperimentConfig, *, resume: bool = False, from_stage: int | None = None,
                  overwrite: bool = False):
@@ -322,7 +313,7 @@ class Experiment:
                 log.warning("%s: %d IOB2 tags repaired (a stray I-X read as B-X)", path, count)
         if self.config.training.trackers:
             self.accelerator.init_trackers(self.config.name, config={"seed": self.config.seed})
-        model = RoutedModel(build_model(self.task, self.config), self.stream.languages)
+        model = RoutedModel(self.task.seeded_model(self.config.seed), self.stream.languages)
         frozen = frozen_embedding_names(model) if self.config.model.freeze_embeddings else ()
         initial = self.initial_stage(model, frozen)
         strategies = {}

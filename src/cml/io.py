@@ -72,6 +72,34 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
 
 
 @contextlib.contextmanager
+def new_folder(folder: str | Path, *, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
+    """A temporary folder beside ``folder`` to fill; it becomes ``folder`` (two renames) only if the block
+    succeeds, so no reader ever sees half of it. An existing non-empty ``folder`` is replaced with ``overwrite``
+    only, and never when it is a link."""
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise CMLError(f"the {what} exists and is not a folder", file=folder)
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise CMLError(f"the {what} is not empty: choose another, or pass --overwrite to replace it", file=folder)
+    with writing(folder):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_name(folder.name), suffix=".tmp", dir=folder.parent))
+    try:
+        yield tmp
+        make_readable(tmp)
+        with writing(folder):
+            old = folder.with_name(swap_name(folder.name))
+            if folder.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
 def writing(path: str | Path) -> Iterator[None]:
     """A refused write (no space left, no permission, a read-only disk) as a CMLError naming ``path``: errors
     from a file handle carry no file name of their own."""
@@ -170,13 +198,13 @@ class FolderLock:
         self.release()
 
 
-def refuse_links(folder: Path) -> None:
+def refuse_links(folder: Path, why: str = "a run folder may not hold links: this one could make cml write "
+                                           "outside it") -> None:
     """A CMLError naming the first symbolic link found anywhere under ``folder`` (links are not followed)."""
     for parent, subfolders, files in os.walk(folder):
         for name in [*subfolders, *files]:
             if (Path(parent) / name).is_symlink():
-                raise CMLError("a run folder may not hold links: this one could make cml write outside it",
-                               file=Path(parent) / name)
+                raise CMLError(why, file=Path(parent) / name)
 
 
 def read_bytes(path: str | Path, what: str = "file") -> bytes:

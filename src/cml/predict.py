@@ -25,55 +25,70 @@ from .training.checkpoint import load_model_state
 
 
 class Predictor:
-    """A run folder is untrusted input: its config is validated as strictly as a config file, nothing in it can
-    allow remote code (only ``trust_remote_code``, the command line's flag, does), and weights load from
-    safetensors only."""
+    """Serves a routed model: ``predict`` takes inputs with their languages and yields predictions with the route
+    that served each. Built from a run folder (:meth:`from_run`) or a release (:func:`cml.release.api`); both
+    are untrusted input: their configs are validated as strictly as a config file, nothing in them can allow
+    remote code (only ``trust_remote_code``, the command line's flag, does), and weights load from safetensors
+    only."""
 
-    def __init__(self, run_dir: str | Path, stage: int | None = None, strategy: str | None = None,
-                 trust_remote_code: bool = False):
-        from .experiment import INITIAL, build_model, read_stage, restore_stage
-
-        self.run_dir = Path(run_dir)
-        path = self.run_dir / "results.json"
-        if not path.is_file():
-            raise CMLError("no results.json: is this a finished run folder?", file=self.run_dir)
-        results = checked(RunResults, read_json(path, "results file"), path)
-        self.config = validated(ExperimentConfig, results.config, None, path)
-        self.config.allow_remote_code(trust_remote_code)
-        self.languages = list(results.languages)
-        names = [config.label for config in self.config.strategies]
-        self.strategy_name = strategy or results.reference_strategy
-        if self.strategy_name not in names:
-            raise CMLError(f"no strategy {self.strategy_name!r} in this run; it has: {', '.join(names)}")
-        stages = len(self.config.stream.stages)
-        self.stage = stages - 1 if stage is None else stage
-        if not 0 <= self.stage < stages:
-            raise CMLError(f"--stage must be between 0 and {stages - 1}")
-        if not results.labels and self.config.task is not TaskFamily.seq2seq:
-            raise CMLError("no `labels`: a classification or tagging run has its label set", file=path)
-        self.task = make_task(self.config.task, results.labels, self.config.model)
-        self.task.languages = list(self.languages)
-        with quiet_transformers():  # its "newly initialized" head is replaced by the stage's weights next
-            self.model = RoutedModel(build_model(self.task, self.config), self.languages)
-        load_model_state(self.model, self._stage_dir(INITIAL, 0))
-        self.strategy = None
-        if self.stage > 0:
-            config = next(s for s in self.config.strategies if s.label == self.strategy_name)
-            self.strategy = make_strategy(config)
-            folder = self._stage_dir(self.strategy_name, self.stage)
-            context = StageContext(task=self.task, stage=None, index=self.stage, languages=self.languages,
-                                   train_features=[], dev={}, training=self.config.training, accelerator=None, seed=0)
-            self.model = restore_stage(self.strategy, self.model, read_stage(folder)["record"], context, folder)
-            load_model_state(self.model, folder)
+    def __init__(self, task, model: RoutedModel, languages: list[str], strategy=None,
+                 served_by: dict | None = None, batch_size: int = 64):
+        self.task, self.model, self.strategy = task, model, strategy
+        self.languages = list(languages)
+        self.task.languages = self.languages
+        self.served_by = dict(served_by or {})
+        self.batch_size = batch_size
         self.model.eval()
 
-    def _stage_dir(self, strategy: str, index: int) -> Path:
-        from .experiment import stage_folder
+    @classmethod
+    def from_run(cls, run_dir: str | Path, stage: int | None = None, strategy: str | None = None,
+                 trust_remote_code: bool = False) -> Predictor:
+        """The deployed model of ``strategy`` (default: the run's reference strategy) after ``stage`` (default:
+        the last) of the finished run in ``run_dir``."""
+        from .experiment import INITIAL, read_stage, restore_stage
 
-        folder = stage_folder(self.run_dir, strategy, index, self.config.stream.stages[index].name)
-        if not (folder / "model.safetensors").is_file():
-            raise CMLError(f"stage {index} of {strategy} is not in the run folder", file=folder)
-        return folder
+        run_dir = Path(run_dir)
+        path = run_dir / "results.json"
+        if not path.is_file():
+            raise CMLError("no results.json: is this a finished run folder or a release folder?", file=run_dir)
+        results = checked(RunResults, read_json(path, "results file"), path)
+        config = validated(ExperimentConfig, results.config, None, path)
+        config.allow_remote_code(trust_remote_code)
+        languages = list(results.languages)
+        names = [entry.label for entry in config.strategies]
+        strategy_name = strategy or results.reference_strategy
+        if strategy_name not in names:
+            raise CMLError(f"no strategy {strategy_name!r} in this run; it has: {', '.join(names)}")
+        stages = len(config.stream.stages)
+        stage = stages - 1 if stage is None else stage
+        if not 0 <= stage < stages:
+            raise CMLError(f"--stage must be between 0 and {stages - 1}")
+        if not results.labels and config.task is not TaskFamily.seq2seq:
+            raise CMLError("no `labels`: a classification or tagging run has its label set", file=path)
+        task = make_task(config.task, results.labels, config.model)
+        task.languages = list(languages)
+
+        def stage_dir(name: str, index: int) -> Path:
+            from .experiment import stage_folder
+
+            folder = stage_folder(run_dir, name, index, config.stream.stages[index].name)
+            if not (folder / "model.safetensors").is_file():
+                raise CMLError(f"stage {index} of {name} is not in the run folder", file=folder)
+            return folder
+
+        with quiet_transformers():  # its "newly initialized" head is replaced by the stage's weights next
+            model = RoutedModel(task.seeded_model(config.seed), languages)
+        load_model_state(model, stage_dir(INITIAL, 0))
+        served = None
+        if stage > 0:
+            served = make_strategy(next(s for s in config.strategies if s.label == strategy_name))
+            folder = stage_dir(strategy_name, stage)
+            context = StageContext(task=task, stage=None, index=stage, languages=languages, train_features=[],
+                                   dev={}, training=config.training, accelerator=None, seed=0)
+            model = restore_stage(served, model, read_stage(folder)["record"], context, folder)
+            load_model_state(model, folder)
+        return cls(task, model, languages, served, {"strategy": strategy_name, "stage": stage},
+                   config.training.eval_batch_size)
 
     def route(self, lang: str) -> tuple[str, tuple[str, ...]]:
         """Register ``lang`` if new; return (how it is served, its route)."""
@@ -111,15 +126,15 @@ class Predictor:
                 self.model.merge(served[0][1])
             examples = [self.placeholder(item["text"], item["lang"], i) for i, item in enumerate(part)]
             with torch.inference_mode():
-                predictions = predict(self.model, self.task, self.task.features(examples),
-                                      self.config.training.eval_batch_size, top_k=top_k)
+                predictions = predict(self.model, self.task, self.task.features(examples), self.batch_size,
+                                      top_k=top_k)
             for item, (how, route), prediction in zip(part, served, predictions):
                 ranked = {}
                 if top_k is not None:
                     ranked = {"top_k": prediction}
                     prediction = _first_labels(prediction)
                 yield {**item, "prediction": prediction, **ranked, "served": how,
-                       "route": "+".join(route) or "previous", "strategy": self.strategy_name, "stage": self.stage}
+                       "route": "+".join(route) or "previous", **self.served_by}
 
 
 def _first_labels(ranked: list):

@@ -90,12 +90,12 @@ def disagreement_lines(summary: Mapping[str, Mapping[str, Any]], primary: str) -
             figures = stage.get("metrics", {})
             for metric, kind in metric_disagreements(figures, primary).items():
                 lines.append(f"{strategy}, stage {name}: "
-                             + _disagreement_words(kind, metric, figures[metric], primary, figures[primary]))
+                             + disagreement_words(kind, metric, figures[metric], primary, figures[primary]))
     return lines
 
 
-def _disagreement_words(kind: str, metric: str, other: Mapping[str, Any], primary: str,
-                        ours: Mapping[str, Any]) -> str:
+def disagreement_words(kind: str, metric: str, other: Mapping[str, Any], primary: str,
+                       ours: Mapping[str, Any]) -> str:
     def mean(figures: Mapping[str, Any]) -> str:
         return f"mean Δ {100 * figures['mean_delta']:+.1f} pt"
 

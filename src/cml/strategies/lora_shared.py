@@ -10,3 +10,6 @@ class LoraShared(ModularStrategy):
 
     def assign_groups(self, languages):
         return {lang: "all" for lang in languages}
+
+    def group_of_new_language(self, lang, languages):
+        return "all"

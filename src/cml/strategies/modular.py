@@ -15,6 +15,7 @@ route must also beat the previous model significantly on dev (a one-sided paired
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from ..data.examples import stable_hash
+from ..errors import CMLError
 from ..evaluation.cml_metrics import language_seed, paired_bootstrap_interval
 from ..evaluation.inference import evaluate_languages
 from ..routing import BASE, Route, RoutedModel
@@ -48,6 +50,18 @@ class ModularStrategy(Strategy):
     # -- grouping -------------------------------------------------------------------------------------
     def assign_groups(self, languages: list[str]) -> dict[str, str]:
         raise NotImplementedError
+
+    def group_of_new_language(self, lang: str, languages: list[str]) -> str:
+        """The group of a language that arrives after the groups were made (a release updated with a language
+        its parent did not serve): that of its typologically nearest grouped language; its own group where
+        typology cannot place it."""
+        grouped = [other for other in languages if other in self.groups]
+        try:
+            matrix = self._distances(languages)
+            nearest = min(grouped, key=lambda other: (matrix.distance(lang, other), other))
+        except (CMLError, ValueError):  # not placed in the typology, or no grouped language
+            return lang
+        return self.groups[nearest]
 
     def _distances(self, languages: list[str]):
         if self.typology is None:
@@ -82,6 +96,9 @@ class ModularStrategy(Strategy):
                                                   target_modules=targets, modules_to_save=heads or None)
                     model.model = get_peft_model(model.model, self.lora_config, adapter_name=name)
                 elif name not in model.model.peft_config:
+                    if not hasattr(self, "lora_config"):  # modules loaded from a release: new ones alike
+                        self.lora_config = copy.copy(next(iter(model.model.peft_config.values())))
+                        self.lora_config.inference_mode = False
                     model.model.add_adapter(name, self.lora_config)
         model.modules_changed()
 
@@ -130,6 +147,8 @@ class ModularStrategy(Strategy):
     def update(self, model: RoutedModel, ctx: StageContext):
         if self.groups is None:
             self.groups = self.assign_groups(ctx.languages)
+        for lang in [lang for lang in ctx.languages if lang not in self.groups]:
+            self.groups[lang] = self.group_of_new_language(lang, ctx.languages)
         stage_groups = sorted({self.groups[lang] for lang in ctx.stage.languages})
         training_modules = ([SHARED] if self.config.hierarchical else []) + stage_groups
         self.ensure_modules(model, training_modules, ctx.task, ctx.seed)

@@ -27,7 +27,7 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses tensors that share memory (tied weights); store each once, by value.
     seen: dict[int, str] = {}
     out = {}
@@ -63,7 +63,7 @@ def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], state: d
 
 def _write_checkpoint(tmp: Path, model_state, state, optimizer, rng_states) -> None:
     try:
-        save_file(_unshare(model_state), tmp / "model.safetensors")
+        save_file(unshare(model_state), tmp / "model.safetensors")
         if optimizer is not None:
             tensors, meta = _flatten_optimizer(optimizer)
             save_file(tensors, tmp / "optimizer.safetensors")
