@@ -32,7 +32,15 @@ def main():
     """Continual multilingual learning: update a multilingual model safely, and measure every language.
 
     \b
-    Typical use:
+    Releases (your model, your new data):
+      cml train train.yaml --out releases/v1                     # the initial model
+      cml update update.yaml --from releases/v1 --out releases/v2  # new batch; exit 3: must not ship
+      cml check releases/v2                                      # the ship gate, for CI
+      cml export releases/v2 --format peft --out export/v2       # for transformers + PEFT
+      cml predict releases/v2 < inputs.jsonl
+
+    \b
+    Research harness:
       cml data stats configs/sib200.yaml     # what the stream holds
       cml run configs/sib200.yaml            # train, update, evaluate every language
       cml report runs/sib200                 # tables, plots and an HTML page
@@ -109,7 +117,7 @@ def run(config, overrides, resume, from_stage, overwrite, trust_remote_code):
     click.echo(f"report:  {experiment.run_dir / 'report.html'} (and report.md, results.csv)")
 
 @main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--stage", type=int, default=None, help="Stage whose deployed model to use (default: the last).")
 @click.option("--strategy", default=None, help="Strategy to serve (default: the run's reference strategy).")
 @click.option("--lang", default="auto", show_default=True,
@@ -118,15 +126,25 @@ def run(config, overrides, resume, from_stage, overwrite, trust_remote_code):
 @click.option("--top-k", type=click.IntRange(min=1), default=None, metavar="K",
               help="Also give the K most probable labels with their probabilities (per word for tagging).")
 @TRUST_REMOTE_CODE
-def predict(run_dir, stage, strategy, lang, restrict, top_k, trust_remote_code):
-    """Predict with a finished run on stdin: JSONL objects with `text` (and optionally `lang`) or plain text
-    lines. Writes one JSON line per input, in order, with the prediction, the language (and whether it
-    was detected) and the route that served it. A language outside the run goes to its nearest URIEL group
-    (modular strategies, within route_to_nearest or 0.5) or to the previous model.
+def predict(folder, stage, strategy, lang, restrict, top_k, trust_remote_code):
+    """Predict with a release (or a finished run) FOLDER on stdin: JSONL objects with `text` (and optionally
+    `lang`) or plain text lines. Writes one JSON line per input, in order, with the prediction, the language
+    (and whether it was detected) and the route that served it. A language outside the release goes to its
+    nearest URIEL group (modular strategies, within route_to_nearest or 0.5) or to the previous model.
     """
-    from .predict import LanguageDetector, Predictor, read_inputs
+    from pathlib import Path
 
-    predictor = Predictor(run_dir, stage=stage, strategy=strategy, trust_remote_code=trust_remote_code)
+    from .predict import LanguageDetector, Predictor, read_inputs
+    from .release.manifest import MANIFEST
+
+    if (Path(folder) / MANIFEST).is_file():
+        if stage is not None or strategy is not None:
+            raise click.UsageError("--stage and --strategy choose inside a run folder; a release has one model")
+        from .release.api import Release
+
+        predictor = Release.load(folder, trust_remote_code=trust_remote_code).predictor
+    else:
+        predictor = Predictor.from_run(folder, stage=stage, strategy=strategy, trust_remote_code=trust_remote_code)
     detector = LanguageDetector(predictor.languages if restrict else None) if lang == "auto" else None
     if top_k is not None and predictor.task.family.value == "seq2seq":
         raise click.UsageError("--top-k is for classification and tagging runs; this run generates text")
@@ -138,10 +156,11 @@ def predict(run_dir, stage, strategy, lang, restrict, top_k, trust_remote_code):
 def _register_component_commands() -> None:
     """Commands that live beside their component; their modules import heavy libraries lazily."""
     from .models.command import model
+    from .release.command import COMMANDS
     from .reports.command import compare, report
     from .typology.command import typology
 
-    for command in (model, typology, report, compare):
+    for command in (*COMMANDS, model, typology, report, compare):
         main.add_command(command)
 
 

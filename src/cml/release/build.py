@@ -1,0 +1,319 @@
+"""Making releases: ``train`` (the initial model, from a backbone and data with train, dev and test splits) and
+``update`` (a release or a checkpoint with its task head, plus a new batch of labelled data for some languages).
+
+An update scores every language the model serves on the ``eval`` test sets before and after, with a 95% paired
+bootstrap interval per language and metric, and records the ship gate's verdict; the release is written (a
+folder that appears whole or not at all) whatever the verdict, so that it can be inspected.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import FullFinetuneConfig, ModelConfig, ReleaseConfig, TrainConfig, UpdateConfig
+from ..data.examples import Example, MultilingualDataset, TaskFamily
+from ..data.readers import read_dataset
+from ..data.stream import Stage
+from ..errors import CMLError
+from ..evaluation.cml_metrics import metric_changes
+from ..evaluation.inference import predict
+from ..io import new_folder, write_text
+from ..models.embedded import quiet_transformers
+from ..routing import RoutedModel
+from ..strategies import StageContext, make_strategy
+from ..strategies.modular import ModularStrategy
+from ..tasks import make_task
+from ..training.trainer import make_accelerator
+from .manifest import (ADAPTER_DIR, MODEL_DIR, PREDICTIONS, Change, LanguageResult, Origin, Reference,
+                       ReleaseRecord, fingerprint_weights, now, write_manifest)
+from .model import Source, base_format, copy_base, grow_head, load_model, open_source, save_adapters, save_base
+from .ship import judge
+
+NEEDS_EARLIER_DATA = ("ewc", "replay")  # they read earlier stages' data, which a release does not keep
+
+
+@dataclass
+class Scored:
+    """One model's test results on one language: the metrics, the predictions and each item's scores."""
+
+    metrics: dict
+    predictions: list
+    items: dict[str, list[float]]
+
+
+def _read(config: ReleaseConfig, key: str) -> MultilingualDataset:
+    source = getattr(config, key)
+    with config.locating_errors():
+        return read_dataset(source, config.task)
+
+
+def _split(dataset: MultilingualDataset, split: str, languages: list[str], what: str) -> dict[str, list[Example]]:
+    missing = [lang for lang in languages if not dataset.splits.get(lang, {}).get(split)]
+    if missing:
+        raise CMLError(f"{what} has no {split} examples for {', '.join(missing[:10])}"
+                       f"{f' and {len(missing) - 10} more' if len(missing) > 10 else ''}: every language the model "
+                       f"serves needs a {split} set", file=dataset.source)
+    return {lang: dataset.splits[lang][split] for lang in languages}
+
+
+def _numeric(metrics: dict) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def score(model: RoutedModel, task, test: dict[str, list[Example]], batch_size: int) -> dict[str, Scored]:
+    """Every language's test results (metrics, predictions, per-item scores of every metric that has them)."""
+    from tqdm.auto import tqdm
+
+    results = {}
+    for lang, examples in tqdm(test.items(), desc="test", unit="language", leave=False):
+        predictions = predict(model, task, task.features(examples), batch_size)
+        results[lang] = Scored(task.score(examples, predictions), predictions,
+                               task.item_metric_scores(examples, predictions))
+    return results
+
+
+def changes(before: dict[str, Scored], after: dict[str, Scored], resamples: int,
+            seed: int) -> tuple[dict[str, dict[str, Change]], dict[str, dict]]:
+    """For the languages scored before and after, every metric with item scores on both sides: {language:
+    {metric: Change}} and {metric: the summary figures over languages}
+    (:func:`cml.evaluation.cml_metrics.metric_changes`)."""
+    langs = [lang for lang in after if lang in before]
+    metrics = [metric for metric in after[langs[0]].items if all(
+        metric in before[lang].items and metric in _numeric(before[lang].metrics) for lang in langs)] if langs else []
+    figures = metric_changes(
+        {metric: {lang: _numeric(before[lang].metrics)[metric] for lang in langs} for metric in metrics},
+        {metric: {lang: _numeric(after[lang].metrics)[metric] for lang in langs} for metric in metrics},
+        {metric: {lang: (before[lang].items[metric], after[lang].items[metric]) for lang in langs} for metric in metrics},
+        resamples=resamples, seed=seed)
+    by_language = {lang: {metric: Change(**figures[metric]["languages"][lang]) for metric in figures} for lang in langs}
+    return by_language, {metric: {key: value for key, value in summary.items() if key != "languages"}
+                         for metric, summary in figures.items()}
+
+
+def _prediction_lines(task, test: dict[str, list[Example]], scored: dict[str, Scored]) -> str:
+    import json
+
+    lines = []
+    for lang, examples in test.items():
+        for i, (example, prediction) in enumerate(zip(examples, scored[lang].predictions)):
+            lines.append(json.dumps({"lang": lang, "id": example.id, "prediction": prediction,
+                                     "scores": {m: items[i] for m, items in scored[lang].items.items()}},
+                                    ensure_ascii=False) + "\n")
+    return "".join(lines)
+
+
+def _versions() -> dict[str, str]:
+    from ..experiment import _versions as versions
+
+    return versions()
+
+
+def _model_settings(model: ModelConfig) -> dict:
+    return model.model_dump(mode="json", exclude={"name"})
+
+
+def _model_config(model: ModelConfig, parent: Source) -> ModelConfig:
+    """The update's model settings: the parent release's (its max_length, decoding), then what the config sets,
+    with the model being the parent's."""
+    inherited = parent.record.model_settings if parent.record else {}
+    settings = {**inherited, **model.model_dump(exclude_unset=True), "name": parent.model}
+    config = ModelConfig.model_validate(settings)
+    config._trust_remote_code = model.trust_remote_code
+    return config
+
+
+def _context(task, name: str, train: dict[str, list[Example]], dev: dict, languages: list[str], training,
+             accelerator, seed: int) -> StageContext:
+    return StageContext(task=task, stage=Stage(name=name, train=train), index=1, languages=languages,
+                        train_features=[f for lang in sorted(train) for f in task.features(train[lang])],
+                        dev={lang: (examples, task.features(examples)) for lang, examples in dev.items()},
+                        training=training, accelerator=accelerator, seed=seed)
+
+
+def _finish(folder: Path, record: ReleaseRecord, task, test, scored) -> ReleaseRecord:
+    from .report import write_report
+
+    write_text(folder / PREDICTIONS, _prediction_lines(task, test, scored))
+    record.weights = fingerprint_weights(folder)
+    write_manifest(folder, record)
+    write_report(folder, record)
+    return record
+
+
+def train(config: TrainConfig, out: str | Path, *, overwrite: bool = False) -> ReleaseRecord:
+    """``cml train``: fine-tune ``config.model`` on every language of ``config.data`` (train split), keep the
+    best epoch on dev, score on test, and write the release to ``out``."""
+    dataset = _read(config, "data")
+    languages = dataset.languages
+    train_data, dev, test = (_split(dataset, split, languages, "the data") for split in ("train", "dev", "test"))
+    with config.locating_errors():
+        task = make_task(config.task, dataset.label_set or dataset.observed_labels(), config.model,
+                         config.evaluation.primary_metric)
+    task.languages = languages
+    training = config.resolved_training
+    with new_folder(out, overwrite=overwrite, what="release folder") as folder:
+        accelerator = make_accelerator(training, folder)
+        with quiet_transformers():  # its load report calls the new head "newly initialized", as it should be
+            model = RoutedModel(task.seeded_model(config.seed), languages)
+        ctx = _context(task, config.name, train_data, dev, languages, training, accelerator, config.seed)
+        started = time.perf_counter()
+        model, artifacts = make_strategy(FullFinetuneConfig(method="full_finetune")).update(model, ctx)
+        seconds = time.perf_counter() - started
+        scored = score(model, task, test, training.eval_batch_size)
+        save_base(model, task, folder / MODEL_DIR)
+        record = ReleaseRecord(
+            name=config.name, kind="train", created=now(), task=config.task, primary_metric=task.primary_metric,
+            languages=languages, labels=task.labels, origin=Origin(kind="backbone", name=config.model.name),
+            backbone=config.model.name, base_format=base_format(task), strategy={"method": "full_finetune"},
+            trained={"train": artifacts["train"], "seconds": seconds},
+            model_settings=_model_settings(config.model), training=training.model_dump(mode="json"),
+            data=dict(sorted(dataset.inputs.items())), eval_data=dict(sorted(dataset.inputs.items())),
+            results={lang: LanguageResult(updated=True, train_examples=len(train_data[lang]),
+                                          test_examples=len(test[lang]), scores=_numeric(scored[lang].metrics))
+                     for lang in languages},
+            weights={}, versions=_versions())
+        return _finish(folder, record, task, test, scored)
+
+
+@dataclass
+class UpdatePlan:
+    """What every strategy of one ``cml update`` shares: the parent, the data, the task and the stage context."""
+
+    parent: Source
+    task: object
+    old_task: object  # the task with the parent's labels (the same task unless the head grows)
+    languages: list[str]
+    served: list[str]
+    test: dict[str, list[Example]]
+    ctx: StageContext
+
+    def parent_model(self) -> RoutedModel:
+        model = load_model(self.old_task, self.parent.record, self.parent.folder, self.languages)
+        if self.old_task is not self.task:
+            self.task.new_parameter_names = grow_head(model.model, self.task, self.parent.labels)
+        return model
+
+    def apply(self, strategy, model: RoutedModel) -> tuple[RoutedModel, dict, float, dict[str, Scored]]:
+        """``strategy``'s update of ``model`` (the parent's network), its record, seconds and test results."""
+        if isinstance(strategy, ModularStrategy) and self.parent.record is not None and self.parent.record.modules:
+            model = strategy.restore(model, self.parent.record.strategy_state, self.ctx)
+        started = time.perf_counter()
+        model, artifacts = strategy.update(model, self.ctx)
+        seconds = time.perf_counter() - started
+        model.eval()
+        return model, artifacts, seconds, score(model, self.task, self.test, self.ctx.training.eval_batch_size)
+
+
+def update(config: UpdateConfig, source: str | Path, out: str | Path, *, grow: bool = False,
+           overwrite: bool = False) -> ReleaseRecord:
+    """``cml update``: apply ``config.strategy`` to ``source`` (a release, or a checkpoint with its task head)
+    with every example of ``config.data``; score every served language on ``config.eval`` before and after;
+    judge by ``config.ship``; write the release to ``out``. ``config.references`` are applied to the same
+    parent and batch and recorded beside it. Returns the record (``record.verdict.ship``)."""
+    for index, strategy_config in enumerate((config.strategy, *config.references)):
+        if strategy_config.method in NEEDS_EARLIER_DATA:
+            key = "strategy.method" if index == 0 else f"references.{index - 1}.method"
+            raise CMLError(f"{strategy_config.method} needs the data of earlier updates, which a release does not "
+                           "keep; use it in `cml run`, or choose another strategy", key=key)
+    parent = open_source(str(source), config.task, config.model.trust_remote_code)
+    batch = _read(config, "data")
+    evaluation = _read(config, "eval")
+    served = list(parent.record.languages) if parent.record else evaluation.languages
+    languages = served + sorted(set(batch.languages) - set(served))
+    train_data = {lang: [e for split in ("train", "dev", "test") for e in batch.splits[lang][split]]
+                  for lang in batch.languages}
+    dev = _split(evaluation, "dev", languages, "the eval data")
+    test = _split(evaluation, "test", languages, "the eval data")
+    labels = _labels(config, parent, batch, evaluation, grow)
+    model_config = _model_config(config.model, parent)
+    with config.locating_errors():
+        task = make_task(config.task, labels, model_config, config.evaluation.primary_metric)
+    old_task = make_task(config.task, parent.labels, model_config, config.evaluation.primary_metric) \
+        if len(labels) > len(parent.labels) else task
+    task.languages = old_task.languages = languages
+    strategies = [make_strategy(entry) for entry in (config.strategy, *config.references)]
+    for strategy in strategies:
+        _check_chain(parent, strategy)
+    training = config.resolved_training
+    resamples, seed = config.evaluation.resamples, config.evaluation.seed
+    with new_folder(out, overwrite=overwrite, what="release folder") as folder:
+        ctx = _context(task, config.name, train_data, dev, languages, training, make_accelerator(training, folder),
+                       config.seed)
+        plan = UpdatePlan(parent, task, old_task, languages, served, test, ctx)
+        model = plan.parent_model()
+        before = score(model, old_task, {lang: test[lang] for lang in served}, training.eval_batch_size)
+        strategy = strategies[0]
+        if isinstance(strategy, ModularStrategy):  # the base every route starts from: the parent's network
+            if parent.record is not None and parent.record.modules:
+                copy_base(parent.folder / MODEL_DIR, folder / MODEL_DIR, link_weights=True)
+            else:
+                save_base(model, task, folder / MODEL_DIR)
+        model, artifacts, seconds, after = plan.apply(strategy, model)
+        if isinstance(strategy, ModularStrategy):
+            modules = save_adapters(model, folder / ADAPTER_DIR)
+            state = {key: artifacts[key] for key in ("groups", "modules", "routes")}
+        else:
+            save_base(model, task, folder / MODEL_DIR)
+            modules, state = [], {}
+        routes = {lang: list(model.route_of(lang)) for lang in languages}
+        del model
+        by_language, summary = changes(before, after, resamples, seed)
+        references = {}
+        for reference in strategies[1:]:
+            _, _, _, reference_after = plan.apply(reference, plan.parent_model())
+            reference_changes, reference_summary = changes(before, reference_after, resamples, seed)
+            references[reference.name] = Reference(
+                strategy=reference.config.model_dump(mode="json"), changes=reference_changes,
+                summary=reference_summary, verdict=judge(reference_changes, task.primary_metric, config.ship))
+        gate = artifacts.get("gate") or {}
+        record = ReleaseRecord(
+            name=config.name, kind="update", created=now(), task=config.task, primary_metric=task.primary_metric,
+            languages=languages, labels=task.labels, origin=parent.origin,
+            backbone=parent.record.backbone if parent.record else parent.model,
+            base_format=parent.record.base_format if parent.record else "hf", strategy=config.strategy.model_dump(mode="json"), trained={"train": artifacts.get("train"), "seconds": seconds},
+            strategy_state=state, modules=modules, model_settings=_model_settings(model_config),
+            training=training.model_dump(mode="json"), data=dict(sorted(batch.inputs.items())),
+            eval_data=dict(sorted(evaluation.inputs.items())),
+            results={lang: LanguageResult(route=routes[lang], updated=lang in train_data,
+                                          train_examples=len(train_data.get(lang, ())), test_examples=len(test[lang]),
+                                          scores=_numeric(after[lang].metrics), changes=by_language.get(lang, {}),
+                                          gate=gate.get(lang))
+                     for lang in languages},
+            summary=summary, verdict=judge(by_language, task.primary_metric, config.ship),
+            references=references, weights={}, versions=_versions())
+        return _finish(folder, record, task, test, after)
+
+
+def _labels(config: UpdateConfig, parent: Source, batch: MultilingualDataset, evaluation: MultilingualDataset,
+            grow: bool) -> list[str]:
+    """The parent's label map in its own order; labels the new data brings are appended when ``grow``, else
+    they are an error (a head cannot predict a label it has no row for)."""
+    if config.task is TaskFamily.seq2seq:
+        return []
+    known = set(parent.labels)
+    new = sorted({label for dataset in (batch, evaluation) for label in dataset.observed_labels()} - known)
+    if new and not grow:
+        raise CMLError(f"the new data has labels the model does not: {', '.join(new[:10])}; pass --grow-head to "
+                       "add them to its head (the old labels keep their ids)", file=batch.source)
+    return list(parent.labels) + new
+
+
+def _check_chain(parent: Source, strategy) -> None:
+    """A modular update continues its parent's modules only when they were made the same way; a full-model
+    update cannot start from a parent whose languages are served by different adapters."""
+    record = parent.record
+    if record is None or not record.modules:
+        return
+    if not isinstance(strategy, ModularStrategy):
+        raise CMLError(f"the parent release serves its languages through adapters ({', '.join(record.modules)}); "
+                       f"a {strategy.config.method} update needs one model: `cml export --format merged` it and "
+                       "update from the merged folder of a route, or continue with a modular strategy",
+                       file=parent.folder)
+    if record.strategy.get("method") != strategy.config.method:
+        raise CMLError(f"the parent's modules were made by {record.strategy.get('method')}; this update is "
+                       f"{strategy.config.method}: continue with the same method", file=parent.folder)
+
+

@@ -1,0 +1,136 @@
+"""A release's report, ``report.md`` and ``report.html`` in its folder: the ship verdict first, then every
+language (route, before, after, change with its 95% interval), then the other metrics' counts. The model card
+of an export (:mod:`cml.release.export`) reuses its blocks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..evaluation.cml_metrics import metric_disagreements
+from ..io import write_text
+from ..reports.document import Block, Bullets, Cell, Heading, Paragraph, Table, to_html, to_markdown
+from ..reports.report import disagreement_words
+from .manifest import ReleaseRecord
+
+
+def _points(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:+.1f}"
+
+
+def verdict_blocks(record: ReleaseRecord) -> list[Block]:
+    """The verdict in one line, and its failures (why it must not ship)."""
+    if record.verdict is None:
+        return [Paragraph(f"**Initial release**, trained with cml on {len(record.languages)} languages; "
+                          "there is nothing before it to compare with.")]
+    verdict = record.verdict
+    criteria = (f"at most {verdict.max_significant_losses} significant {verdict.metric} losses, mean change at least "
+                f"{_signed(verdict.min_mean_delta)} points")
+    if verdict.ship:
+        return [Paragraph(f"**Verdict: may ship.** {criteria}: met ({len(verdict.significant_losses)} significant "
+                          f"losses, mean change {_signed(verdict.mean_delta)} points).")]
+    return [Paragraph(f"**Verdict: must not ship.** {criteria}: not met."), Bullets(verdict.failures)]
+
+
+def language_table(record: ReleaseRecord, metric: str | None = None) -> Table:
+    """One row per language: how it is served, its score before and after, the change and its interval."""
+    metric = metric or record.primary_metric
+    rows = []
+    for lang in record.languages:
+        result = record.results[lang]
+        change = result.changes.get(metric)
+        flag = _flag(change)
+        route = "+".join(result.route) or "previous model"
+        gate = (result.gate or {}).get("choice", "")
+        rows.append([Cell(lang), Cell(route + (f" (gate: {gate})" if gate else "")), Cell("yes" if result.updated else ""),
+                     Cell(str(result.train_examples)), Cell(str(result.test_examples)),
+                     Cell(_points(change.before if change else None)),
+                     Cell(_points(result.scores.get(metric))), Cell(_signed(change.delta if change else None)),
+                     Cell(f"[{_signed(change.ci_low)}, {_signed(change.ci_high)}]" if change else "–"),
+                     Cell(flag, best=flag == "gain")])
+    return Table(["language", "route", "updated", "train", "test", "before", "after", "change", "95% CI",
+                  "significant"], rows, caption=f"{metric}, in points (x100); significant: the whole 95% paired "
+                  "bootstrap interval is on one side of zero", labels=3)
+
+
+def _flag(change) -> str:
+    return "" if change is None else "loss" if change.significant_loss else "gain" if change.significant_gain else ""
+
+
+def references_blocks(record: ReleaseRecord) -> list[Block]:
+    """The update beside the strategies it was compared with on the same parent and batch, language by
+    language: what they would have changed, and whether they would have shipped."""
+    if not record.references:
+        return []
+    metric = record.primary_metric
+    names = list(record.references)
+    rows = []
+    for lang in record.languages:
+        ours = record.results[lang].changes.get(metric)
+        cells = [Cell(lang), Cell("yes" if record.results[lang].updated else ""),
+                 Cell(f"{_signed(ours.delta)} {_flag(ours)}".strip() if ours else "–", best=_flag(ours) == "gain")]
+        for name in names:
+            theirs = record.references[name].changes.get(lang, {}).get(metric)
+            cells.append(Cell(f"{_signed(theirs.delta)} {_flag(theirs)}".strip() if theirs else "–"))
+        rows.append(cells)
+    verdicts = [f"`{name}` would have made {ref.summary.get(metric, {}).get('n_significant_degraded', 0)} significant "
+                f"losses and {ref.summary.get(metric, {}).get('n_significant_improved', 0)} significant gains "
+                f"(mean change {_signed(ref.summary.get(metric, {}).get('mean_delta'))}): "
+                f"{'may ship' if ref.verdict.ship else 'must not ship'}" for name, ref in record.references.items()]
+    ours = record.summary.get(metric, {})
+    verdicts.insert(0, f"this release (`{record.strategy.get('name') or record.strategy.get('method')}`): "
+                       f"{ours.get('n_significant_degraded', 0)} significant losses and "
+                       f"{ours.get('n_significant_improved', 0)} significant gains (mean change "
+                       f"{_signed(ours.get('mean_delta'))}): {'may ship' if record.verdict.ship else 'must not ship'}")
+    return [Heading(2, "Against other strategies on the same batch"), Bullets(verdicts),
+            Table(["language", "updated", "this release", *names], rows,
+                  caption=f"change in {metric} (points) from the parent; loss/gain: significant (95% interval)",
+                  labels=2)]
+
+
+def metrics_table(record: ReleaseRecord) -> Table:
+    rows = [[Cell(metric + (" (primary)" if metric == record.primary_metric else "")),
+             Cell(str(figures["n_significant_improved"])), Cell(str(figures["n_significant_degraded"])),
+             Cell(str(figures["n_improved"])), Cell(str(figures["n_degraded"])), Cell(_signed(figures["mean_delta"])),
+             Cell(_points(figures["mean_loss_magnitude"]))]
+            for metric, figures in record.summary.items()]
+    return Table(["metric", "significant gains", "significant losses", "improved", "degraded", "mean change",
+                  "mean loss"], rows, caption="every metric the task computes, over languages")
+
+
+def disagreements(record: ReleaseRecord) -> list[str]:
+    """Secondary metrics that tell another story than the primary one (significant losses or gains it does not
+    show, or a mean change of the other sign), in words."""
+    primary = record.primary_metric
+    return [disagreement_words(kind, metric, record.summary[metric], primary, record.summary[primary])
+            for metric, kind in metric_disagreements(record.summary, primary).items()]
+
+
+def report_blocks(record: ReleaseRecord) -> list[Block]:
+    blocks: list[Block] = [Heading(1, f"Release {record.name}"), *verdict_blocks(record)]
+    notes = disagreements(record)
+    if notes:
+        blocks += [Paragraph("**Warning: the metrics disagree.**"), Bullets(notes)]
+    origin = record.origin.release or record.origin.name
+    blocks += [Paragraph(f"{record.task.value} model, {len(record.languages)} languages; made by `cml "
+                         f"{record.kind}` from {record.origin.kind} `{origin}` with {record.strategy.get('method')} "
+                         f"on {sum(r.train_examples for r in record.results.values())} examples "
+                         f"({', '.join(lang for lang in record.languages if record.results[lang].updated)})."),
+               Heading(2, "Every language"), language_table(record), *references_blocks(record)]
+    if record.summary:
+        blocks += [Heading(2, "Every metric"), metrics_table(record)]
+    if record.modules:
+        groups = record.strategy_state.get("groups", {})
+        blocks += [Heading(2, "Modules"), Bullets([f"`{module}`: " + ", ".join(sorted(
+            lang for lang, group in groups.items() if group == module)) for module in record.modules])]
+    return blocks
+
+
+def write_report(folder: Path, record: ReleaseRecord) -> None:
+    blocks = report_blocks(record)
+    write_text(folder / "report.md", to_markdown(blocks, lambda image: ""))
+    write_text(folder / "report.html", to_html(blocks, f"cml release {record.name}"))
