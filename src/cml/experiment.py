@@ -22,6 +22,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -59,10 +60,24 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{n: version(n) for n in names}}
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when it emits: the run's handler outlives the run
+    (several runs in one process, a test runner swapping the stream), and a stream captured at set-up may be
+    closed by then."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
 def _setup_logging(run_dir: Path) -> None:
     handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    loud = logging.StreamHandler()  # warnings also on stderr: a stage that learned nothing must not pass unseen
+    loud = _CurrentStderr()  # warnings also on stderr: a stage that learned nothing must not pass unseen
     loud.setLevel(logging.WARNING)
     loud.setFormatter(logging.Formatter("warning: %(message)s"))
     handler.cml_run = loud.cml_run = True

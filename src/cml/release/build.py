@@ -111,8 +111,9 @@ def _versions() -> dict[str, str]:
     return versions()
 
 
-def _model_settings(model: ModelConfig) -> dict:
-    return model.model_dump(mode="json", exclude={"name"})
+def _model_settings(task) -> dict:
+    """What serving needs besides the weights: the model settings, with the input length the tokenizer allows."""
+    return {**task.model_config.model_dump(mode="json", exclude={"name"}), "max_length": task.max_length}
 
 
 def _model_config(model: ModelConfig, parent: Source) -> ModelConfig:
@@ -169,7 +170,7 @@ def train(config: TrainConfig, out: str | Path, *, overwrite: bool = False) -> R
             languages=languages, labels=task.labels, origin=Origin(kind="backbone", name=config.model.name),
             backbone=config.model.name, base_format=base_format(task), strategy={"method": "full_finetune"},
             trained={"train": artifacts["train"], "seconds": seconds},
-            model_settings=_model_settings(config.model), training=training.model_dump(mode="json"),
+            model_settings=_model_settings(task), training=training.model_dump(mode="json"),
             data=dict(sorted(dataset.inputs.items())), eval_data=dict(sorted(dataset.inputs.items())),
             results={lang: LanguageResult(updated=True, train_examples=len(train_data[lang]),
                                           test_examples=len(test[lang]), scores=_numeric(scored[lang].metrics))
@@ -274,7 +275,7 @@ def update(config: UpdateConfig, source: str | Path, out: str | Path, *, grow: b
             languages=languages, labels=task.labels, origin=parent.origin,
             backbone=parent.record.backbone if parent.record else parent.model,
             base_format=parent.record.base_format if parent.record else "hf", strategy=config.strategy.model_dump(mode="json"), trained={"train": artifacts.get("train"), "seconds": seconds},
-            strategy_state=state, modules=modules, model_settings=_model_settings(model_config),
+            strategy_state=state, modules=modules, model_settings=_model_settings(task),
             training=training.model_dump(mode="json"), data=dict(sorted(batch.inputs.items())),
             eval_data=dict(sorted(evaluation.inputs.items())),
             results={lang: LanguageResult(route=routes[lang], updated=lang in train_data,

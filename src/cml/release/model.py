@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,9 @@ def load_model(task, record: ReleaseRecord | None, folder: Path | None, language
         from peft import PeftModel
 
         adapters = folder / ADAPTER_DIR
-        with loading_model(str(adapters)):
+        with loading_model(str(adapters)), warnings.catch_warnings():
+            # PEFT asks transformers 5 a deprecated question at load time; the warning is not the user's to act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             first, *others = record.modules
             model.model = PeftModel.from_pretrained(base, adapters / first, adapter_name=first)
             for module in others:

@@ -28,12 +28,12 @@ def verdict_blocks(record: ReleaseRecord) -> list[Block]:
         return [Paragraph(f"**Initial release**, trained with cml on {len(record.languages)} languages; "
                           "there is nothing before it to compare with.")]
     verdict = record.verdict
-    criteria = (f"at most {verdict.max_significant_losses} significant {verdict.metric} losses, mean change at least "
-                f"{_signed(verdict.min_mean_delta)} points")
+    criteria = (f"at most {verdict.max_significant_losses} significant {verdict.metric} losses (found "
+                f"{len(verdict.significant_losses)}) and a mean change of at least {_signed(verdict.min_mean_delta)} "
+                f"points (found {_signed(verdict.mean_delta)})")
     if verdict.ship:
-        return [Paragraph(f"**Verdict: may ship.** {criteria}: met ({len(verdict.significant_losses)} significant "
-                          f"losses, mean change {_signed(verdict.mean_delta)} points).")]
-    return [Paragraph(f"**Verdict: must not ship.** {criteria}: not met."), Bullets(verdict.failures)]
+        return [Paragraph(f"**Verdict: may ship.** Criteria met: {criteria}.")]
+    return [Paragraph(f"**Verdict: must not ship.** Criteria: {criteria}."), Bullets(verdict.failures)]
 
 
 def language_table(record: ReleaseRecord, metric: str | None = None) -> Table:
