@@ -105,7 +105,8 @@ def test_a_train_release_holds_its_model_labels_scores_and_report(chain):
     assert all(result.scores["accuracy"] > 0.5 for result in record.results.values())
     assert json.loads((chain / "v1" / "model" / "config.json").read_text())["id2label"] == \
         {str(i): label for i, label in enumerate(sorted(TOPICS))}
-    assert set(record.weights) == {"model/model.safetensors"} and (chain / "v1" / "report.html").is_file()
+    assert {"model/model.safetensors", "model/config.json", "model/tokenizer.json"} <= set(record.files)
+    assert (chain / "v1" / "report.html").is_file()
     assert {f"{lang}_{script}/{split}.tsv" for lang, script in zip(LANGS, ("Latn", "Latn", "Deva"))
             for split in ("train", "dev", "test")} <= set(record.data)
 
@@ -114,7 +115,7 @@ def test_an_update_from_a_hugging_face_folder_keeps_its_label_order_and_scores(c
     from cml.release.manifest import read_manifest
 
     v1, v2 = read_manifest(chain / "v1"), read_manifest(chain / "v2")
-    assert v2.origin.kind == "checkpoint" and set(v2.origin.weights) == {"model.safetensors"}
+    assert v2.origin.kind == "checkpoint" and {"model.safetensors", "config.json"} <= set(v2.origin.files)
     assert v2.labels == UNSORTED  # the checkpoint's id2label order, not sorted
     # "before" is v1 with its head's rows permuted with id2label: v1's own scores, so no label was misread
     assert {lang: r.changes["accuracy"].before for lang, r in v2.results.items()} == \
@@ -133,7 +134,7 @@ def test_check_exits_0_or_3_by_criterion(chain):
     assert passing.exit_code == 0 and "may ship" in passing.output
     failing = cml("check", str(chain / "v2"), "--min-mean-delta", "0.5")
     assert failing.exit_code == 3, failing.output
-    assert "below the required +0.5000" in failing.output and "must not ship" in failing.output
+    assert "below the required +50.00" in failing.output and "must not ship" in failing.output
     assert cml("check", str(chain / "v2"), "--max-significant-losses", "-1").exit_code == 2
     assert cml("check", str(chain / "v1")).exit_code == 2  # an initial release has nothing to compare
     assert cml("check", str(chain / "absent")).exit_code == 2
@@ -199,7 +200,7 @@ def test_a_peft_export_reproduces_cml_with_transformers_and_peft_alone(chain):
     for lang, lang_texts in texts.items():
         served = release.predict(lang_texts, lang=lang)
         assert [output["prediction"] for output in served] == standalone[lang]["labels"]
-        assert {output["route"] for output in served} == {"+".join(routes[lang]) or "previous"}
+        assert {output["route"] for output in served} == {"+".join(routes[lang]) or "base"}
         encoded = task.tokenizer(lang_texts, return_tensors="pt", padding=True, truncation=True, max_length=32)
         with torch.no_grad():
             ours = model(lang_ids=torch.full((len(lang_texts),), release.languages.index(lang)), **encoded).logits
@@ -240,14 +241,22 @@ def test_releases_chain_and_modules_persist(chain):
     result = cml("update", str(root / "update3.yaml"), "--from", str(root / "v2"), "--out", str(root / "v3"))
     assert result.exit_code == 0, result.output
     v2, v3 = read_manifest(root / "v2"), read_manifest(root / "v3")
-    assert v3.origin.kind == "release" and v3.origin.release == "v2" and v3.origin.weights == v2.weights
-    assert set(v2.modules) <= set(v3.modules) and v3.strategy_state["groups"] == v2.strategy_state["groups"]
+    assert v3.origin.kind == "release" and v3.origin.release == "v2" and v3.origin.files == v2.files
+    assert set(v2.modules) <= set(v3.modules) and v3.strategy_state.groups == v2.strategy_state.groups
     # the base is v2's, unchanged (linked or copied): every route starts from the same network
-    assert v3.weights["model/model.safetensors"] == v2.weights["model/model.safetensors"]
+    assert v3.files["model/model.safetensors"] == v2.files["model/model.safetensors"]
     full = write_yaml(root / "update-full.yaml", {**yaml.safe_load((root / "update3.yaml").read_text()),
                                                   "strategy": {"method": "full_finetune"}})
     refused = cml("update", str(full), "--from", str(root / "v2"), "--out", str(root / "v3-full"))
-    assert refused.exit_code == 2 and "export --format merged" in refused.output
+    assert refused.exit_code == 2 and "export --format merged" in refused.output and "update-full.yaml" in refused.output
+    # month 2 with month 1's config: a full-model reference cannot apply to a modular parent; it is skipped, said why
+    again = write_yaml(root / "update3-ref.yaml", {**yaml.safe_load((root / "update3.yaml").read_text()),
+                                                   "references": [{"method": "full_finetune"}]})
+    result = cml("update", str(again), "--from", str(root / "v2"), "--out", str(root / "v3-ref"))
+    assert result.exit_code == 0, result.output
+    skipped = read_manifest(root / "v3-ref").references["full_finetune"]
+    assert skipped.verdict is None and "serves its languages through adapters" in skipped.skipped
+    assert "not applied" in (root / "v3-ref" / "report.md").read_text()
 
 
 def test_new_labels_need_grow_head_and_keep_the_old_ids(chain):
@@ -255,16 +264,33 @@ def test_new_labels_need_grow_head_and_keep_the_old_ids(chain):
 
     root = chain
     write_batch(root / "batch-new.tsv", root / "data", {"hin": "hin_Deva"}, slice(0, 30), relabel={"music": "art"})
+    # the eval sets have the new label too: Hindi's music items are art now
+    eval_rows = ["lang\tsplit\tlabel\ttext"] + [
+        f"{lang}\t{split}\t{'art' if lang == 'hin' and label == 'music' else label}\t{text}"
+        for lang, folder in zip(LANGS, ("deu_Latn", "fra_Latn", "hin_Deva")) for split in ("dev", "test")
+        for _, label, text in (row.split("\t") for row in
+                               (root / "data" / folder / f"{split}.tsv").read_text().splitlines()[1:])]
+    (root / "eval-new.tsv").write_text("\n".join(eval_rows) + "\n")
     config = write_yaml(root / "update-new.yaml", {**yaml.safe_load((root / "update.yaml").read_text()),
                                                    "strategy": {"method": "full_finetune"}, "references": [],
                                                    "data": {"format": "tsv", "path": "batch-new.tsv",
-                                                            "columns": {"language": "lang"}}})
+                                                            "columns": {"language": "lang"}},
+                                                   "eval": {"format": "tsv", "path": "eval-new.tsv",
+                                                            "columns": {"language": "lang", "split": "split"}}})
     refused = cml("update", str(config), "--from", str(root / "v1"), "--out", str(root / "v-new"))
     assert refused.exit_code == 2 and "art" in refused.output and "--grow-head" in refused.output
     assert not (root / "v-new").exists()
     grown = cml("update", str(config), "--from", str(root / "v1"), "--out", str(root / "v-new"), "--grow-head")
     assert grown.exit_code in (0, 3), grown.output
-    assert read_manifest(root / "v-new").labels == [*sorted(TOPICS), "art"]
+    record = read_manifest(root / "v-new")
+    assert record.labels == [*sorted(TOPICS), "art"]
+    # before and after are scored over the same label set: the parent's head is the grown one's prefix
+    v1 = read_manifest(root / "v1")
+    assert record.results["deu"].changes["accuracy"].before == v1.results["deu"].scores["accuracy"]
+    modular = write_yaml(root / "update-new-modular.yaml", {**yaml.safe_load(config.read_text()),
+                                                            "strategy": {"method": "laft_uriel"}})
+    refused = cml("update", str(modular), "--from", str(root / "v1"), "--out", str(root / "v-new2"), "--grow-head")
+    assert refused.exit_code == 2 and "cannot grow the head" in refused.output
 
 
 def test_an_unsorted_id2label_checkpoint_keeps_its_labels(tmp_path, tiny_backbone):
@@ -367,7 +393,8 @@ def test_a_seq2seq_release_assembled_around_an_encoder_round_trips(tmp_path):
     assert refused.exit_code == 2 and "assembled" in refused.output
 
 
-@pytest.mark.parametrize("plant", ["pickle", "link", "module name", "format", "not json"])
+@pytest.mark.parametrize("plant", ["pickle", "link", "module name", "format", "not json", "adapter config",
+                                   "assembled", "route"])
 def test_a_hostile_release_folder_is_refused_naming_the_file(chain, tmp_path, plant):
     import shutil
 
@@ -388,6 +415,18 @@ def test_a_hostile_release_folder_is_refused_naming_the_file(chain, tmp_path, pl
         manifest["format_version"] = 2
         (copy / "release.json").write_text(json.dumps(manifest))
         expected = "this version of cml reads format 1"
+    elif plant == "adapter config":
+        path = copy / "adapters" / manifest["modules"][0] / "adapter_config.json"
+        path.write_text(path.read_text().replace('"lora_alpha": 16', '"lora_alpha": 4000'))
+        expected = "adapter_config.json: this file changed after the release was made"
+    elif plant == "assembled":
+        manifest["base_format"], manifest["backbone"] = "assembled", "someone/elses-model"
+        (copy / "release.json").write_text(json.dumps(manifest))
+        expected = "base_format `assembled` is for seq2seq models only"
+    elif plant == "route":
+        manifest["results"]["deu"]["route"] = ["nope"]
+        (copy / "release.json").write_text(json.dumps(manifest))
+        expected = "routes name modules the release does not have: nope"
     else:
         (copy / "release.json").write_text("{\"name\": ")
         expected = "release.json:1"
@@ -420,6 +459,47 @@ def test_the_report_says_when_a_secondary_metric_disagrees():
                                                   "mean_delta": -0.1, "mean_loss_magnitude": 0.1}},
         verdict=Verdict(max_significant_losses=0, min_mean_delta=0.0, metric="exact_match", significant_losses=[],
                         mean_delta=0.0, failures=[]),
-        weights={})
+        files={})
     text = to_markdown(report_blocks(record), lambda image: "")
     assert "Warning: the metrics disagree" in text and "chrf shows a significant loss in 2 of 2 languages" in text
+
+
+def test_outputs_never_overwrite_inputs_or_what_cml_did_not_write(chain, tmp_path, monkeypatch):
+    root = chain
+    update = ["update", str(root / "update.yaml"), "--from", str(root / "v1")]
+    for out in (root / "v1", root):  # the source itself, a folder holding it
+        refused = cml(*update, "--out", str(out), "--overwrite")
+        assert refused.exit_code == 2 and "overlap" in refused.output, refused.output
+    theirs = tmp_path / "notes"
+    theirs.mkdir()
+    (theirs / "NOTES.txt").write_text("mine")
+    refused = cml(*update, "--out", str(theirs), "--overwrite")
+    assert refused.exit_code == 2 and "replaces only what cml wrote" in refused.output
+    assert (theirs / "NOTES.txt").read_text() == "mine"
+    refused = cml("export", str(root / "v1"), "--format", "hf", "--out", str(root / "v1" / "model"), "--overwrite")
+    assert refused.exit_code == 2 and "overlap" in refused.output
+    monkeypatch.chdir(tmp_path)
+    refused = cml("export", str(root / "v1"), "--format", "hf", "--out", ".", "--overwrite")
+    assert refused.exit_code == 2 and "must be a new folder" in refused.output
+    # an export may replace an export
+    assert cml("export", str(root / "v1"), "--format", "hf", "--out", "e").exit_code == 0
+    assert cml("export", str(root / "v1"), "--format", "hf", "--out", "e", "--overwrite").exit_code == 0
+
+
+def test_a_ship_metric_the_task_lacks_is_refused_before_training(chain):
+    result = cml("update", str(chain / "update.yaml"), "--from", str(chain / "v1"), "--out", str(chain / "v-bad"),
+                 "--set", "ship.metric=chrf")
+    assert result.exit_code == 2 and "computes accuracy, macro_f1, not 'chrf'" in result.output
+    result = cml("update", str(chain / "update.yaml"), "--from", str(chain / "v1"), "--out", str(chain / "v-bad"),
+                 "--set", "ship.metric=acuracy")
+    assert result.exit_code == 2 and "unknown metric 'acuracy'" in result.output
+    assert not (chain / "v-bad").exists()
+
+
+def test_a_batch_of_two_rows_is_a_batch(chain):
+    (chain / "tiny-batch.tsv").write_text("lang\tlabel\ttext\nhin\tsport\thinw1 hinsport1\nhin\tfood\thinw2 hinfood2\n")
+    config = write_yaml(chain / "update-tiny.yaml", {**yaml.safe_load((chain / "update.yaml").read_text()),
+                                                     "references": [], "data": {"format": "tsv", "path": "tiny-batch.tsv",
+                                                                                "columns": {"language": "lang"}}})
+    result = cml("update", str(config), "--from", str(chain / "v1"), "--out", str(chain / "v-tiny"))
+    assert result.exit_code in (0, 3), result.output

@@ -22,6 +22,10 @@ class _Main(click.Group):
     """Turns a CMLError anywhere below into one clear line on stderr and exit status 2."""
 
     def invoke(self, ctx):
+        import warnings
+
+        # PEFT asks transformers 5 a deprecated question whenever it wraps a model: not the user's to act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         with exit_on_user_error():
             return super().invoke(ctx)
 

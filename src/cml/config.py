@@ -423,6 +423,12 @@ StrategyConfig = Annotated[Union[FullFinetuneConfig, ModularConfig, EWCConfig, R
                                  WiseFTConfig], Field(discriminator="method")]
 
 
+def _metric_name(name: str | None) -> str | None:
+    if name is not None and name not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {name!r}; one of {', '.join(sorted(METRIC_NAMES))}")
+    return name
+
+
 class EvaluationConfig(Strict):
     primary_metric: str | None = Field(
         None, description="the metric that deltas, gates, early stopping and the summary count (null: the task "
@@ -438,9 +444,7 @@ class EvaluationConfig(Strict):
     def _known_metric(cls, name: str | None) -> str | None:
         # Any family's metric passes here; whether this task computes it is checked where the task is built
         # (only the labels tell a NER tag set from a POS one).
-        if name is not None and name not in METRIC_NAMES:
-            raise ValueError(f"unknown metric {name!r}; one of {', '.join(sorted(METRIC_NAMES))}")
-        return name
+        return _metric_name(name)
 
 
 class ConfigFile(Strict):
@@ -504,8 +508,20 @@ class ShipCriteria(Strict):
     the whole 95% interval below zero, and a mean change over languages of at least ``min_mean_delta``."""
 
     max_significant_losses: int = Field(0, ge=0)
-    min_mean_delta: float = Field(0.0, ge=-1, le=1, description="a fraction: 0.01 is one point")
+    min_mean_delta: float = Field(0.0, description="a fraction in [-1, 1]: 0.01 is one point")
     metric: str | None = Field(None, description="the metric the criteria read (default: the primary metric)")
+
+    @field_validator("min_mean_delta")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not -1 <= value <= 1:
+            raise ValueError(f"a change is a fraction in [-1, 1] (0.01 is one point), got {value}")
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, name: str | None) -> str | None:
+        return _metric_name(name)
 
 
 class ReleaseConfig(ConfigFile):

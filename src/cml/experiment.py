@@ -20,11 +20,9 @@ import copy
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -45,6 +43,7 @@ from .strategies import StageContext, make_strategy
 from .tasks import make_task
 from .training.checkpoint import load_model_state, read_state, save_checkpoint, verify_checkpoint
 from .training.trainer import make_accelerator
+from .versions import package_versions
 
 log = logging.getLogger("cml.run")
 # What a run writes in its folder (besides the lock): what --overwrite removes, and nothing else.
@@ -52,12 +51,6 @@ RUN_OUTPUTS = ("results.json", "run.log", "stages", "predictions", "checkpoints"
                "results.csv", "report_figures")
 NAIVE = "full_finetune"
 INITIAL = "initial"
-
-
-def _versions() -> dict[str, str]:
-    names = ["continual-multilingual", "torch", "transformers", "accelerate", "peft", "tokenizers", "sacrebleu",
-             "seqeval"]
-    return {"python": platform.python_version(), **{n: version(n) for n in names}}
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -426,5 +419,5 @@ class Experiment:
                 "seed": self.config.seed, "languages": self.stream.languages, "labels": self.task.labels,
                 "reference_strategy": reference, "stages": strategies[reference]["stages"],
                 "strategies": strategies, "tokenize_seconds": self.tokenize_seconds,
-                "config": self.config.model_dump(mode="json"), "versions": _versions(), "inputs": self.inputs,
+                "config": self.config.model_dump(mode="json"), "versions": package_versions(), "inputs": self.inputs,
                 "processes": self.accelerator.num_processes}

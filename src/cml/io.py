@@ -15,7 +15,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,11 +33,13 @@ def _umask() -> int:
 
 
 def make_readable(path: str | Path) -> None:
-    """mkstemp/mkdtemp create private (0600/0700) entries; give them the modes a plain write would."""
+    """mkstemp/mkdtemp create private (0600/0700) entries, and so do some writers inside them (transformers 5's
+    weight files); give them all the modes a plain write would."""
     path = Path(path)
     mask = _umask()
-    for entry in (path, *(path.iterdir() if path.is_dir() else ())):
-        entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)
+    for entry in (path, *(path.rglob("*") if path.is_dir() else ())):
+        if not entry.is_symlink():
+            entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)
 
 
 def temporary_name(name: str) -> str:
@@ -71,22 +73,41 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         raise
 
 
+def _occupied(folder: Path) -> bool:
+    return folder.is_symlink() or folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+
+
 @contextlib.contextmanager
-def new_folder(folder: str | Path, *, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
+def new_folder(folder: str | Path, *, overwrite: bool = False, what: str = "output folder",
+               replaceable: Callable[[Path], bool] = lambda _: False) -> Iterator[Path]:
     """A temporary folder beside ``folder`` to fill; it becomes ``folder`` (two renames) only if the block
-    succeeds, so no reader ever sees half of it. An existing non-empty ``folder`` is replaced with ``overwrite``
-    only, and never when it is a link."""
+    succeeds, so no reader ever sees half of it. A ``folder`` that exists and is not empty is replaced only with
+    ``overwrite`` and when ``replaceable(folder)`` says it is this tool's output (checked again at the rename:
+    another process may have written there meanwhile); never a link, the working folder or an ancestor of it."""
     folder = Path(folder)
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise CMLError(f"the {what} exists and is not a folder", file=folder)
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise CMLError(f"the {what} is not empty: choose another, or pass --overwrite to replace it", file=folder)
+    resolved = folder.resolve()
+    if folder.name in ("", ".", "..") or resolved in (Path(resolved.anchor), Path.home()) \
+            or Path.cwd().is_relative_to(resolved):
+        raise CMLError(f"the {what} must be a new folder, not the working folder, a parent of it or the root",
+                       file=folder)
+
+    def check() -> None:
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise CMLError(f"the {what} exists and is not a folder", file=folder)
+        if _occupied(folder) and not overwrite:
+            raise CMLError(f"the {what} is not empty: choose another, or pass --overwrite to replace it", file=folder)
+        if _occupied(folder) and not replaceable(folder):
+            raise CMLError(f"--overwrite replaces only what cml wrote, and this {what} holds something else",
+                           file=folder)
+
+    check()
     with writing(folder):
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=temporary_name(folder.name), suffix=".tmp", dir=folder.parent))
     try:
         yield tmp
         make_readable(tmp)
+        check()
         with writing(folder):
             old = folder.with_name(swap_name(folder.name))
             if folder.exists():
@@ -97,6 +118,15 @@ def new_folder(folder: str | Path, *, overwrite: bool = False, what: str = "outp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def refuse_overlap(out: str | Path, source: str | Path | None) -> None:
+    """An output folder may not be its own input, hold it or lie inside it: replacing it would destroy the input."""
+    if source is None:
+        return
+    out, source = Path(out).resolve(), Path(source).resolve()
+    if out == source or source.is_relative_to(out) or out.is_relative_to(source):
+        raise CMLError(f"the output folder and the input {source} overlap: write to a folder beside it", file=out)
 
 
 @contextlib.contextmanager

@@ -32,8 +32,11 @@ class Predictor:
     only."""
 
     def __init__(self, task, model: RoutedModel, languages: list[str], strategy=None,
-                 served_by: dict | None = None, batch_size: int = 64):
+                 served_by: dict | None = None, batch_size: int = 64, scope: str = "run", base: str = "previous"):
+        """``scope`` and ``base`` are the words the outputs use: what the languages are ``in the <scope>`` or
+        ``outside`` of, and the route name of the network without modules."""
         self.task, self.model, self.strategy = task, model, strategy
+        self.scope, self.base = scope, base
         self.languages = list(languages)
         self.task.languages = self.languages
         self.served_by = dict(served_by or {})
@@ -98,8 +101,8 @@ class Predictor:
             self.model.languages = self.languages
             route = self.strategy.route_for_new_language(lang, self.languages[:-1]) if self.strategy else ()
             self.model.routes[lang] = route
-            return "outside the run", route
-        return "in the run", self.model.route_of(lang)
+            return f"outside the {self.scope}", route
+        return f"in the {self.scope}", self.model.route_of(lang)
 
     def placeholder(self, text: str, lang: str, index: int) -> Example:
         """An example whose (unused) reference only satisfies the encoders' shapes."""
@@ -134,7 +137,7 @@ class Predictor:
                     ranked = {"top_k": prediction}
                     prediction = _first_labels(prediction)
                 yield {**item, "prediction": prediction, **ranked, "served": how,
-                       "route": "+".join(route) or "previous", **self.served_by}
+                       "route": "+".join(route) or self.base, **self.served_by}
 
 
 def _first_labels(ranked: list):

@@ -83,14 +83,17 @@ class MultilingualDataset:
                     seen.update(example.labels())
         return sorted(seen)
 
-    def check(self) -> None:
-        """Every language has training data, a dev set and a test set; ids are unique per language."""
+    def check(self, required: Sequence[str] = SPLITS) -> None:
+        """Every language has examples, in each of the ``required`` splits (a training set, a dev set and a test
+        set by default); ids are unique per language."""
         if not self.splits:
             raise CMLError(f"no examples were read from {self.source}")
         for lang, by_split in self.splits.items():
-            for split in SPLITS:
+            for split in required:
                 if not by_split[split]:
                     raise CMLError(f"language {lang} has no {split} examples in {self.source}")
+            if not any(by_split[split] for split in SPLITS):
+                raise CMLError(f"language {lang} has no examples in {self.source}")
             ids = Counter(e.id for s in SPLITS for e in by_split[s])
             duplicates = [i for i, n in ids.items() if n > 1]
             if duplicates:

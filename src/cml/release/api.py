@@ -15,7 +15,7 @@ from ..models.embedded import loading_model
 from ..strategies import make_strategy
 from ..strategies.modular import ModularStrategy
 from ..tasks import make_task
-from .manifest import MANIFEST, ReleaseRecord, Verdict, read_manifest, verify_weights
+from .manifest import MANIFEST, ReleaseRecord, Verdict, read_manifest, verify_files
 from .model import load_model, model_name
 from .ship import judge
 
@@ -38,7 +38,7 @@ class Release:
 
         folder = Path(path)
         record = read_manifest(folder)
-        verify_weights(folder, record)
+        verify_files(folder, record)
         settings = {**record.model_settings, "name": model_name(folder, record)}
         with loading_model(str(folder)):
             model_config = ModelConfig.model_validate(settings)
@@ -47,7 +47,7 @@ class Release:
         task.languages = list(record.languages)
         model = load_model(task, record, folder, list(record.languages))
         return cls(folder, record, Predictor(task, model, record.languages, _strategy(record, folder),
-                                             {"release": record.name}))
+                                             {"release": record.name}, scope="release", base="base"))
 
     @property
     def languages(self) -> list[str]:
@@ -89,7 +89,7 @@ def _strategy(record: ReleaseRecord, folder: Path):
                        key="strategy") from None
     strategy = make_strategy(config)
     if isinstance(strategy, ModularStrategy):
-        strategy.groups = dict(record.strategy_state.get("groups", {}))
+        strategy.groups = dict(record.strategy_state.groups)
         strategy.trained_modules_cache = list(record.modules)
     return strategy
 
@@ -113,8 +113,9 @@ def check(path: str | Path, max_significant_losses: int | None = None, min_mean_
                  criteria)
 
 
-def _config(config: str | Path | ConfigFile, kind: type[ConfigFile], overrides: Sequence[str],
-            trust_remote_code: bool) -> ConfigFile:
+def release_config(config: str | Path | ConfigFile, kind: type[ConfigFile], overrides: Sequence[str] = (),
+                   trust_remote_code: bool = False) -> ConfigFile:
+    """A train or update config: a file read (with ``--set`` overrides) and checked, or a config object."""
     if not isinstance(config, ConfigFile):
         config = load_config(config, overrides, kind=kind)
     elif overrides:
@@ -130,7 +131,7 @@ def train(config: str | Path | TrainConfig, out: str | Path, *, overrides: Seque
     """``cml train CONFIG --out OUT``: the initial release, loaded."""
     from .build import train as build
 
-    build(_config(config, TrainConfig, overrides, trust_remote_code), out, overwrite=overwrite)
+    build(release_config(config, TrainConfig, overrides, trust_remote_code), out, overwrite=overwrite)
     return Release.load(out, trust_remote_code=trust_remote_code)
 
 
@@ -140,7 +141,7 @@ def update(config: str | Path | UpdateConfig, source: str | Path, out: str | Pat
     (``release.record.verdict.ship`` says whether it may ship)."""
     from .build import update as build
 
-    build(_config(config, UpdateConfig, overrides, trust_remote_code), source, out, grow=grow_head,
+    build(release_config(config, UpdateConfig, overrides, trust_remote_code), source, out, grow=grow_head,
           overwrite=overwrite)
     return Release.load(out, trust_remote_code=trust_remote_code)
 

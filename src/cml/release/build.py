@@ -19,17 +19,18 @@ from ..data.stream import Stage
 from ..errors import CMLError
 from ..evaluation.cml_metrics import metric_changes
 from ..evaluation.inference import predict
-from ..io import new_folder, write_text
+from ..io import new_folder, refuse_overlap, write_text
 from ..models.embedded import quiet_transformers
 from ..routing import RoutedModel
 from ..strategies import StageContext, make_strategy
 from ..strategies.modular import ModularStrategy
 from ..tasks import make_task
+from .ship import check_metric, judge
 from ..training.trainer import make_accelerator
-from .manifest import (ADAPTER_DIR, MODEL_DIR, PREDICTIONS, Change, LanguageResult, Origin, Reference,
-                       ReleaseRecord, fingerprint_weights, now, write_manifest)
+from ..versions import package_versions
+from .manifest import (ADAPTER_DIR, MODEL_DIR, PREDICTIONS, Change, LanguageResult, ModularState, Origin,
+                       Reference, ReleaseRecord, fingerprint_files, now, write_manifest, written_by_cml)
 from .model import Source, base_format, copy_base, grow_head, load_model, open_source, save_adapters, save_base
-from .ship import judge
 
 NEEDS_EARLIER_DATA = ("ewc", "replay")  # they read earlier stages' data, which a release does not keep
 
@@ -43,10 +44,10 @@ class Scored:
     items: dict[str, list[float]]
 
 
-def _read(config: ReleaseConfig, key: str) -> MultilingualDataset:
+def _read(config: ReleaseConfig, key: str, required: tuple[str, ...]) -> MultilingualDataset:
     source = getattr(config, key)
     with config.locating_errors():
-        return read_dataset(source, config.task)
+        return read_dataset(source, config.task, required)
 
 
 def _split(dataset: MultilingualDataset, split: str, languages: list[str], what: str) -> dict[str, list[Example]]:
@@ -105,12 +106,6 @@ def _prediction_lines(task, test: dict[str, list[Example]], scored: dict[str, Sc
     return "".join(lines)
 
 
-def _versions() -> dict[str, str]:
-    from ..experiment import _versions as versions
-
-    return versions()
-
-
 def _model_settings(task) -> dict:
     """What serving needs besides the weights: the model settings, with the input length the tokenizer allows."""
     return {**task.model_config.model_dump(mode="json", exclude={"name"}), "max_length": task.max_length}
@@ -138,7 +133,7 @@ def _finish(folder: Path, record: ReleaseRecord, task, test, scored) -> ReleaseR
     from .report import write_report
 
     write_text(folder / PREDICTIONS, _prediction_lines(task, test, scored))
-    record.weights = fingerprint_weights(folder)
+    record.files = fingerprint_files(folder)
     write_manifest(folder, record)
     write_report(folder, record)
     return record
@@ -147,7 +142,7 @@ def _finish(folder: Path, record: ReleaseRecord, task, test, scored) -> ReleaseR
 def train(config: TrainConfig, out: str | Path, *, overwrite: bool = False) -> ReleaseRecord:
     """``cml train``: fine-tune ``config.model`` on every language of ``config.data`` (train split), keep the
     best epoch on dev, score on test, and write the release to ``out``."""
-    dataset = _read(config, "data")
+    dataset = _read(config, "data", ("train", "dev", "test"))
     languages = dataset.languages
     train_data, dev, test = (_split(dataset, split, languages, "the data") for split in ("train", "dev", "test"))
     with config.locating_errors():
@@ -155,7 +150,7 @@ def train(config: TrainConfig, out: str | Path, *, overwrite: bool = False) -> R
                          config.evaluation.primary_metric)
     task.languages = languages
     training = config.resolved_training
-    with new_folder(out, overwrite=overwrite, what="release folder") as folder:
+    with new_folder(out, overwrite=overwrite, what="release folder", replaceable=written_by_cml) as folder:
         accelerator = make_accelerator(training, folder)
         with quiet_transformers():  # its load report calls the new head "newly initialized", as it should be
             model = RoutedModel(task.seeded_model(config.seed), languages)
@@ -175,32 +170,58 @@ def train(config: TrainConfig, out: str | Path, *, overwrite: bool = False) -> R
             results={lang: LanguageResult(updated=True, train_examples=len(train_data[lang]),
                                           test_examples=len(test[lang]), scores=_numeric(scored[lang].metrics))
                      for lang in languages},
-            weights={}, versions=_versions())
+            files={}, versions=package_versions())
         return _finish(folder, record, task, test, scored)
 
 
 @dataclass
 class UpdatePlan:
-    """What every strategy of one ``cml update`` shares: the parent, the data, the task and the stage context."""
+    """What every strategy of one ``cml update`` shares: the parent, the task and the stage context."""
 
     parent: Source
     task: object
-    old_task: object  # the task with the parent's labels (the same task unless the head grows)
+    parent_task: object  # the task with the parent's labels, which builds the parent's network
     languages: list[str]
-    served: list[str]
     test: dict[str, list[Example]]
     ctx: StageContext
 
-    def parent_model(self) -> RoutedModel:
-        model = load_model(self.old_task, self.parent.record, self.parent.folder, self.languages)
-        if self.old_task is not self.task:
-            self.task.new_parameter_names = grow_head(model.model, self.task, self.parent.labels)
+    @property
+    def grows_head(self) -> bool:
+        return len(self.task.labels) > len(self.parent.labels)
+
+    def parent_model(self, grow: bool = True) -> RoutedModel:
+        """The parent's network; with ``grow``, its head widened to the task's labels (which start with the
+        parent's, so the parent's outputs keep their meaning either way)."""
+        model = load_model(self.parent_task, self.parent.record, self.parent.folder, self.languages)
+        if grow and self.grows_head:
+            self.grow(model)
         return model
+
+    def grow(self, model: RoutedModel) -> None:
+        self.task.new_parameter_names = grow_head(model.model, self.task, self.parent.labels)
+
+    def check(self, strategy) -> None:
+        """Whether ``strategy`` can update this parent: a CMLError saying why not."""
+        record = self.parent.record
+        modular = isinstance(strategy, ModularStrategy)
+        if modular and self.grows_head:
+            raise CMLError(f"{strategy.config.method} cannot grow the head: each of its modules trains its own copy "
+                           "of it, and the languages served by the base would get the new labels' untrained rows; "
+                           "grow it with a full-model update (full_finetune) first")
+        if record is None or not record.modules:
+            return
+        if not modular:
+            raise CMLError(f"the parent release serves its languages through adapters ({', '.join(record.modules)}); "
+                           f"a {strategy.config.method} update needs one model: `cml export --format merged` it and "
+                           "update from the merged folder of a route, or continue with a modular strategy")
+        if record.strategy.get("method") != strategy.config.method:
+            raise CMLError(f"the parent's modules were made by {record.strategy.get('method')}; this update is "
+                           f"{strategy.config.method}: continue with the same method")
 
     def apply(self, strategy, model: RoutedModel) -> tuple[RoutedModel, dict, float, dict[str, Scored]]:
         """``strategy``'s update of ``model`` (the parent's network), its record, seconds and test results."""
         if isinstance(strategy, ModularStrategy) and self.parent.record is not None and self.parent.record.modules:
-            model = strategy.restore(model, self.parent.record.strategy_state, self.ctx)
+            model = strategy.restore(model, self.parent.record.strategy_state.model_dump(), self.ctx)
         started = time.perf_counter()
         model, artifacts = strategy.update(model, self.ctx)
         seconds = time.perf_counter() - started
@@ -213,15 +234,17 @@ def update(config: UpdateConfig, source: str | Path, out: str | Path, *, grow: b
     """``cml update``: apply ``config.strategy`` to ``source`` (a release, or a checkpoint with its task head)
     with every example of ``config.data``; score every served language on ``config.eval`` before and after;
     judge by ``config.ship``; write the release to ``out``. ``config.references`` are applied to the same
-    parent and batch and recorded beside it. Returns the record (``record.verdict.ship``)."""
+    parent and batch and recorded beside it (or why they could not be). Returns the record
+    (``record.verdict.ship``)."""
     for index, strategy_config in enumerate((config.strategy, *config.references)):
         if strategy_config.method in NEEDS_EARLIER_DATA:
             key = "strategy.method" if index == 0 else f"references.{index - 1}.method"
             raise CMLError(f"{strategy_config.method} needs the data of earlier updates, which a release does not "
                            "keep; use it in `cml run`, or choose another strategy", key=key)
     parent = open_source(str(source), config.task, config.model.trust_remote_code)
-    batch = _read(config, "data")
-    evaluation = _read(config, "eval")
+    refuse_overlap(out, parent.folder)
+    batch = _read(config, "data", ())
+    evaluation = _read(config, "eval", ("dev", "test"))
     served = list(parent.record.languages) if parent.record else evaluation.languages
     languages = served + sorted(set(batch.languages) - set(served))
     train_data = {lang: [e for split in ("train", "dev", "test") for e in batch.splits[lang][split]]
@@ -232,21 +255,27 @@ def update(config: UpdateConfig, source: str | Path, out: str | Path, *, grow: b
     model_config = _model_config(config.model, parent)
     with config.locating_errors():
         task = make_task(config.task, labels, model_config, config.evaluation.primary_metric)
-    old_task = make_task(config.task, parent.labels, model_config, config.evaluation.primary_metric) \
-        if len(labels) > len(parent.labels) else task
-    task.languages = old_task.languages = languages
-    strategies = [make_strategy(entry) for entry in (config.strategy, *config.references)]
-    for strategy in strategies:
-        _check_chain(parent, strategy)
+        check_metric(config.ship.metric, task, "ship.metric")
+    parent_task = task if labels == parent.labels else make_task(config.task, parent.labels, model_config,
+                                                                    config.evaluation.primary_metric)
+    task.languages = parent_task.languages = languages
+    strategy, *others = (make_strategy(entry) for entry in (config.strategy, *config.references))
     training = config.resolved_training
     resamples, seed = config.evaluation.resamples, config.evaluation.seed
-    with new_folder(out, overwrite=overwrite, what="release folder") as folder:
+    with new_folder(out, overwrite=overwrite, what="release folder", replaceable=written_by_cml) as folder:
         ctx = _context(task, config.name, train_data, dev, languages, training, make_accelerator(training, folder),
                        config.seed)
-        plan = UpdatePlan(parent, task, old_task, languages, served, test, ctx)
-        model = plan.parent_model()
-        before = score(model, old_task, {lang: test[lang] for lang in served}, training.eval_batch_size)
-        strategy = strategies[0]
+        plan = UpdatePlan(parent, task, parent_task, languages, test, ctx)
+        with config.locating_errors():
+            try:
+                plan.check(strategy)
+            except CMLError as err:
+                raise CMLError(err.message, key="strategy") from None
+        model = plan.parent_model(grow=False)
+        # the parent's head outputs its own labels, a prefix of the task's: its predictions mean the same
+        before = score(model, task, {lang: test[lang] for lang in served}, training.eval_batch_size)
+        if plan.grows_head:
+            plan.grow(model)
         if isinstance(strategy, ModularStrategy):  # the base every route starts from: the parent's network
             if parent.record is not None and parent.record.modules:
                 copy_base(parent.folder / MODEL_DIR, folder / MODEL_DIR, link_weights=True)
@@ -255,26 +284,21 @@ def update(config: UpdateConfig, source: str | Path, out: str | Path, *, grow: b
         model, artifacts, seconds, after = plan.apply(strategy, model)
         if isinstance(strategy, ModularStrategy):
             modules = save_adapters(model, folder / ADAPTER_DIR)
-            state = {key: artifacts[key] for key in ("groups", "modules", "routes")}
+            state = ModularState(**{key: artifacts[key] for key in ("groups", "modules", "routes")})
         else:
             save_base(model, task, folder / MODEL_DIR)
-            modules, state = [], {}
+            modules, state = [], None
         routes = {lang: list(model.route_of(lang)) for lang in languages}
         del model
         by_language, summary = changes(before, after, resamples, seed)
-        references = {}
-        for reference in strategies[1:]:
-            _, _, _, reference_after = plan.apply(reference, plan.parent_model())
-            reference_changes, reference_summary = changes(before, reference_after, resamples, seed)
-            references[reference.name] = Reference(
-                strategy=reference.config.model_dump(mode="json"), changes=reference_changes,
-                summary=reference_summary, verdict=judge(reference_changes, task.primary_metric, config.ship))
+        references = {reference.name: _reference(plan, reference, before, config) for reference in others}
         gate = artifacts.get("gate") or {}
         record = ReleaseRecord(
             name=config.name, kind="update", created=now(), task=config.task, primary_metric=task.primary_metric,
             languages=languages, labels=task.labels, origin=parent.origin,
             backbone=parent.record.backbone if parent.record else parent.model,
-            base_format=parent.record.base_format if parent.record else "hf", strategy=config.strategy.model_dump(mode="json"), trained={"train": artifacts.get("train"), "seconds": seconds},
+            base_format=parent.record.base_format if parent.record else "hf", strategy=config.strategy.model_dump(mode="json"),
+            trained={"train": artifacts.get("train"), "seconds": seconds},
             strategy_state=state, modules=modules, model_settings=_model_settings(task),
             training=training.model_dump(mode="json"), data=dict(sorted(batch.inputs.items())),
             eval_data=dict(sorted(evaluation.inputs.items())),
@@ -284,8 +308,22 @@ def update(config: UpdateConfig, source: str | Path, out: str | Path, *, grow: b
                                           gate=gate.get(lang))
                      for lang in languages},
             summary=summary, verdict=judge(by_language, task.primary_metric, config.ship),
-            references=references, weights={}, versions=_versions())
+            references=references, files={}, versions=package_versions())
         return _finish(folder, record, task, test, after)
+
+
+def _reference(plan: UpdatePlan, strategy, before: dict[str, Scored], config: UpdateConfig) -> Reference:
+    """``strategy`` applied to the same parent and batch, for comparison; where it cannot apply to this parent
+    (a full-model strategy after a modular release), why not."""
+    settings = strategy.config.model_dump(mode="json")
+    try:
+        plan.check(strategy)
+    except CMLError as err:
+        return Reference(strategy=settings, skipped=err.message)
+    _, _, _, after = plan.apply(strategy, plan.parent_model())
+    by_language, summary = changes(before, after, config.evaluation.resamples, config.evaluation.seed)
+    return Reference(strategy=settings, changes=by_language, summary=summary,
+                     verdict=judge(by_language, plan.task.primary_metric, config.ship))
 
 
 def _labels(config: UpdateConfig, parent: Source, batch: MultilingualDataset, evaluation: MultilingualDataset,
@@ -300,21 +338,3 @@ def _labels(config: UpdateConfig, parent: Source, batch: MultilingualDataset, ev
         raise CMLError(f"the new data has labels the model does not: {', '.join(new[:10])}; pass --grow-head to "
                        "add them to its head (the old labels keep their ids)", file=batch.source)
     return list(parent.labels) + new
-
-
-def _check_chain(parent: Source, strategy) -> None:
-    """A modular update continues its parent's modules only when they were made the same way; a full-model
-    update cannot start from a parent whose languages are served by different adapters."""
-    record = parent.record
-    if record is None or not record.modules:
-        return
-    if not isinstance(strategy, ModularStrategy):
-        raise CMLError(f"the parent release serves its languages through adapters ({', '.join(record.modules)}); "
-                       f"a {strategy.config.method} update needs one model: `cml export --format merged` it and "
-                       "update from the merged folder of a route, or continue with a modular strategy",
-                       file=parent.folder)
-    if record.strategy.get("method") != strategy.config.method:
-        raise CMLError(f"the parent's modules were made by {record.strategy.get('method')}; this update is "
-                       f"{strategy.config.method}: continue with the same method", file=parent.folder)
-
-

@@ -33,7 +33,7 @@ def _print_release(record) -> None:
         result = record.results[lang]
         change = result.changes.get(metric)
         style = "red" if change and change.significant_loss else "green" if change and change.significant_gain else None
-        table.add_row(lang, "+".join(result.route) or "previous",
+        table.add_row(lang, "+".join(result.route) or "base",
                       f"{100 * change.before:.1f}" if change else "–", f"{100 * result.scores[metric]:.1f}",
                       f"{100 * change.delta:+.1f}" if change else "–",
                       f"[{100 * change.ci_low:+.1f}, {100 * change.ci_high:+.1f}]" if change else "–", style=style)
@@ -60,12 +60,11 @@ def train(config, out, overrides, overwrite, trust_remote_code):
     """Train the initial model on CONFIG's data (every language: train split, best epoch on dev, scored on test)
     and write it as a release to OUT. CONFIG needs name, task, data and optionally model and training (which
     default per task family)."""
-    from ..config import TrainConfig, load_config
+    from ..config import TrainConfig
+    from .api import release_config
     from .build import train as build
 
-    cfg = load_config(config, overrides, kind=TrainConfig)
-    cfg.allow_remote_code(trust_remote_code)
-    record = build(cfg, out, overwrite=overwrite)
+    record = build(release_config(config, TrainConfig, overrides, trust_remote_code), out, overwrite=overwrite)
     _print_release(record)
     click.echo(f"release: {out} (report: {out}/report.html)")
 
@@ -84,12 +83,12 @@ def train(config, out, overrides, overwrite, trust_remote_code):
 def update(config, source, out, grow_head, overrides, overwrite, trust_remote_code):
     """Update SOURCE with CONFIG's new batch (`data`, all of it), score every language on `eval` before and
     after, and write the release to OUT. Exits 3 when CONFIG's `ship` criteria say it must not ship."""
-    from ..config import UpdateConfig, load_config
+    from ..config import UpdateConfig
+    from .api import release_config
     from .build import update as build
 
-    cfg = load_config(config, overrides, kind=UpdateConfig)
-    cfg.allow_remote_code(trust_remote_code)
-    record = build(cfg, source, out, grow=grow_head, overwrite=overwrite)
+    record = build(release_config(config, UpdateConfig, overrides, trust_remote_code), source, out, grow=grow_head,
+                   overwrite=overwrite)
     _print_release(record)
     click.echo(f"release: {out} (report: {out}/report.html)")
     _print_verdict(record.verdict, out)

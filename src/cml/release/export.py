@@ -15,10 +15,11 @@ import json
 from pathlib import Path
 
 from ..errors import CMLError
-from ..io import new_folder, write_json, write_text
+from ..io import new_folder, refuse_overlap, write_json, write_text
 from ..models.embedded import quiet_transformers
 from ..reports.document import Paragraph, to_markdown
-from .manifest import ADAPTER_DIR, MODEL_DIR, ReleaseRecord, read_manifest, verify_weights
+from .manifest import (ADAPTER_DIR, EXPORT_MARKER, MODEL_DIR, ReleaseRecord, read_manifest, verify_files,
+                       written_by_cml)
 from .model import copy_base
 from .report import report_blocks
 
@@ -40,7 +41,7 @@ def export(release: str | Path, out: str | Path, format: str, *, overwrite: bool
         raise CMLError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     folder = Path(release)
     record = read_manifest(folder)
-    verify_weights(folder, record)
+    verify_files(folder, record)
     if record.base_format == "assembled":
         raise CMLError(f"this release's encoder-decoder was assembled by cml around {record.backbone} (one embedding "
                        "table shared by encoder, decoder and output, and a hook adding the source embeddings), which "
@@ -49,7 +50,8 @@ def export(release: str | Path, out: str | Path, format: str, *, overwrite: bool
     if format == "hf" and record.modules:
         raise CMLError(f"this release serves its languages through adapters ({', '.join(record.modules)}): export "
                        "it as `peft` (base + adapters + routes) or `merged` (one plain model per route)", file=folder)
-    with new_folder(out, overwrite=overwrite, what="export folder") as target:
+    refuse_overlap(out, folder)
+    with new_folder(out, overwrite=overwrite, what="export folder", replaceable=written_by_cml) as target:
         if format == "hf":
             copy_base(folder / MODEL_DIR, target)
         elif format == "peft":
@@ -60,6 +62,7 @@ def export(release: str | Path, out: str | Path, format: str, *, overwrite: bool
         else:
             _merged(folder, record, target)
         write_text(target / "README.md", model_card(record, format))
+        write_json(target / EXPORT_MARKER, {"format": format, "release": record.name, "release_files": record.files})
     return Path(out)
 
 

@@ -20,7 +20,7 @@ import datetime
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..data.examples import TaskFamily
 from ..errors import CMLError
@@ -31,6 +31,7 @@ MANIFEST = "release.json"
 MODEL_DIR = "model"
 ADAPTER_DIR = "adapters"
 PREDICTIONS = "predictions.jsonl"
+EXPORT_MARKER = "cml-export.json"
 MAX_LANGUAGES = 1000
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 MAX_LABELS = 100_000
@@ -59,12 +60,12 @@ class _Record(BaseModel):
 
 class Origin(_Record):
     """What a release was made from: a parent release, a Hugging Face checkpoint (folder or hub id) with its
-    task head, or (``cml train``) a backbone. ``weights`` holds the sha256 of its weight files, where local."""
+    task head, or (``cml train``) a backbone. ``files`` holds the sha256 of its files, where local."""
 
     kind: Literal["release", "checkpoint", "backbone"]
     name: str
     release: str | None = None  # the parent release's name
-    weights: dict[str, str] = {}
+    files: dict[str, str] = {}
 
 
 class Change(_Record):
@@ -107,7 +108,7 @@ class Verdict(_Record):
     min_mean_delta: float
     metric: str
     significant_losses: list[str]
-    mean_delta: float | None
+    mean_delta: float
     failures: list[str]
 
     @property
@@ -117,12 +118,23 @@ class Verdict(_Record):
 
 class Reference(_Record):
     """Another strategy applied to the same parent and batch for comparison (``references`` in the update
-    config, e.g. full fine-tuning): its changes, summary and verdict under the same criteria. Not shipped."""
+    config, e.g. full fine-tuning): its changes, summary and verdict under the same criteria, or why it could
+    not be applied to this parent (``skipped``). Not shipped."""
 
     strategy: dict[str, Any]
-    changes: dict[str, dict[str, Change]]
-    summary: dict[str, dict[str, Any]]
-    verdict: Verdict
+    skipped: str | None = None
+    changes: dict[str, dict[str, Change]] = {}
+    summary: dict[str, dict[str, Any]] = {}
+    verdict: Verdict | None = None
+
+
+class ModularState(_Record):
+    """What a modular update continues: each language's group, the trained modules and the routes (module
+    names joined by ``+``; ``previous`` for the base)."""
+
+    groups: dict[str, str]
+    modules: list[ModuleName]
+    routes: dict[str, str]
 
 
 class ReleaseRecord(_Record):
@@ -141,7 +153,7 @@ class ReleaseRecord(_Record):
     base_format: Literal["hf", "assembled"] = "hf"  # assembled: a seq2seq model cml built around an encoder
     strategy: dict[str, Any]  # the update strategy's settings, as its config section
     trained: dict[str, Any] = {}  # what training recorded: epochs, dev scores, losses, seconds
-    strategy_state: dict[str, Any] = {}  # what the next update continues (a modular strategy's groups)
+    strategy_state: ModularState | None = None  # what the next update continues (modular strategies)
     modules: list[ModuleName] = []
     model_settings: dict[str, Any] = {}  # max_length, decoding: what scoring and serving need besides weights
     training: dict[str, Any] = {}
@@ -151,12 +163,28 @@ class ReleaseRecord(_Record):
     summary: dict[str, dict[str, Any]] = {}  # metric -> figures over languages (cml.evaluation.cml_metrics)
     verdict: Verdict | None = None
     references: dict[str, Reference] = {}
-    weights: dict[ReleasePath, str]  # every weight file of the release -> sha256
+    files: dict[ReleasePath, str]  # every file of the model and adapters (weights, configs, tokenizer) -> sha256
     versions: dict[str, str] = {}
 
     @property
     def routes(self) -> dict[str, tuple[str, ...]]:
         return {lang: tuple(result.route) for lang, result in self.results.items()}
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.base_format == "assembled" and self.task is not TaskFamily.seq2seq:
+            raise ValueError("base_format `assembled` is for seq2seq models only")
+        unknown = sorted({module for result in self.results.values() for module in result.route} - set(self.modules))
+        if unknown:
+            raise ValueError(f"routes name modules the release does not have: {', '.join(unknown[:5])}")
+        if self.modules and (self.strategy_state is None or set(self.strategy_state.modules) != set(self.modules)):
+            raise ValueError("a release with modules needs its strategy_state (groups, modules, routes)")
+        return self
+
+
+def written_by_cml(folder: Path) -> bool:
+    """Whether ``folder`` is a release or an export (what ``--overwrite`` may replace)."""
+    return (folder / MANIFEST).is_file() or (folder / EXPORT_MARKER).is_file()
 
 
 def now() -> str:
@@ -190,32 +218,34 @@ def write_manifest(folder: str | Path, release: ReleaseRecord) -> None:
     write_json(Path(folder) / MANIFEST, release.model_dump(mode="json"))
 
 
-def weight_files(folder: Path) -> list[str]:
-    """The release's weight files (relative paths), in a stable order."""
-    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.safetensors"))
+def model_files(folder: Path) -> list[str]:
+    """Every file of the release's network (relative paths, in a stable order): weights, configs, tokenizer."""
+    return sorted(path.relative_to(folder).as_posix() for sub in (MODEL_DIR, ADAPTER_DIR)
+                  for path in (folder / sub).rglob("*") if path.is_file())
 
 
-def fingerprint_weights(folder: Path) -> dict[str, str]:
-    return {name: sha256_bytes(read_bytes(folder / name, "weights")) for name in weight_files(folder)}
+def fingerprint_files(folder: Path) -> dict[str, str]:
+    return {name: sha256_bytes(read_bytes(folder / name, "model file")) for name in model_files(folder)}
 
 
-def verify_weights(folder: str | Path, release: ReleaseRecord) -> None:
-    """Every weight file the record lists is there with its recorded sha256, and no other is: a release whose
-    weights changed after it was scored is not the release its verdict speaks for."""
+def verify_files(folder: str | Path, release: ReleaseRecord) -> None:
+    """Every file of the network that the record lists is there with its recorded sha256, and no other is: a
+    release whose weights, configs (an adapter's scaling, the label map) or tokenizer changed after it was
+    scored is not the release its verdict speaks for."""
     folder = Path(folder)
     refuse_links(folder, "a release folder may not hold links: its files would not be the ones its sha256 speak for")
     pickled = sorted(path for path in folder.rglob("*") if path.suffix in PICKLE_SUFFIXES)
     if pickled:
         raise CMLError("a release holds safetensors only; this file may be a pickle, which can run code when "
                        "loaded", file=pickled[0])
-    found = set(weight_files(folder))
-    extra = sorted(found - set(release.weights))
+    found = set(model_files(folder))
+    extra = sorted(found - set(release.files))
     if extra:
-        raise CMLError(f"weight files the release does not list: {', '.join(extra[:3])}", file=folder)
-    for name, digest in release.weights.items():
+        raise CMLError(f"files the release does not list: {', '.join(extra[:3])}", file=folder)
+    for name, digest in release.files.items():
         path = folder / name
         if not path.is_file():
-            raise CMLError("a weight file of the release is missing", file=path)
-        if sha256_bytes(read_bytes(path, "weights")) != digest:
-            raise CMLError("this weight file changed after the release was made (its sha256 differs from "
-                           "release.json)", file=path)
+            raise CMLError("a file of the release is missing", file=path)
+        if sha256_bytes(read_bytes(path, "model file")) != digest:
+            raise CMLError("this file changed after the release was made (its sha256 differs from release.json)",
+                           file=path)

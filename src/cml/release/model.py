@@ -19,7 +19,7 @@ from ..io import read_bytes, sha256_bytes
 from ..models.embedded import loading_model, quiet_transformers, resolve_model_path
 from ..routing import RoutedModel
 from ..training.checkpoint import load_model_state, unshare
-from .manifest import ADAPTER_DIR, MANIFEST, MODEL_DIR, Origin, ReleaseRecord, read_manifest, verify_weights
+from .manifest import ADAPTER_DIR, MANIFEST, MODEL_DIR, Origin, ReleaseRecord, read_manifest, verify_files
 
 # The model classes whose checkpoints carry each family's task head (a plain backbone does not).
 HEAD_ARCHITECTURES = {TaskFamily.classification: "ForSequenceClassification",
@@ -46,8 +46,8 @@ def open_source(name: str, family: TaskFamily, trust_remote_code: bool = False) 
         if record.task is not family:
             raise CMLError(f"this release is a {record.task.value} model; the config's task is {family.value}",
                            file=path)
-        verify_weights(path, record)
-        return Source(Origin(kind="release", name=str(path.resolve()), release=record.name, weights=record.weights),
+        verify_files(path, record)
+        return Source(Origin(kind="release", name=str(path.resolve()), release=record.name, files=record.files),
                       model_name(path, record), list(record.labels), record, path)
     from transformers import AutoConfig
 
@@ -67,9 +67,9 @@ def open_source(name: str, family: TaskFamily, trust_remote_code: bool = False) 
         if len(set(labels)) != len(labels):
             raise CMLError(f"{name}: its id2label names one label twice ({labels})")
     local = Path(resolve_model_path(name))
-    weights = {p.name: sha256_bytes(read_bytes(p, "weights")) for p in sorted(local.glob("*.safetensors"))} \
+    files = {p.name: sha256_bytes(read_bytes(p, "checkpoint file")) for p in sorted(local.iterdir()) if p.is_file()} \
         if local.is_dir() else {}
-    return Source(Origin(kind="checkpoint", name=name, weights=weights), name, labels)
+    return Source(Origin(kind="checkpoint", name=name, files=files), name, labels)
 
 
 def load_model(task, record: ReleaseRecord | None, folder: Path | None, languages: list[str]) -> RoutedModel:
@@ -78,7 +78,7 @@ def load_model(task, record: ReleaseRecord | None, folder: Path | None, language
     with quiet_transformers():
         base = task.seeded_model(0)  # nothing random: every weight comes from the folder
         if record is not None and record.base_format == "assembled":
-            load_model_state(base, folder / MODEL_DIR)
+            load_model_state(base, folder / MODEL_DIR, complete=True)  # nothing of the backbone's weights stays
     model = RoutedModel(base, languages)
     if record is not None and record.modules:
         from peft import PeftModel

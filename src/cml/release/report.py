@@ -44,7 +44,7 @@ def language_table(record: ReleaseRecord, metric: str | None = None) -> Table:
         result = record.results[lang]
         change = result.changes.get(metric)
         flag = _flag(change)
-        route = "+".join(result.route) or "previous model"
+        route = "+".join(result.route) or "base"
         gate = (result.gate or {}).get("choice", "")
         rows.append([Cell(lang), Cell(route + (f" (gate: {gate})" if gate else "")), Cell("yes" if result.updated else ""),
                      Cell(str(result.train_examples)), Cell(str(result.test_examples)),
@@ -61,35 +61,40 @@ def _flag(change) -> str:
     return "" if change is None else "loss" if change.significant_loss else "gain" if change.significant_gain else ""
 
 
+def _outcome(summary: dict, ship: bool) -> str:
+    figures = summary or {}
+    return (f"{figures.get('n_significant_degraded', 0)} significant losses and "
+            f"{figures.get('n_significant_improved', 0)} significant gains (mean change "
+            f"{_signed(figures.get('mean_delta'))}): {'may ship' if ship else 'must not ship'}")
+
+
 def references_blocks(record: ReleaseRecord) -> list[Block]:
     """The update beside the strategies it was compared with on the same parent and batch, language by
-    language: what they would have changed, and whether they would have shipped."""
+    language: what they would have changed, and whether they would have shipped (or why they were not applied)."""
     if not record.references:
         return []
     metric = record.primary_metric
-    names = list(record.references)
-    rows = []
-    for lang in record.languages:
-        ours = record.results[lang].changes.get(metric)
-        cells = [Cell(lang), Cell("yes" if record.results[lang].updated else ""),
-                 Cell(f"{_signed(ours.delta)} {_flag(ours)}".strip() if ours else "–", best=_flag(ours) == "gain")]
-        for name in names:
-            theirs = record.references[name].changes.get(lang, {}).get(metric)
-            cells.append(Cell(f"{_signed(theirs.delta)} {_flag(theirs)}".strip() if theirs else "–"))
-        rows.append(cells)
-    verdicts = [f"`{name}` would have made {ref.summary.get(metric, {}).get('n_significant_degraded', 0)} significant "
-                f"losses and {ref.summary.get(metric, {}).get('n_significant_improved', 0)} significant gains "
-                f"(mean change {_signed(ref.summary.get(metric, {}).get('mean_delta'))}): "
-                f"{'may ship' if ref.verdict.ship else 'must not ship'}" for name, ref in record.references.items()]
-    ours = record.summary.get(metric, {})
-    verdicts.insert(0, f"this release (`{record.strategy.get('name') or record.strategy.get('method')}`): "
-                       f"{ours.get('n_significant_degraded', 0)} significant losses and "
-                       f"{ours.get('n_significant_improved', 0)} significant gains (mean change "
-                       f"{_signed(ours.get('mean_delta'))}): {'may ship' if record.verdict.ship else 'must not ship'}")
-    return [Heading(2, "Against other strategies on the same batch"), Bullets(verdicts),
-            Table(["language", "updated", "this release", *names], rows,
-                  caption=f"change in {metric} (points) from the parent; loss/gain: significant (95% interval)",
-                  labels=2)]
+    applied = [name for name, ref in record.references.items() if ref.skipped is None]
+    lines = [f"this release (`{record.strategy.get('name') or record.strategy.get('method')}`): "
+             + _outcome(record.summary.get(metric), record.verdict.ship)]
+    for name, ref in record.references.items():
+        lines.append(f"`{name}`: not applied ({ref.skipped})" if ref.skipped else
+                     f"`{name}` would have made " + _outcome(ref.summary.get(metric), ref.verdict.ship))
+    blocks: list[Block] = [Heading(2, "Against other strategies on the same batch"), Bullets(lines)]
+    if applied:
+        rows = []
+        for lang in record.languages:
+            ours = record.results[lang].changes.get(metric)
+            cells = [Cell(lang), Cell("yes" if record.results[lang].updated else ""),
+                     Cell(f"{_signed(ours.delta)} {_flag(ours)}".strip() if ours else "–", best=_flag(ours) == "gain")]
+            for name in applied:
+                theirs = record.references[name].changes.get(lang, {}).get(metric)
+                cells.append(Cell(f"{_signed(theirs.delta)} {_flag(theirs)}".strip() if theirs else "–"))
+            rows.append(cells)
+        blocks.append(Table(["language", "updated", "this release", *applied], rows,
+                            caption=f"change in {metric} (points) from the parent; loss/gain: significant (95% "
+                                    "interval)", labels=2))
+    return blocks
 
 
 def metrics_table(record: ReleaseRecord) -> Table:
@@ -124,7 +129,7 @@ def report_blocks(record: ReleaseRecord) -> list[Block]:
     if record.summary:
         blocks += [Heading(2, "Every metric"), metrics_table(record)]
     if record.modules:
-        groups = record.strategy_state.get("groups", {})
+        groups = record.strategy_state.groups
         blocks += [Heading(2, "Modules"), Bullets([f"`{module}`: " + ", ".join(sorted(
             lang for lang, group in groups.items() if group == module)) for module in record.modules])]
     return blocks

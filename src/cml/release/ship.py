@@ -20,14 +20,21 @@ def judge(by_language: dict[str, dict[str, Change]], primary_metric: str, criter
         known = sorted({name for per_metric in by_language.values() for name in per_metric})
         raise CMLError(f"the release has no per-language changes of {metric!r}; it has: {', '.join(known) or 'none'}")
     losses = sorted(lang for lang, change in changes.items() if change.significant_loss)
-    mean = sum(change.delta for change in changes.values()) / len(changes) if changes else None
-    failures = [f"{lang}: {metric} {changes[lang].before:.4f} -> {changes[lang].after:.4f} "
-                f"(delta {changes[lang].delta:+.4f}, 95% CI [{changes[lang].ci_low:+.4f}, {changes[lang].ci_high:+.4f}])"
-                " is a significant loss" for lang in losses] if len(losses) > criteria.max_significant_losses else []
+    mean = sum(change.delta for change in changes.values()) / len(changes)
+    failures = [f"{lang}: {metric} {100 * changes[lang].before:.1f} -> {100 * changes[lang].after:.1f} points "
+                f"(change {100 * changes[lang].delta:+.1f}, 95% CI [{100 * changes[lang].ci_low:+.1f}, "
+                f"{100 * changes[lang].ci_high:+.1f}]) is a significant loss"
+                for lang in losses] if len(losses) > criteria.max_significant_losses else []
     if len(losses) > criteria.max_significant_losses:
         failures.append(f"{len(losses)} significant losses, at most {criteria.max_significant_losses} allowed")
-    if mean is not None and mean < criteria.min_mean_delta:
-        failures.append(f"mean {metric} change {mean:+.4f} over {len(changes)} languages is below the required "
-                        f"{criteria.min_mean_delta:+.4f}")
+    if mean < criteria.min_mean_delta:
+        failures.append(f"mean {metric} change {100 * mean:+.2f} points over {len(changes)} languages is below the "
+                        f"required {100 * criteria.min_mean_delta:+.2f}")
     return Verdict(max_significant_losses=criteria.max_significant_losses, min_mean_delta=criteria.min_mean_delta,
                    metric=metric, significant_losses=losses, mean_delta=mean, failures=failures)
+
+
+def check_metric(metric: str | None, task, key: str) -> None:
+    """Refuse, before any training, criteria that name a metric the task does not compute."""
+    if metric is not None and metric not in task.metrics:
+        raise CMLError(f"this {task.family.value} task computes {', '.join(task.metrics)}, not {metric!r}", key=key)

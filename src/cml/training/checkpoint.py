@@ -116,10 +116,14 @@ def verify_checkpoint(folder: Path) -> None:
         read_json(optimizer, "optimizer state")
 
 
-def load_model_state(model: torch.nn.Module, folder: Path) -> None:
+def load_model_state(model: torch.nn.Module, folder: Path, complete: bool = False) -> None:
+    """The tensors of ``folder/model.safetensors`` into ``model``; with ``complete``, every tensor of the model
+    must be in the file (none may keep the value it was built with)."""
     path = Path(folder) / "model.safetensors"
     tensors = load_tensors(path)
     expected = model.state_dict()
+    if complete and set(expected) - set(tensors):
+        raise CMLError(f"the file lacks tensors of the model: {sorted(set(expected) - set(tensors))[:5]}", file=path)
     missing_in_model = set(tensors) - set(expected)
     if missing_in_model:
         raise CMLError(f"checkpoint has tensors the model lacks: {sorted(missing_in_model)[:5]}", file=path)

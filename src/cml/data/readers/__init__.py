@@ -7,10 +7,11 @@ test-only sources.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pkgutil import resolve_name
 
 from ...config import DataSource
-from ..examples import MultilingualDataset, TaskFamily
+from ..examples import SPLITS, MultilingualDataset, TaskFamily
 from .common import finish_dataset
 
 # format -> "module:function"; imported on demand to keep optional dependencies (datasets, simplemma) off the
@@ -27,7 +28,9 @@ READERS = {
 }
 
 
-def read_dataset(source: DataSource, task: TaskFamily) -> MultilingualDataset:
+def read_dataset(source: DataSource, task: TaskFamily, required: Sequence[str] = SPLITS) -> MultilingualDataset:
+    """The examples of ``source``; every language must have the ``required`` splits (all three by default; a
+    release's new batch needs none in particular, its eval sets dev and test)."""
     # the config admits exactly the keys of READERS (tests/test_config.py checks both ways)
     dataset = resolve_name(f"{__name__}.{READERS[source.format]}")(source, task)
-    return finish_dataset(dataset, source)
+    return finish_dataset(dataset, source, required)

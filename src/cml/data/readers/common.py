@@ -112,8 +112,9 @@ def check_example(example: Example, task: TaskFamily, label_set: set[str] | None
     return example
 
 
-def finish_dataset(dataset: MultilingualDataset, source) -> MultilingualDataset:
-    """Split test-only languages, cap splits, check the selection was found, check completeness."""
+def finish_dataset(dataset: MultilingualDataset, source, required: Sequence[str] = SPLITS) -> MultilingualDataset:
+    """Split test-only languages, cap splits, check the selection was found, check that every language has the
+    ``required`` splits."""
     ratios = source.split.model_dump()
     for lang, by_split in dataset.splits.items():
         if not by_split["train"] and not by_split["dev"] and by_split["test"]:
@@ -128,5 +129,5 @@ def finish_dataset(dataset: MultilingualDataset, source) -> MultilingualDataset:
                            f"available: {', '.join(dataset.languages) or 'none'}", file=dataset.source)
     if source.labels is not None and dataset.label_set is None:
         dataset.label_set = tuple(source.labels)
-    dataset.check()
+    dataset.check(required)
     return dataset
