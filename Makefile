@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/cml run configs/demo.yaml --overwrite
+	CML_BIN=$(BIN) bash scripts/demo.sh
 
 # The report's browser check needs Debian's chromium; without it (no apt, no root) those tests skip.
 browser:

@@ -140,6 +140,20 @@ def test_conllu_skips_ranges_and_empty_nodes(tmp_path):
     assert xpos.splits["deu"]["test"][0].tags == ("APPR", "ART", "NN", "$.")
 
 
+def test_conllu_selection_skips_treebanks_with_unknown_codes(tmp_path):
+    """ud_treebanks holds UD_Maghrebi_Arabic_French-Arabizi/qaf_arabizi-ud-*.conllu: no known code, so reading
+    the folder for some languages skips it, and reading it for all languages names it."""
+    for folder, prefix in (("UD_German-X", "de_x"), ("UD_Maghrebi_Arabic_French-Arabizi", "qaf_arabizi")):
+        (tmp_path / folder).mkdir()
+        for split in ("train", "dev", "test"):
+            (tmp_path / folder / f"{prefix}-ud-{split}.conllu").write_text(CONLLU.replace("s1", f"s-{split}"))
+    data = read_dataset(ConlluSource(format="conllu", path=str(tmp_path), languages=["de"]), T)
+    assert data.languages == ["deu"] and data.counts()["deu"] == {"train": 1, "dev": 1, "test": 1}
+    with pytest.raises(CMLError, match="unknown language code 'qaf'") as err:
+        read_dataset(ConlluSource(format="conllu", path=str(tmp_path)), T)
+    assert "qaf_arabizi-ud-" in str(err.value.file)
+
+
 def test_conllu_broken_line(tmp_path):
     (tmp_path / "de_x-ud-test.conllu").write_text(CONLLU.replace("2\tdem\tder\tDET", "2\tdem\tDET"))
     with pytest.raises(CMLError, match="expected 10 tab-separated CoNLL-U columns") as err:

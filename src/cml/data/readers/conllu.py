@@ -1,7 +1,9 @@
 """CoNLL-U treebanks (Universal Dependencies): one tag per word, UPOS or XPOS.
 
 Files are found under the path recursively. The language comes from the file name (``de_pud-ud-test``)
-or, failing that, the UD folder name (``UD_German-PUD``); the split from ``-ud-{train,dev,test}``.
+or, failing that, the UD folder name (``UD_German-PUD``); the split from ``-ud-{train,dev,test}``. With a
+``languages`` selection, files whose code names no known language (UD's private ``qaf``, ``qpm``) are skipped, so
+that a folder of many treebanks can be read; without one, such a file is an error.
 Multiword-token ranges (``3-4``) and empty nodes (``5.1``) are skipped: tags belong to syntactic words.
 """
 
@@ -28,7 +30,12 @@ def read_conllu(source, task: TaskFamily) -> MultilingualDataset:
     label_set = set(source.labels) if source.labels else None
     dataset = MultilingualDataset(task, label_set=tuple(sorted(label_set)) if label_set else None, source=str(root))
     for path in files:
-        lang, split = _language_and_split(path)
+        try:
+            lang, split = _language_and_split(path)
+        except CMLError:
+            if source.languages != "all":
+                continue  # a code we cannot name is none of the (canonical) languages the source selects
+            raise
         if wanted(lang, source):
             dataset.add(split, (check_example(e, task, label_set, path, n)
                                 for n, e in read_conllu_file(path, lang, _COLUMN[source.tag_column], dataset)), lang)
