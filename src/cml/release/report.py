@@ -61,10 +61,14 @@ def _flag(change) -> str:
     return "" if change is None else "loss" if change.significant_loss else "gain" if change.significant_gain else ""
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 'es' if what.endswith('s') else 's'}"
+
+
 def _outcome(summary: dict, ship: bool) -> str:
     figures = summary or {}
-    return (f"{figures.get('n_significant_degraded', 0)} significant losses and "
-            f"{figures.get('n_significant_improved', 0)} significant gains (mean change "
+    return (f"{_count(figures.get('n_significant_degraded', 0), 'significant loss')} and "
+            f"{_count(figures.get('n_significant_improved', 0), 'significant gain')} (mean change "
             f"{_signed(figures.get('mean_delta'))}): {'may ship' if ship else 'must not ship'}")
 
 
