@@ -79,6 +79,7 @@ def load_model(task, record: ReleaseRecord | None, folder: Path | None, language
         base = task.seeded_model(0)  # nothing random: every weight comes from the folder
         if record is not None and record.base_format == "assembled":
             load_model_state(base, folder / MODEL_DIR, complete=True)  # nothing of the backbone's weights stays
+    task.new_parameter_names = frozenset()  # every weight came from the release or checkpoint: none starts new
     model = RoutedModel(base, languages)
     if record is not None and record.modules:
         from peft import PeftModel
