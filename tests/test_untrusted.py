@@ -336,14 +336,19 @@ def test_predict_refuses_malformed_input_lines(finished_run, stdin, message):
 
 # ------------------------------------------------------------------------------- 6. silent acceptance
 
-def test_jsonl_null_text_is_an_error_not_the_string_none(tmp_path):
+@pytest.mark.parametrize("fmt, content, message, line", [
+    ("jsonl", '{"text": "ein satz", "label": "a"}\n{"text": null, "label": "b"}\n',
+     "column 'text' must be a string, got null", 2),  # an error, not the string "None"
+    ("tsv", "text\tlabel\ttext\na\tb\tc\n", "the header names a column twice: text", 1),
+])
+def test_a_file_that_would_be_misread_is_an_error_naming_its_line(tmp_path, fmt, content, message, line):
     from cml.config import DelimitedSource
     from cml.data.examples import TaskFamily
 
-    write_splits(tmp_path, "jsonl", '{"text": "ein satz", "label": "a"}\n{"text": null, "label": "b"}\n')
-    with pytest.raises(CMLError, match="column 'text' must be a string, got null") as err:
-        read_dataset(DelimitedSource(format="jsonl", path=str(tmp_path)), TaskFamily.classification)
-    assert err.value.line == 2
+    write_splits(tmp_path, fmt, content)
+    with pytest.raises(CMLError, match=message) as err:
+        read_dataset(DelimitedSource(format=fmt, path=str(tmp_path)), TaskFamily.classification)
+    assert err.value.line == line
 
 
 @pytest.mark.parametrize("section, text, key", [
@@ -669,16 +674,6 @@ def test_numbers_and_names_out_of_bounds_are_refused(tmp_path, override):
     with pytest.raises(CMLError) as err:
         load_config(path, [override])
     assert err.value.key.startswith("--set")
-
-
-def test_a_repeated_header_column_is_an_error(tmp_path):
-    from cml.config import DelimitedSource
-    from cml.data.examples import TaskFamily
-
-    write_splits(tmp_path, "tsv", "text\tlabel\ttext\na\tb\tc\n")
-    with pytest.raises(CMLError, match="the header names a column twice: text") as err:
-        read_dataset(DelimitedSource(format="tsv", path=str(tmp_path)), TaskFamily.classification)
-    assert err.value.line == 1
 
 
 @pytest.mark.parametrize("stdin, message", [

@@ -11,15 +11,8 @@ from ..evaluation.cml_metrics import metric_disagreements
 from ..io import write_text
 from ..reports.document import Block, Bullets, Cell, Heading, Paragraph, Table, to_html, to_markdown
 from ..reports.report import disagreement_words
+from ..reports.tables import points, signed_points
 from .manifest import ReleaseRecord
-
-
-def _points(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
-
-
-def _signed(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:+.1f}"
 
 
 def verdict_blocks(record: ReleaseRecord) -> list[Block]:
@@ -29,8 +22,8 @@ def verdict_blocks(record: ReleaseRecord) -> list[Block]:
                           "there is nothing before it to compare with.")]
     verdict = record.verdict
     criteria = (f"at most {verdict.max_significant_losses} significant {verdict.metric} losses (found "
-                f"{len(verdict.significant_losses)}) and a mean change of at least {_signed(verdict.min_mean_delta)} "
-                f"points (found {_signed(verdict.mean_delta)})")
+                f"{len(verdict.significant_losses)}) and a mean change of at least "
+                f"{signed_points(verdict.min_mean_delta)} points (found {signed_points(verdict.mean_delta)})")
     if verdict.ship:
         return [Paragraph(f"**Verdict: may ship.** Criteria met: {criteria}.")]
     return [Paragraph(f"**Verdict: must not ship.** Criteria: {criteria}."), Bullets(verdict.failures)]
@@ -48,9 +41,9 @@ def language_table(record: ReleaseRecord, metric: str | None = None) -> Table:
         gate = (result.gate or {}).get("choice", "")
         rows.append([Cell(lang), Cell(route + (f" (gate: {gate})" if gate else "")), Cell("yes" if result.updated else ""),
                      Cell(str(result.train_examples)), Cell(str(result.test_examples)),
-                     Cell(_points(change.before if change else None)),
-                     Cell(_points(result.scores.get(metric))), Cell(_signed(change.delta if change else None)),
-                     Cell(f"[{_signed(change.ci_low)}, {_signed(change.ci_high)}]" if change else "–"),
+                     Cell(points(change.before if change else None)),
+                     Cell(points(result.scores.get(metric))), Cell(signed_points(change.delta if change else None)),
+                     Cell(f"[{signed_points(change.ci_low)}, {signed_points(change.ci_high)}]" if change else "–"),
                      Cell(flag, best=flag == "gain")])
     return Table(["language", "route", "updated", "train", "test", "before", "after", "change", "95% CI",
                   "significant"], rows, caption=f"{metric}, in points (x100); significant: the whole 95% paired "
@@ -69,7 +62,7 @@ def _outcome(summary: dict, ship: bool) -> str:
     figures = summary or {}
     return (f"{_count(figures.get('n_significant_degraded', 0), 'significant loss')} and "
             f"{_count(figures.get('n_significant_improved', 0), 'significant gain')} (mean change "
-            f"{_signed(figures.get('mean_delta'))}): {'may ship' if ship else 'must not ship'}")
+            f"{signed_points(figures.get('mean_delta'))}): {'may ship' if ship else 'must not ship'}")
 
 
 def references_blocks(record: ReleaseRecord) -> list[Block]:
@@ -90,10 +83,11 @@ def references_blocks(record: ReleaseRecord) -> list[Block]:
         for lang in record.languages:
             ours = record.results[lang].changes.get(metric)
             cells = [Cell(lang), Cell("yes" if record.results[lang].updated else ""),
-                     Cell(f"{_signed(ours.delta)} {_flag(ours)}".strip() if ours else "–", best=_flag(ours) == "gain")]
+                     Cell(f"{signed_points(ours.delta)} {_flag(ours)}".strip() if ours else "–",
+                          best=_flag(ours) == "gain")]
             for name in applied:
                 theirs = record.references[name].changes.get(lang, {}).get(metric)
-                cells.append(Cell(f"{_signed(theirs.delta)} {_flag(theirs)}".strip() if theirs else "–"))
+                cells.append(Cell(f"{signed_points(theirs.delta)} {_flag(theirs)}".strip() if theirs else "–"))
             rows.append(cells)
         blocks.append(Table(["language", "updated", "this release", *applied], rows,
                             caption=f"change in {metric} (points) from the parent; loss/gain: significant (95% "
@@ -104,8 +98,9 @@ def references_blocks(record: ReleaseRecord) -> list[Block]:
 def metrics_table(record: ReleaseRecord) -> Table:
     rows = [[Cell(metric + (" (primary)" if metric == record.primary_metric else "")),
              Cell(str(figures["n_significant_improved"])), Cell(str(figures["n_significant_degraded"])),
-             Cell(str(figures["n_improved"])), Cell(str(figures["n_degraded"])), Cell(_signed(figures["mean_delta"])),
-             Cell(_points(figures["mean_loss_magnitude"]))]
+             Cell(str(figures["n_improved"])), Cell(str(figures["n_degraded"])),
+             Cell(signed_points(figures["mean_delta"])),
+             Cell(points(figures["mean_loss_magnitude"]))]
             for metric, figures in record.summary.items()]
     return Table(["metric", "significant gains", "significant losses", "improved", "degraded", "mean change",
                   "mean loss"], rows, caption="every metric the task computes, over languages")

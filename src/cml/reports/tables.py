@@ -16,12 +16,13 @@ from ..evaluation.cml_metrics import REFERENCE, REFERENCE_KEYS, SUMMARY_KEYS, su
 MISSING = "–"
 
 
-def _points(value: float) -> str:
-    return f"{100 * value:.1f}"
+def points(value: float | None) -> str:
+    """A fraction in points (x100), one decimal; MISSING for no value."""
+    return MISSING if value is None else f"{100 * value:.1f}"
 
 
-def _signed_points(value: float) -> str:
-    return f"{100 * value:+.1f}"
+def signed_points(value: float | None) -> str:
+    return MISSING if value is None else f"{100 * value:+.1f}"
 
 
 def _percent(value: float) -> str:
@@ -49,11 +50,11 @@ COLUMNS = (
     Column("n_degraded", "degraded", str, "low"),
     Column("n_significant_improved", "sig. improved", str, "high"),
     Column("n_significant_degraded", "sig. degraded", str, "low"),
-    Column("mean_delta", "mean Δ (pt)", _signed_points, "high"),
-    Column("mean_loss_magnitude", "mean loss (pt)", _points, "low"),
-    Column("max_loss", "max loss (pt)", _points, "low"),
-    Column("aggregate_before", "before", _points),
-    Column("aggregate_after", "after", _points, "high"),
+    Column("mean_delta", "mean Δ (pt)", signed_points, "high"),
+    Column("mean_loss_magnitude", "mean loss (pt)", points, "low"),
+    Column("max_loss", "max loss (pt)", points, "low"),
+    Column("aggregate_before", "before", points),
+    Column("aggregate_after", "after", points, "high"),
     Column("negative_flip_rate", "neg. flips", _percent, "low"),
     Column("improved_share_gain_pp", "improved vs ref (pp)", lambda value: f"{value:+.1f}", "high"),
     Column("loss_magnitude_reduction", "loss reduction vs ref", _signed_percent, "high"),
