@@ -81,3 +81,55 @@ def interrupt_run(config_path: Path, stage: str, step: int, overrides: list[str]
             Experiment(load_config(config_path, list(overrides))).run()
     finally:
         full_finetune.train = original
+
+
+class PairDistances:
+    """A typology matrix reduced to what routing reads (``distance``): a table of language pairs, ``default``
+    for the pairs it lacks. Lets a test put each language exactly where a routing rule's boundary is."""
+
+    def __init__(self, pairs: dict[tuple[str, str], float], default: float = 1.0):
+        self.pairs = {frozenset(pair): value for pair, value in pairs.items()}
+        self.default = default
+
+    def distance(self, a: str, b: str) -> float:
+        return 0.0 if a == b else self.pairs.get(frozenset((a, b)), self.default)
+
+
+def grouped_strategy(groups: dict[str, str], distances: PairDistances, **options):
+    """A LAFT-URIEL strategy whose groups and typology are given rather than computed from URIEL."""
+    from cml.config import ModularConfig
+    from cml.strategies.laft_uriel import LaftUriel
+
+    strategy = LaftUriel(ModularConfig(method="laft_uriel", **options))
+    strategy.groups, strategy.typology = dict(groups), distances
+    return strategy
+
+
+def gate_with_dev_items(monkeypatch, strategy, modules: list[str], dev_items: dict[str, dict[tuple, list[float]]],
+                        seed: int = 0):
+    """``strategy.choose_routes`` after training ``modules``, where a language's dev evaluation on a route
+    gives the item scores ``dev_items[lang][route]`` (accuracy: their mean). The fake evaluation reads the route
+    from the model it is handed, as the real one does, so a gate that scores one route and deploys another
+    gets another answer. Returns the routes, the gate's record and the (language, route) pairs evaluated."""
+    from types import SimpleNamespace
+
+    import cml.strategies.modular as modular
+
+    evaluated = []
+
+    def evaluate_languages(model, task, data, batch_size):
+        results = {}
+        for lang in data:
+            route = model.routes[lang]
+            evaluated.append((lang, route))
+            items = dev_items[lang][route]
+            results[lang] = ({"accuracy": sum(items) / len(items)}, list(items))
+        return results
+
+    monkeypatch.setattr(modular, "evaluate_languages", evaluate_languages)
+    monkeypatch.setattr(strategy, "trained_modules", lambda model: sorted(modules))
+    task = SimpleNamespace(primary_metric="accuracy", item_scores=lambda examples, predictions: predictions)
+    ctx = SimpleNamespace(languages=sorted(dev_items), task=task, dev={lang: ([], []) for lang in dev_items},
+                          training=SimpleNamespace(eval_batch_size=8), seed=seed)
+    routes, gate = strategy.choose_routes(SimpleNamespace(routes={}), ctx)
+    return routes, gate, evaluated

@@ -1,0 +1,136 @@
+"""LAFT-URIEL's policy, not its machinery: which route each language gets after an update (own group, nearest
+trained group within ``route_to_nearest``, shared module, previous model, in that order), the gate's ties, and
+the tagging metrics the gate and the summaries count. Groups and distances are given (``grouped_strategy``), so
+each case sits exactly where a rule decides."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import PairDistances, grouped_strategy
+
+from cml.metrics import entity_f1, sentence_entity_scores, token_accuracy
+from cml.strategies.modular import gate_choice
+
+GROUPS = {"deu": "g1", "nld": "g1", "fra": "g2", "spa": "g2", "ita": "g2", "hin": "g3", "yor": "g4"}
+# Mean distances to g1's members (deu, nld): fra 0.45, spa 0.55, ita 0.56; yor is 0.5 from hin (g3's only
+# member) and 0.52 from g1. Every pair not listed is 1.0 apart.
+DISTANCES = PairDistances({("fra", "deu"): 0.45, ("fra", "nld"): 0.45, ("spa", "deu"): 0.55, ("spa", "nld"): 0.55,
+                           ("ita", "deu"): 0.56, ("ita", "nld"): 0.56, ("yor", "hin"): 0.5, ("yor", "deu"): 0.52,
+                           ("yor", "nld"): 0.52})
+PREVIOUS = ()
+
+
+def ungated(**options):
+    return grouped_strategy(GROUPS, DISTANCES, gate=False, **options)
+
+
+def test_a_language_without_a_trained_group_borrows_the_nearest_within_route_to_nearest():
+    strategy = ungated(route_to_nearest=0.55)
+    routes = {lang: strategy.default_route(lang, ["g1"]) for lang in GROUPS}
+    assert routes == {"deu": ("g1",), "nld": ("g1",),  # their own group
+                      "fra": ("g1",),  # 0.45 from g1
+                      "spa": ("g1",),  # exactly at the limit: within it
+                      "ita": PREVIOUS,  # 0.56: beyond it
+                      "yor": ("g1",),  # 0.52
+                      "hin": PREVIOUS}
+
+
+def test_without_route_to_nearest_an_ungated_update_borrows_nothing():
+    strategy = ungated()
+    assert {lang: strategy.default_route(lang, ["g1"]) for lang in ("fra", "spa")} == {"fra": PREVIOUS, "spa": PREVIOUS}
+    assert "nearest" not in strategy.candidates("fra", ["g1"])
+
+
+def test_a_trained_own_group_beats_a_nearer_borrowed_one():
+    # fra is 0.45 from g1, well within the limit, but its own group g2 trained too
+    assert ungated(route_to_nearest=0.55).default_route("fra", ["g1", "g2"]) == ("g2",)
+
+
+def test_the_nearest_of_several_trained_groups_is_borrowed():
+    # yor: 0.5 from g3, 0.52 from g1, both within the limit
+    assert ungated(route_to_nearest=0.55).default_route("yor", ["g1", "g3"]) == ("g3",)
+
+
+def test_hierarchical_routes_stack_the_group_on_the_shared_module_and_fall_back_to_it():
+    strategy = ungated(route_to_nearest=0.55, hierarchical=True)
+    routes = {lang: strategy.default_route(lang, ["shared", "g1"]) for lang in ("deu", "fra", "ita", "hin")}
+    assert routes == {"deu": ("shared", "g1"), "fra": ("shared", "g1"), "ita": ("shared",), "hin": ("shared",)}
+
+
+def test_gate_candidates_run_from_the_previous_model_to_the_own_group():
+    strategy = grouped_strategy(GROUPS, DISTANCES, hierarchical=True)  # gated: laft_uriel's default
+    candidates = strategy.candidates("fra", ["shared", "g1", "g2"])
+    assert list(candidates.items()) == [("previous", PREVIOUS), ("shared", ("shared",)), ("nearest", ("shared", "g1")),
+                                        ("own", ("shared", "g2"))]
+    # the gate judges the nearest group on dev whatever its distance: yor is 1.0 from g2
+    assert list(strategy.candidates("yor", ["shared", "g2"])) == ["previous", "shared", "nearest"]
+
+
+def test_gate_ties_keep_the_more_conservative_route():
+    assert gate_choice({"previous": 0.6, "shared": 0.6, "nearest": 0.6, "own": 0.6}, {}, None)[0] == "previous"
+    assert gate_choice({"previous": 0.5, "shared": 0.6, "nearest": 0.7, "own": 0.7}, {}, None)[0] == "nearest"
+    assert gate_choice({"previous": 0.5, "shared": 0.7, "nearest": 0.6, "own": 0.7}, {}, None)[0] == "shared"
+    assert gate_choice({"previous": 0.5, "shared": 0.6, "nearest": 0.6, "own": 0.7}, {}, None)[0] == "own"
+
+
+# -------------------------------------------------------------------------------------------- tagging metrics
+
+REFERENCES = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"], ["O", "O"], ["O"]]
+PREDICTIONS = [["B-PER", "I-PER", "O", "B-ORG"], ["O", "I-ORG", "I-ORG"], ["O", "O"], ["B-PER"]]
+# By hand, strict IOB2: the references hold PER(0-2), LOC(3-4), ORG(1-3); the predictions PER(0-2), ORG(3-4) and
+# PER(0-1) in the last sentence, but no entity in "O I-ORG I-ORG" (an entity starts with B- in strict mode; the
+# lenient conlleval reading would find ORG(1-3) there and count it right).
+
+
+def test_token_accuracy_counts_every_token_of_every_sentence():
+    assert token_accuracy(REFERENCES, PREDICTIONS) == 7 / 10  # wrong: B-LOC as B-ORG, B-ORG as I-ORG, O as B-PER
+    assert token_accuracy([["A", "B", "C"], ["A"]], [["A", "B", "X"], ["X"]]) == 2 / 4  # tokens, not sentences
+
+
+def test_entity_scores_are_strict_iob2_by_hand_and_as_seqeval_computes_them():
+    from seqeval.metrics import f1_score, precision_score, recall_score
+    from seqeval.scheme import IOB2
+
+    scores = entity_f1(REFERENCES, PREDICTIONS)
+    assert scores == pytest.approx({"entity_precision": 1 / 3, "entity_recall": 1 / 3, "entity_f1": 1 / 3})
+    strict = {"mode": "strict", "scheme": IOB2}
+    assert scores == pytest.approx({"entity_precision": precision_score(REFERENCES, PREDICTIONS, **strict),
+                                    "entity_recall": recall_score(REFERENCES, PREDICTIONS, **strict),
+                                    "entity_f1": f1_score(REFERENCES, PREDICTIONS, **strict)})
+    assert f1_score(REFERENCES, PREDICTIONS) == pytest.approx(4 / 7)  # the lenient reading (P 2/4, R 2/3) is not used
+    nothing = entity_f1([["O", "O"]], [["O", "O"]])
+    assert nothing == {"entity_f1": 0.0, "entity_precision": 0.0, "entity_recall": 0.0}  # seqeval's zero_division=0
+
+
+def test_sentence_entity_scores_by_hand():
+    scores = sentence_entity_scores(REFERENCES, PREDICTIONS)
+    assert scores == {
+        # PER right, LOC read as ORG; the ORG not found (I- cannot start it); nothing to find and nothing found;
+        # a spurious PER where there is nothing to find
+        "entity_f1": [0.5, 0.0, 1.0, 0.0],
+        "entity_precision": [0.5, 1.0, 1.0, 0.0],
+        "entity_recall": [0.5, 0.0, 1.0, 1.0]}
+
+
+def test_tagging_task_reports_the_metrics_and_item_scores_of_its_family(tiny_backbone):
+    from cml.config import ModelConfig
+    from cml.data.examples import Example, TaskFamily
+    from cml.tasks import make_task
+
+    examples = [Example(str(i), "deu", tokens=tuple(f"w{j}" for j in range(len(tags))), tags=tuple(tags))
+                for i, tags in enumerate(REFERENCES)]
+    ner = make_task(TaskFamily.tagging, ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"],
+                    ModelConfig(name=tiny_backbone))
+    scores = ner.score(examples, PREDICTIONS)
+    assert ner.primary_metric == "entity_f1"
+    assert {key: scores[key] for key in ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")} == \
+        pytest.approx({"entity_f1": 1 / 3, "entity_precision": 1 / 3, "entity_recall": 1 / 3, "token_accuracy": 0.7})
+    items = ner.item_metric_scores(examples, PREDICTIONS)
+    assert items["token_accuracy"] == [0.75, 2 / 3, 1.0, 0.0]
+    assert items["entity_f1"] == [0.5, 0.0, 1.0, 0.0]
+
+    pos = make_task(TaskFamily.tagging, ["NOUN", "VERB"], ModelConfig(name=tiny_backbone))
+    tagged = [Example("0", "deu", tokens=("a", "b", "c"), tags=("NOUN", "VERB", "NOUN"))]
+    assert pos.primary_metric == "token_accuracy"
+    assert pos.score(tagged, [["NOUN", "NOUN", "NOUN"]])["token_accuracy"] == pytest.approx(2 / 3)
+    assert "entity_f1" not in pos.score(tagged, [["NOUN", "NOUN", "NOUN"]])
