@@ -92,3 +92,34 @@ def test_every_configurable_format_and_method_has_an_importable_implementation()
         assert set(registry) == _literals(union)
         for target in registry.values():
             assert callable(resolve_name(f"{package}.{target}"))
+
+
+def test_max_per_split_caps_each_split_or_all():
+    from pydantic import ValidationError
+
+    from cml.config import ConlluSource
+
+    caps = ConlluSource.model_validate({"format": "conllu", "max_per_split": {"train": 400, "test": 200}}).max_per_split
+    assert (caps.train, caps.dev, caps.test) == (400, None, 200)
+    assert ConlluSource.model_validate({"format": "conllu", "max_per_split": 5}).max_per_split == 5
+    for wrong in ({"train": 0}, {"trian": 3}, 0, "x", True):
+        with pytest.raises(ValidationError):
+            ConlluSource.model_validate({"format": "conllu", "max_per_split": wrong})
+
+
+def test_max_per_split_keeps_the_first_examples_of_each_split(tmp_path):
+    from cml.config import DelimitedSource
+    from cml.data.examples import TaskFamily
+    from cml.data.readers import read_dataset
+
+    for split, n in (("train", 9), ("dev", 6), ("test", 7)):
+        folder = tmp_path / "eng"
+        folder.mkdir(exist_ok=True)
+        rows = "".join(f"{split}{i}\tpos\n" for i in range(n))
+        (folder / f"{split}.tsv").write_text(f"text\tlabel\n{rows}", encoding="utf-8")
+    source = DelimitedSource.model_validate({"format": "tsv", "path": str(tmp_path),
+                                             "max_per_split": {"train": 4, "test": 2}})
+    splits = read_dataset(source, TaskFamily.classification).splits["eng"]
+    assert {split: [e.text for e in examples] for split, examples in splits.items()} == {
+        "train": ["train0", "train1", "train2", "train3"], "dev": [f"dev{i}" for i in range(6)],
+        "test": ["test0", "test1"]}

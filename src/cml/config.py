@@ -95,6 +95,14 @@ def _check_path(path: str) -> str:
 PathText = Annotated[str, AfterValidator(_check_path)]
 
 
+class SplitCaps(Strict):
+    """At most this many examples of a language in each split (none: no cap): the first ones in file order."""
+
+    train: int | None = Field(None, gt=0)
+    dev: int | None = Field(None, gt=0)
+    test: int | None = Field(None, gt=0)
+
+
 class RemoteCodeByFlagOnly(Strict):
     """A section that loads code-bearing things (a model, a hub dataset). Whether their own Python code may
     run is never read from a file: only ``ExperimentConfig.allow_remote_code`` (the ``--trust-remote-code``
@@ -131,7 +139,9 @@ class SourceBase(Strict):
     languages: list[str] | Literal["all"] = "all"
     exclude_languages: list[str] = []
     labels: list[str] | None = Field(None, description="the label (or tag) set; other labels are an error")
-    max_per_split: int | None = Field(None, gt=0, description="read at most this many examples per language and split")
+    max_per_split: Annotated[int, Field(gt=0)] | SplitCaps | None = Field(
+        None, description="read at most this many examples per language and split (the first ones in file order); "
+        "a mapping {train, dev, test} caps each split on its own")
     split: SplitRatios = SplitRatios()
 
     @field_validator("languages", "exclude_languages")
@@ -335,6 +345,10 @@ class LoraOptions(Strict):
     layers: list[int] | None = Field(
         None, description="only these encoder layers get LoRA; upper layers only make the backward pass short")
     train_head: Flag = Field(True, description="each module gets its own copy of the task head")
+    cache_frozen_layers: Flag = Field(
+        True, description="compute the output of the layers below the lowest adapted one once per update (dropout "
+                          "off there) and train and gate on it: epochs and gate candidates then run only the "
+                          "adapted layers (docs/benchmarks.md, 'Speed')")
 
 
 class StrategyBase(Strict):
@@ -419,8 +433,14 @@ class WiseFTConfig(StrategyBase):
         return value
 
 
+class NoUpdateConfig(StrategyBase):
+    """The previous model kept as is: trains nothing (a reference beside full fine-tuning; ``training`` is unused)."""
+
+    method: Literal["no_update"]
+
+
 StrategyConfig = Annotated[Union[FullFinetuneConfig, ModularConfig, EWCConfig, ReplayConfig, DistillConfig,
-                                 WiseFTConfig], Field(discriminator="method")]
+                                 WiseFTConfig, NoUpdateConfig], Field(discriminator="method")]
 
 
 def _metric_name(name: str | None) -> str | None:

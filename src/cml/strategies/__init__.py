@@ -19,6 +19,7 @@ METHODS = {
     "replay": "replay:Replay",
     "distill": "distill:Distill",
     "wise_ft": "wise_ft:WiseFT",
+    "no_update": "no_update:NoUpdate",
 }
 
 

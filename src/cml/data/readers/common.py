@@ -120,8 +120,11 @@ def finish_dataset(dataset: MultilingualDataset, source, required: Sequence[str]
         if not by_split["train"] and not by_split["dev"] and by_split["test"]:
             by_split.update(split_by_id(by_split["test"], ratios, seed=0))
         if source.max_per_split:
+            caps = source.max_per_split
             for split in SPLITS:
-                del by_split[split][source.max_per_split:]
+                cap = caps if isinstance(caps, int) else getattr(caps, split)
+                if cap:
+                    del by_split[split][cap:]
     if source.languages != "all":
         missing = [lang for lang in source.languages if lang not in dataset.splits]
         if missing:
