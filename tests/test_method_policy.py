@@ -5,8 +5,11 @@ each case sits exactly where a rule decides."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
-from helpers import PairDistances, grouped_strategy
+import torch
+from helpers import PairDistances, grouped_strategy, run_config
 
 from cml.metrics import entity_f1, sentence_entity_scores, token_accuracy
 from cml.strategies.modular import gate_choice
@@ -71,6 +74,36 @@ def test_gate_ties_keep_the_more_conservative_route():
     assert gate_choice({"previous": 0.5, "shared": 0.6, "nearest": 0.7, "own": 0.7}, {}, None)[0] == "nearest"
     assert gate_choice({"previous": 0.5, "shared": 0.7, "nearest": 0.6, "own": 0.7}, {}, None)[0] == "shared"
     assert gate_choice({"previous": 0.5, "shared": 0.6, "nearest": 0.6, "own": 0.7}, {}, None)[0] == "own"
+
+
+def test_an_update_leaves_the_languages_it_routes_to_the_previous_model_bit_for_bit(tmp_path, tiny_backbone):
+    """The live model after a LAFT-URIEL update on Hindi (ungated, no route_to_nearest; deu and fra in the other
+    group), as the run evaluates it: deu's and fra's logits are the previous model's exactly, hin's are not. Checks
+    the update itself (what it trains, what it leaves frozen), where the served model rebuilt from the saved
+    modules would hide a change to the shared weights."""
+    from cml.config import load_config
+    from cml.experiment import Experiment
+    from cml.routing import RoutedModel
+    from cml.strategies import make_strategy
+
+    path = run_config(tmp_path, tiny_backbone, epochs=2)
+    lora = "{r: 4, target_modules: [query, value]}"
+    config = load_config(path, [f"strategies=[{{method: laft_uriel, n_groups: 2, gate: false, lora: {lora}}}]"])
+    experiment = Experiment(config)
+    previous = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
+    experiment.initial_stage(previous, ())
+    strategy = make_strategy(config.strategies[0])
+    updated, record = strategy.update(copy.deepcopy(previous), experiment.context(strategy.name, 1))
+    assert record["groups"]["hin"] not in (record["groups"]["deu"], record["groups"]["fra"])  # the case's premise
+    assert (record["routes"]["deu"], record["routes"]["fra"]) == ("previous", "previous")
+
+    def logits(model, langs):
+        features = [f for lang in langs for f in experiment.dev[lang][1]]
+        with torch.no_grad():
+            return model.eval()(**experiment.task.batch(features)).logits
+
+    assert torch.equal(logits(updated, ["deu", "fra"]), logits(previous, ["deu", "fra"]))
+    assert not torch.allclose(logits(updated, ["hin"]), logits(previous, ["hin"]), atol=1e-4)
 
 
 # -------------------------------------------------------------------------------------------- tagging metrics

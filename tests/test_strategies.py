@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from helpers import load_benchmark, write_config
+from helpers import PairDistances, gate_with_dev_items, grouped_strategy, load_benchmark, write_config
 from tiny import write_topic_data
 
 from cml.config import ModelConfig, load_config
@@ -122,14 +122,16 @@ def strategy_run(tmp_path_factory, tiny_backbone):
                      "hierarchical": True, "route_to_nearest": 0.9, "gate": False},
                     {"method": "laft_random", "lora": lora, "n_groups": 2},
                     {"method": "laft_uriel", "name": "laft_uriel_strict", "lora": lora, "n_groups": 2,
-                     "gate_confidence": 0.999}])
+                     "gate_confidence": 0.999},
+                    {"method": "laft_uriel", "name": "laft_uriel_ungated", "lora": lora, "n_groups": 2, "gate": False}])
     return Experiment(load_config(path)).run(), tmp_path
 
 
 def test_every_strategy_scores_every_language(strategy_run):
     results, _ = strategy_run
     assert list(results["strategies"]) == ["full_finetune", "lora_shared", "lora_per_language", "laft_uriel",
-                                           "laft_uriel_hier", "laft_random", "laft_uriel_strict"]
+                                           "laft_uriel_hier", "laft_random", "laft_uriel_strict",
+                                           "laft_uriel_ungated"]
     for entry in results["strategies"].values():
         assert [s["index"] for s in entry["stages"]] == [0, 1]
         assert set(entry["stages"][1]["scores"]) == set(LANGS)
@@ -149,17 +151,36 @@ def test_routes_follow_groups(strategy_run):
     assert hier["stored_bytes"] < stages["full_finetune"]["stored_bytes"]
 
 
-def test_gate_never_picks_a_route_with_a_worse_dev_score(strategy_run):
-    results, _ = strategy_run
-    gate = results["strategies"]["laft_uriel"]["stages"][1]["gate"]
-    assert set(gate) == set(LANGS)
-    for choice in gate.values():
-        chosen = next(score for key, score in choice["dev"].items() if key.startswith(choice["choice"] + ":"))
-        assert chosen == max(choice["dev"].values())
-        assert "previous:previous" in choice["dev"]
+GATE_GROUPS = {"deu": "g1", "nld": "g1", "fra": "g2", "spa": "g2", "hin": "g3"}
+GATE_DISTANCES = PairDistances({("hin", "deu"): 0.6, ("hin", "nld"): 0.6})  # hin's nearest trained group: g1
 
 
-def test_gate_confidence_needs_a_significant_dev_gain(strategy_run):
+def hits(right: int, n: int = 10) -> list[float]:
+    """Item scores of a dev set of ``n`` items, ``right`` of them right (the first ones: pairs line up)."""
+    return [1.0] * right + [0.0] * (n - right)
+
+
+def test_gate_never_picks_a_route_with_a_worse_dev_score(monkeypatch):
+    """g1 and g2 trained. Dev accuracy per language and route (the own group, the other group as the nearest, the
+    previous model): the gate moves deu (own best), fra (nearest and own tied: the nearest is more conservative)
+    and hin (its group untrained: nearest best); it keeps nld (all tied) and spa (the previous model best)."""
+    dev_items = {"deu": {(): hits(5), ("g2",): hits(6), ("g1",): hits(8)},
+                 "nld": {(): hits(6), ("g2",): hits(6), ("g1",): hits(6)},
+                 "fra": {(): hits(5), ("g1",): hits(7), ("g2",): hits(7)},
+                 "spa": {(): hits(7), ("g1",): hits(5), ("g2",): hits(6)},
+                 "hin": {(): hits(4), ("g1",): hits(6)}}
+    strategy = grouped_strategy(GATE_GROUPS, GATE_DISTANCES)
+    routes, gate, evaluated = gate_with_dev_items(monkeypatch, strategy, ["g1", "g2"], dev_items)
+    assert routes == {"deu": ("g1",), "nld": (), "fra": ("g1",), "spa": (), "hin": ("g1",)}
+    assert {lang: record["choice"] for lang, record in gate.items()} == {
+        "deu": "own", "nld": "previous", "fra": "nearest", "spa": "previous", "hin": "nearest"}
+    assert gate["fra"] == {"choice": "nearest", "route": "g1",
+                           "dev": {"previous:previous": 0.5, "nearest:g1": 0.7, "own:g2": 0.7}}
+    # every candidate of every language was scored once, on its own route
+    assert sorted(evaluated) == sorted((lang, route) for lang, items in dev_items.items() for route in items)
+
+
+def test_gate_confidence_needs_a_significant_dev_gain(monkeypatch):
     from cml.strategies.modular import gate_choice
 
     previous = [1.0] * 60 + [0.0] * 40
@@ -176,12 +197,49 @@ def test_gate_confidence_needs_a_significant_dev_gain(strategy_run):
     # a corpus-level primary metric shifts the bounds by its difference from the item mean
     assert gate_choice({"previous": 0.50, "own": 0.52}, items, 0.9)[0] == "previous"
 
-    results, _ = strategy_run
-    gate = results["strategies"]["laft_uriel_strict"]["stages"][1]["gate"]
-    for choice in gate.values():
-        assert set(choice["dev_gain_low"]) == {key.split(":")[0] for key in choice["dev"]} - {"previous"}
-        if choice["choice"] != "previous":
-            assert choice["dev_gain_low"][choice["choice"]] > 0
+    # In the gate, on 40 dev items: deu's own group and hin's nearest gain 16 and 20 items and move; fra's
+    # routes gain one item each, which a plain argmax takes and the confidence filter does not.
+    dev_items = {"deu": {(): hits(20, 40), ("g2",): hits(21, 40), ("g1",): hits(36, 40)},
+                 "fra": {(): hits(20, 40), ("g1",): hits(21, 40), ("g2",): hits(21, 40)},
+                 "hin": {(): hits(10, 40), ("g1",): hits(30, 40)}}
+    strategy = grouped_strategy(GATE_GROUPS, GATE_DISTANCES)
+    assert gate_with_dev_items(monkeypatch, strategy, ["g1", "g2"], dev_items)[0]["fra"] == ("g1",)
+    strict = grouped_strategy(GATE_GROUPS, GATE_DISTANCES, gate_confidence=0.9)
+    routes, gate, _ = gate_with_dev_items(monkeypatch, strict, ["g1", "g2"], dev_items)
+    assert routes == {"deu": ("g1",), "fra": (), "hin": ("g1",)}
+    assert {lang: set(record["dev_gain_low"]) for lang, record in gate.items()} == {
+        "deu": {"nearest", "own"}, "fra": {"nearest", "own"}, "hin": {"nearest"}}
+    assert gate["deu"]["dev_gain_low"]["own"] > 0 and gate["hin"]["dev_gain_low"]["nearest"] > 0
+    assert max(gate["fra"]["dev_gain_low"].values()) <= 0
+
+
+def test_languages_left_on_the_previous_model_keep_its_predictions_exactly(strategy_run):
+    """An ungated update on Hindi trains hin's group only; deu and fra, in the other group and with no
+    route_to_nearest, stay on the previous model: their logits after the update are the stage-0 model's, bit for bit,
+    while hin's change."""
+    from cml.predict import Predictor
+
+    results, tmp_path = strategy_run
+    stage = results["strategies"]["laft_uriel_ungated"]["stages"][1]
+    hin_group = stage["groups"]["hin"]
+    assert hin_group not in (stage["groups"]["deu"], stage["groups"]["fra"])  # the clustering the case needs
+    assert stage["routes"] == {"deu": "previous", "fra": "previous", "hin": hin_group}
+    assert {lang: stage["scores"][lang] for lang in ("deu", "fra")} == \
+        {lang: results["stages"][0]["scores"][lang] for lang in ("deu", "fra")}
+
+    run = tmp_path / "runs" / "t"
+    before = Predictor.from_run(run, stage=0)
+    after = Predictor.from_run(run, strategy="laft_uriel_ungated")
+    task = after.task
+
+    def logits(predictor, langs):
+        examples = [Example(f"{lang}{i}", lang, text=f"{lang}{topic}{i % 4} {lang}w{i % 6} {lang}w{(i + 2) % 6}",
+                            label=topic) for lang in langs for i, topic in enumerate(["food", "music", "sport"] * 2)]
+        with torch.no_grad():
+            return predictor.model(**task.batch(task.features(examples))).logits
+
+    assert torch.equal(logits(after, ["deu", "fra"]), logits(before, ["deu", "fra"]))
+    assert not torch.allclose(logits(after, ["hin"]), logits(before, ["hin"]), atol=1e-4)
 
 
 def test_gate_replay_reverts_moves_below_the_minimum_dev_gain(strategy_run, tmp_path):
@@ -237,9 +295,22 @@ def test_gate_replay_reverts_moves_below_the_minimum_dev_gain(strategy_run, tmp_
 
 
 def test_uriel_groups_put_romance_languages_together(strategy_run):
+    """Four families of two to four languages each, in mixed order, clustered into four groups: any grouping that
+    misreads the distances, or maps a cluster label back to the wrong language, splits one of them."""
+    from cml.config import ModularConfig
+    from cml.strategies.laft_uriel import LaftUriel
+
+    families = [{"fra", "spa", "por", "ita"}, {"deu", "eng", "nld", "swe"}, {"rus", "pol", "ces"}, {"hin", "ben"}]
+    languages = ["ita", "deu", "hin", "pol", "fra", "swe", "ben", "rus", "eng", "spa", "ces", "nld", "por"]
+    groups = LaftUriel(ModularConfig(method="laft_uriel", n_groups=4)).assign_groups(languages)
+    clusters = {}
+    for lang, group in groups.items():
+        clusters.setdefault(group, set()).add(lang)
+    assert sorted(map(sorted, clusters.values())) == sorted(map(sorted, families))
+
+    # laft_random draws groups of the sizes laft_uriel made
     results, _ = strategy_run
     groups = results["strategies"]["laft_uriel"]["stages"][1]["groups"]
-    assert groups["deu"] != groups["hin"] or groups["fra"] != groups["hin"]
     random_groups = results["strategies"]["laft_random"]["stages"][1]["groups"]
     assert sorted(map(list(groups.values()).count, set(groups.values()))) == \
         sorted(map(list(random_groups.values()).count, set(random_groups.values())))
