@@ -200,14 +200,33 @@ def test_separate_decoder_brings_its_own_vocabulary(tiny_bert, other_bert):
 
 
 def test_routed_model_generates_with_language_ids(tiny_bert):
+    """A batch mixing two routes (deu: a LoRA module, eng: the previous model) generates, row by row, what each
+    language's rows generate alone; and the module does change what deu's rows generate, so a mix-up shows."""
+    from peft import LoraConfig, get_peft_model
+
     from cml.routing import RoutedModel
 
-    task = Seq2SeqTask(None, ModelConfig(name=tiny_bert, max_new_tokens=4))
+    task = Seq2SeqTask(None, ModelConfig(name=tiny_bert, max_new_tokens=6))
     task.languages = ["deu", "eng"]
-    model = RoutedModel(task.build_model(), task.languages).eval()
-    batch = task.batch(task.features(examples()[:3]))
-    assert "lang_ids" in batch
-    assert len(task.predict(model, batch)) == 3
+    torch.manual_seed(0)
+    previous = task.build_model()
+    train(task, previous, steps=30)  # untrained, the model writes the same whatever the input: rows could swap
+    # init_lora_weights=False: random B matrices, and a large alpha, so that the module changes the argmax tokens
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["query", "value"], init_lora_weights=False)
+    model = RoutedModel(get_peft_model(previous, config, adapter_name="m"), task.languages,
+                        {"deu": ("m",), "eng": ()}).eval()
+    mixed = [Example(str(i), "deu" if i % 2 else "eng", text=source, target=target)
+             for i, (source, target) in enumerate(PAIRS)]
+    batch = task.batch(task.features(mixed))
+    assert batch["lang_ids"].tolist() == [1, 0] * 4
+    together = task.predict(model, batch)
+    assert len(set(together)) == len(together)  # every row its own output, of several lengths
+    alone = {lang: iter(task.predict(model, task.batch(task.features([e for e in mixed if e.lang == lang]))))
+             for lang in task.languages}
+    assert together == [next(alone[example.lang]) for example in mixed]
+    deu = task.batch(task.features([e for e in mixed if e.lang == "deu"]))
+    model.routes["deu"] = ()
+    assert task.predict(model, deu) != together[1::2]
 
 
 def test_score_and_item_scores():
