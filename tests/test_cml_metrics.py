@@ -13,7 +13,7 @@ from cml.config import ModelConfig, load_config
 from cml.data.examples import Example, TaskFamily
 from cml.errors import CMLError
 from cml.evaluation.cml_metrics import (CATEGORIES, SUMMARY_KEYS, aggregate_seeds, compare_to_reference, flip_rates,
-                                        language_change, metric_changes, metric_disagreements,
+                                        language_change, language_seed, metric_changes, metric_disagreements,
                                         paired_bootstrap_interval, paired_items, placement, read_item_scores,
                                         read_metric_item_scores, summarize_languages, summarize_run, summarize_stage)
 from cml.tasks import make_task
@@ -343,12 +343,30 @@ def test_summarize_run_compares_with_the_strategys_previous_stage(run_summary):
     assert (reference["n_improved"], reference["n_degraded"], reference["mean_loss_magnitude"]) == (2, 1, 0.25)
 
 
-def test_summarize_run_is_deterministic_and_uses_common_resamples(run_summary):
-    results, summary, run_dir = run_summary
-    assert summarize_run(results, run_dir) == summary
-    # Each language's resamples are the same in every strategy: identical items give identical intervals.
-    laft, reference = (summary[strategy]["update1"]["languages"]["yor"] for strategy in ("laft_uriel", "full_finetune"))
-    assert (laft["ci_low"], laft["ci_high"]) == (reference["ci_low"], reference["ci_high"])
+def test_summarize_run_is_deterministic_and_uses_common_resamples(tmp_path):
+    """Thirty items per language with scores in [0, 1] (sentence chrF-like), so that every seed gives another
+    interval. eng changes by the same items under both strategies, deu by others: eng's interval is the same in
+    both, and is the one eng's own seed gives; a shared stream of resamples, or a seed per strategy, would move it."""
+    rng = np.random.default_rng(0)
+    before = {lang: rng.random(30).round(3).tolist() for lang in ("deu", "eng", "yor")}
+    eng_after = (np.array(before["eng"]) + rng.normal(0.05, 0.1, 30)).clip(0, 1).round(3).tolist()
+    after = {strategy: {"deu": rng.random(30).round(3).tolist(), "eng": eng_after, "yor": before["yor"]}
+             for strategy in ("full_finetune", "laft_uriel")}
+    results = write_run(tmp_path, {strategy: [before, after[strategy]] for strategy in after},
+                        updated=(["deu", "eng", "yor"], ["deu"]), stages=("initial", "update"))
+    summary = summarize_run(results, tmp_path)
+    assert summarize_run(results, tmp_path) == summary
+
+    expected = paired_bootstrap_interval(before["eng"], eng_after, seed=language_seed(0, "eng"))
+    delta = float(np.mean(eng_after) - np.mean(before["eng"]))
+    assert expected[0] < delta < expected[1] and delta > 0.01
+    for strategy in after:
+        eng = summary[strategy]["update"]["languages"]["eng"]
+        assert (eng["delta"], eng["ci_low"], eng["ci_high"]) == pytest.approx((delta, *expected))
+    deu = [summary[strategy]["update"]["languages"]["deu"] for strategy in after]
+    assert (deu[0]["ci_low"], deu[0]["ci_high"]) != (deu[1]["ci_low"], deu[1]["ci_high"])
+    reseeded = summarize_run(results, tmp_path, seed=1)["laft_uriel"]["update"]["languages"]["eng"]
+    assert (reseeded["ci_low"], reseeded["ci_high"]) != pytest.approx(expected)
 
 
 def test_summarize_run_places_unknown_languages_far(tmp_path):
