@@ -257,3 +257,235 @@ def test_quality_benchmark_draws_a_measured_table(tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main(argv[:-1] + ["--plot", str(tmp_path / "img")])  # --plot without --show
     assert "--plot go with --show" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- the benchmark, v2
+
+def v2_suite(tmp_path: Path, tiny_backbone: str, **suite_options) -> list[str]:
+    """A tiny named suite (one benchmark, "subset": new data for hin only) with both references and laft_uriel;
+    the arguments that run it into ``tmp_path``."""
+    write_topic_data(tmp_path / "data", n=(72, 12, 12))
+    write_config(tmp_path / "tiny.yaml", data={"format": "sib200", "path": "data"},
+                 model={"name": tiny_backbone, "max_length": 32, "freeze_embeddings": False},
+                 training={"epochs": 3, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0,
+                           "early_stopping_patience": 1},
+                 update_training={"epochs": 2, "early_stopping_patience": None},
+                 stream={"stages": [{"name": "initial", "amount": 40}, {"name": "subset", "languages": ["hin"],
+                                                                         "amount": 20}]},
+                 strategies=[{"method": "full_finetune"}, {"method": "no_update"},
+                             {"method": "laft_uriel", "n_groups": 2, "gate": False,
+                              "lora": {"r": 2, "alpha": 4, "target_modules": ["query", "value"]}}])
+    suite = {"name": "v2", "references": ["full_finetune", "no_update"], "default_strategy": "laft_uriel",
+             "added_after_results": ["laft_uriel"], "strategies": ["full_finetune", "no_update", "laft_uriel"],
+             "benchmarks": {"tiny": {"config": "tiny.yaml", "update_kinds": {"subset": {}},
+                                     "quick": {"training.epochs": 2}}},
+             "quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"],
+                       "strategies": ["full_finetune", "no_update"]}, **suite_options}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
+    return ["--suite", str(tmp_path / "suite.yaml"), "--output-dir", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results")]
+
+
+V2_KEYS = {"n_improved", "n_degraded", "n_significant_improved", "n_significant_degraded", "mean_loss_magnitude",
+           "aggregate_after", "improved_share_gain_pp", "loss_magnitude_reduction"}
+
+
+def test_v2_writes_one_table_per_stream_with_both_references_and_every_figure(tmp_path, tiny_backbone, capsys):
+    script = load_benchmark("cml_quality")
+    argv = v2_suite(tmp_path, tiny_backbone)
+    code = script.main([*argv, "--seeds", "0"])
+    report = json.loads((tmp_path / "results" / "v2-tiny.json").read_text())
+    assert not (tmp_path / "results" / "tiny-full.json").exists()
+    assert (report["suite"], report["benchmark"], report["mode"]) == ("v2", "tiny", "full")
+    assert report["default_strategy"] == "laft_uriel" and report["references"] == ["full_finetune", "no_update"]
+    assert report["added_after_results"] == ["laft_uriel"] and report["primary_metric"] == "accuracy"
+    (stream,) = report["streams"]
+    assert stream["update_kind"] == "subset" and list(stream["strategies"]) == ["full_finetune", "no_update",
+                                                                               "laft_uriel"]
+    for strategy, row in stream["per_seed"]["0"].items():
+        assert V2_KEYS <= set(row) and script.TOTAL_LOSS in row
+        assert set(row["versus"]) == {"full_finetune", "no_update"}
+        assert set(row["metrics"]) >= {"accuracy"} and V2_KEYS <= set(row["metrics"]["accuracy"])
+        assert row["total_loss"] == pytest.approx(row["mean_loss_magnitude"] * row["n_degraded"])
+        assert row["versus"]["no_update"]["aggregate_after_pp"] == pytest.approx(100 * row["mean_delta"])
+    # The problem check reads full fine-tuning's significant losses, and the exit code says whether it holds.
+    naive = stream["per_seed"]["0"]["full_finetune"]
+    assert stream["problem"]["per_seed"]["0"]["n_significant_degraded"] == naive["n_significant_degraded"]
+    assert code == (0 if stream["problem"]["present"] else 1)
+    assert stream["problem"]["present"] == (naive["n_significant_degraded"] >= script.PROBLEM_MIN_LOSSES)
+    # Stage 0 trained with early stopping: its per-epoch dev curve is recorded.
+    curve = stream["stage0"]["0"]
+    assert curve["metric"] == "accuracy" and len(curve["dev_history"]) == curve["epochs_run"] <= 3
+    assert curve["epochs_allowed"] == 3 and curve["patience"] == 1
+    assert (tmp_path / "runs" / "v2-tiny-subset-full-seed0" / "results.json").is_file()
+
+    capsys.readouterr()
+    assert script.main([*argv, "--show", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "Languages full_finetune degraded significantly" in out and "Stage-0 dev accuracy per epoch" in out
+    assert "| full_finetune (reference) | 0 |" in out and "| no_update (reference) | 0 |" in out
+    assert "| **laft_uriel** † (default) | 0 |" in out
+    assert "after - no_update (pt)" in out
+
+
+def test_no_update_keeps_the_previous_model_and_its_figures_are_zero(tmp_path, tiny_backbone):
+    script = load_benchmark("cml_quality")
+    argv = v2_suite(tmp_path, tiny_backbone)
+    code = script.main([*argv, "--quick"])
+    report = json.loads((tmp_path / "results" / "v2-quick.json").read_text())
+    (stream,) = report["streams"]
+    assert report["mode"] == "quick" and list(stream["strategies"]) == ["full_finetune", "no_update"]
+    assert code == (0 if stream["problem"]["present"] else 1)
+    assert stream["problem"]["present"] == bool(stream["per_seed"]["0"]["full_finetune"][
+        "significantly_degraded_outside_update"])
+    row = stream["per_seed"]["0"]["no_update"]
+    assert {key: row[key] for key in ("n_improved", "n_degraded", "n_significant_improved", "n_significant_degraded",
+                                      "mean_delta", "mean_loss_magnitude", "total_loss", "train_seconds")} == {
+        "n_improved": 0, "n_degraded": 0, "n_significant_improved": 0, "n_significant_degraded": 0,
+        "mean_delta": 0.0, "mean_loss_magnitude": 0.0, "total_loss": 0.0, "train_seconds": 0}
+    assert row["aggregate_after"] == row["aggregate_before"]
+    assert row["versus"]["no_update"] == {"improved_share_gain_pp": 0.0, "loss_magnitude_reduction": 0.0,
+                                          "aggregate_after_pp": 0.0}
+
+    run_dir = tmp_path / "runs" / "v2-tiny-subset-quick-seed0"
+    results = json.loads((run_dir / "results.json").read_text())
+    initial, after = results["strategies"]["no_update"]["stages"]
+    assert after["scores"] == initial["scores"] and after["metrics"] == initial["metrics"]
+    assert after["trained"] is False and "train" not in after
+    from cml.training.checkpoint import load_tensors
+
+    assert load_tensors(run_dir / "stages" / "no_update" / "1-subset" / "model.safetensors") == {}  # stores nothing
+    # Resumed, the finished stage is reused and scores the same.
+    again = script.stream_rows(__import__("cml.experiment", fromlist=["Experiment"]).Experiment(
+        script.run_config({"name": "tiny", **script.load_suite(tmp_path / "suite.yaml")["benchmarks"]["tiny"]},
+                          "subset", 0, True, script.load_suite(tmp_path / "suite.yaml"), tmp_path / "runs"),
+        resume=True).run(), ["full_finetune", "no_update"])
+    assert again["no_update"] == row
+
+
+def test_v2_rows_give_every_metric_against_both_references():
+    """A seq2seq run's rows: exact match (primary) and chrF each with the figures against both references."""
+    script = load_benchmark("cml_quality")
+
+    def stage(deltas: dict[str, float], updated=("fra",)) -> dict:
+        languages = {lang: {"delta": d, "ci_low": d - 0.01, "ci_high": d + 0.01 if d < 0 else d + 0.05, "before": 0.5,
+                            "after": 0.5 + d, "category": "in_update" if lang in updated else "far"}
+                     for lang, d in deltas.items()}
+        values = list(deltas.values())
+        losses = [-d for d in values if d < 0]
+        figures = {"n_languages": len(values), "n_improved": sum(d > 0 for d in values),
+                   "n_degraded": len(losses), "n_significant_improved": sum(d - 0.01 > 0 for d in values),
+                   "n_significant_degraded": sum(d + 0.01 < 0 for d in values),
+                   "mean_delta": sum(values) / len(values), "mean_loss_magnitude": sum(losses) / len(losses) if losses
+                   else 0.0, "max_loss": max(losses, default=0.0), "aggregate_before": 0.5,
+                   "aggregate_after": 0.5 + sum(values) / len(values), "negative_flip_rate": 0.0}
+        return {**figures, "vs_reference": None, "languages": languages}
+
+    def summary(deltas: dict[str, float]) -> dict:
+        primary = stage(deltas)
+        return {"subset": {**primary, "metrics": {"exact_match": primary,
+                                                  "chrf": stage({k: v / 2 for k, v in deltas.items()})}}}
+
+    results = {"metric": "exact_match", "reference_strategy": "full_finetune",
+               "stages": [{"name": "initial"}, {"name": "subset"}],
+               "strategies": {s: {"stages": [{}, {"train": {"train_seconds": 1.0}}]}
+                              for s in ("full_finetune", "no_update", "laft_uriel")},
+               "summary": {"full_finetune": summary({"fra": 0.2, "deu": -0.1, "fin": -0.3}),
+                           "no_update": summary({"fra": 0.0, "deu": 0.0, "fin": 0.0}),
+                           "laft_uriel": summary({"fra": 0.1, "deu": 0.0, "fin": -0.1})}}
+    for name, entry in results["summary"].items():  # the reference comparison the run's summary holds
+        for figures in (entry["subset"], *entry["subset"]["metrics"].values()):
+            figures["vs_reference"] = None
+    rows = script.stream_rows(results, ["full_finetune", "no_update"])
+    laft = rows["laft_uriel"]
+    assert laft["primary_metric"] == "exact_match" and set(laft["metrics"]) == {"exact_match", "chrf"}
+    assert laft["significantly_degraded"] == ["fin"] and laft["significantly_degraded_outside_update"] == ["fin"]
+    assert rows["full_finetune"]["significantly_degraded"] == ["deu", "fin"]
+    chrf = laft["metrics"]["chrf"]
+    assert V2_KEYS <= set(chrf)
+    assert chrf["total_loss"] == pytest.approx(0.05)
+    assert chrf["loss_magnitude_reduction"] == pytest.approx(1 - 0.05 / 0.1)  # against full fine-tuning's chrF
+    assert chrf["versus"]["no_update"]["aggregate_after_pp"] == pytest.approx(100 * 0.0 / 3)
+    assert laft["versus"]["full_finetune"]["aggregate_after_pp"] == pytest.approx(100 * (0.0 - (0.2 - 0.1 - 0.3) / 3))
+    problem = script.problem({"0": rows}, quick=False)
+    assert problem["per_seed"]["0"]["n_significant_degraded"] == 2 and problem["present"] is False
+    assert script.problem({"0": rows}, quick=True)["present"] is True  # deu and fin lie outside the update
+
+
+def test_the_v2_suite_is_valid_and_every_stream_runs_both_references():
+    script = load_benchmark("cml_quality")
+    suite = script.load_suite(script.SUITE_V2)
+    assert suite["name"] == "v2" and suite["references"] == ["full_finetune", "no_update"]
+    assert suite["default_strategy"] in suite["strategies"]
+    assert suite["quick"]["benchmarks"] == ["ud_pos"]
+    for name, spec in suite["benchmarks"].items():
+        bench = {"name": name, **spec}
+        for quick in (False, True):
+            if quick and name not in suite["quick"]["benchmarks"]:
+                continue
+            config = script.run_config(bench, "subset", 0, quick, suite, ROOT / "runs" / "benchmarks")
+            labels = [s.label for s in config.strategies]
+            assert labels[:2] == ["full_finetune", "no_update"], (name, quick)
+            assert config.name == f"v2-{name}-subset-{'quick' if quick else 'full'}-seed0"
+            if name == "ud_pos":  # stage 0 trains to a dev plateau
+                assert config.training.early_stopping_patience and config.training.select_best
+    assert script.table_path(Path("r"), suite, "ud_pos", "full") == Path("r") / "v2-ud_pos.json"
+    assert script.table_path(Path("r"), suite, "ud_pos", "quick") == Path("r") / "v2-quick.json"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune"]}},
+     "quick.strategies must run every reference; it lacks ['no_update']"),
+    ({"references": ["no_update"]}, "references must start with full_finetune"),
+    ({"default_strategy": "ewc"}, "default_strategy and added_after_results must be among strategies"),
+    ({"name": "../x"}, "name: String should match pattern"),
+])
+def test_v2_suite_errors_name_the_setting(tmp_path, change, message):
+    argv = v2_suite(tmp_path, "tiny", **change)
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cml_quality.py"), *argv],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "results").exists()
+
+
+def test_the_v2_ud_pos_stream_reads_its_treebanks():
+    """The ud_pos stream's data: the treebanks' own splits, capped per split (skipped without the shared data)."""
+    script = load_benchmark("cml_quality")
+    suite = script.load_suite(script.SUITE_V2)
+    config = script.run_config({"name": "ud_pos", **suite["benchmarks"]["ud_pos"]}, "subset", 0, False, suite,
+                               ROOT / "runs" / "benchmarks")
+    if not Path(config.data.path).is_dir():
+        pytest.skip("../shared/data/ud_treebanks is absent")
+    from cml.data.readers import read_dataset
+    from cml.data.stream import build_stream
+
+    stream = build_stream(read_dataset(config.data, config.task), config.stream, config.stream_seed)
+    assert len(stream.languages) == 14
+    assert all(100 <= len(stream.test[lang]) <= 200 for lang in stream.languages)  # spa's test file has 127
+    assert all(len(stream.dev[lang]) == 100 for lang in stream.languages)
+    update = stream.stages[1]
+    assert sorted(update.languages) == ["fin", "por", "spa", "swe"]
+    for lang in update.languages:  # the update's sentences are new: never in stage 0
+        assert not {e.id for e in update.train[lang]} & {e.id for e in stream.stages[0].train[lang]}
+
+
+def generated_block(text: str, marker: str) -> str:
+    start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
+    return text[text.index(start) + len(start):text.index(end)]
+
+
+@pytest.mark.parametrize("marker, argv", [
+    ("dominated", ["--dominated", "subset"]),
+    ("v2-quick", ["--v2", "--show", "--markdown", "--quick"]),
+    ("v2-full", ["--v2", "--show", "--markdown"]),
+])
+def test_the_v2_tables_in_the_docs_are_the_commands_output(marker, argv, capsys):
+    """docs/benchmarks.md quotes the v2 tables as the script prints them from the committed JSON, never typed."""
+    script = load_benchmark("cml_quality")
+    if marker == "v2-quick" and not (script.RESULTS / "v2-quick.json").is_file():
+        pytest.skip("no v2 quick table committed yet")
+    assert script.main(argv) == 0
+    printed = capsys.readouterr().out
+    docs = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert generated_block(docs, marker).strip() == printed.strip(), (
+        f"regenerate docs/benchmarks.md's {marker} block: python benchmarks/cml_quality.py {' '.join(argv)}")
