@@ -60,12 +60,16 @@ class Interrupted(Exception):
     """Raised inside a training loop to stop a run as a crash would (the run's checkpoints stay)."""
 
 
-def interrupt_run(config_path: Path, stage: str, step: int, overrides: list[str] | tuple[str, ...] = ()) -> None:
+def interrupt_run(config_path: Path, stage: str, step: int, overrides: list[str] | tuple[str, ...] = (),
+                  strategy_module: str = "cml.strategies.full_finetune") -> None:
     """Run ``config_path`` until optimizer step ``step`` of the training described as ``stage``
-    (``"initial/initial"`` for stage 0, ``"full_finetune/update"`` for the update), and stop it there."""
+    (``"initial/initial"`` for stage 0, ``"full_finetune/update"`` for the update), and stop it there.
+    ``strategy_module`` is the module whose ``train`` that stage calls (``cml.strategies.modular`` for the LoRA
+    methods)."""
+    import importlib
+
     import pytest
 
-    import cml.strategies.full_finetune as full_finetune
     from cml.config import load_config
     from cml.experiment import Experiment
 
@@ -73,14 +77,15 @@ def interrupt_run(config_path: Path, stage: str, step: int, overrides: list[str]
         if done == step:
             raise Interrupted
 
-    original = full_finetune.train
-    full_finetune.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
+    module = importlib.import_module(strategy_module)
+    original = module.train
+    module.train = lambda *a, **k: original(*a, **{**k, "on_step": crash}) \
         if k["description"] == stage else original(*a, **k)
     try:
         with pytest.raises(Interrupted):
             Experiment(load_config(config_path, list(overrides))).run()
     finally:
-        full_finetune.train = original
+        module.train = original
 
 
 class PairDistances:

@@ -1,8 +1,10 @@
 import json
+import shutil
 
 import pytest
 import torch
 from helpers import Interrupted, interrupt_run, run_config
+from safetensors.torch import load_file
 
 from cml.config import ExperimentConfig, ModelConfig, TrainingConfig, load_config
 from cml.data.examples import Example
@@ -44,9 +46,22 @@ def test_run_lowers_loss_learns_and_is_deterministic(tmp_path, tiny_backbone):
     again = Experiment(config.model_copy(update={"name": "t2"})).run()
     assert [s["scores"] for s in again["stages"]] == [s["scores"] for s in first["stages"]]
 
-    # --resume reuses finished stages only if they were run with the config's settings
+    # --resume redoes a stage whose folder is gone, on stage 0's weights read back from its folder: the same
+    # weights, scores and predictions as the run that trained both stages at once
+    run_dir = tmp_path / "runs" / "t"
+    update_dir = run_dir / "stages" / "full_finetune" / "1-update"
+    weights = load_file(update_dir / "model.safetensors")
+    predictions_file = run_dir / first["stages"][1]["predictions"]
+    written = predictions_file.read_bytes()
+    shutil.rmtree(update_dir)
+    predictions_file.unlink()
     resumed = Experiment(config, resume=True).run()
-    assert [s["scores"] for s in resumed["stages"]] == [s["scores"] for s in first["stages"]]
+    assert resumed["stages"][1]["scores"] == first["stages"][1]["scores"]
+    assert predictions_file.read_bytes() == written
+    retrained = load_file(update_dir / "model.safetensors")
+    assert retrained.keys() == weights.keys() and all(torch.equal(retrained[k], weights[k]) for k in weights)
+
+    # --resume reuses finished stages only if they were run with the config's settings
     path = tmp_path / "c.yaml"
     for override, changed in (("update_training={epochs: 1}", "training"),
                               ("stream.stages.1.amount=12", "stage_data"),
@@ -64,6 +79,33 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path, tiny_backbone
     assert json.loads((checkpoints / "state.json").read_text())["result"]["steps"] == 6
     resumed = Experiment(load_config(path, ["name=resumed"]), resume=True).run()
     assert [s["scores"] for s in resumed["stages"]] == [s["scores"] for s in reference["stages"]]
+    assert not checkpoints.exists()
+
+
+def test_a_laft_uriel_update_killed_midway_resumes_to_the_same_modules_and_routes(tmp_path, tiny_backbone):
+    """Killed inside the LoRA training of a hierarchical LAFT-URIEL update (a shared module and a group module
+    training, the gate after them) and resumed from the mid-update checkpoint: the same module weights, gate
+    record, routes, scores and predictions as an uninterrupted run."""
+    path = run_config(tmp_path, tiny_backbone, checkpoint_every_steps=2, epochs=2)
+    strategies = "strategies=[{method: laft_uriel, n_groups: 2, hierarchical: true, " \
+                 "lora: {r: 4, target_modules: [query, value]}}]"
+    reference = Experiment(load_config(path, ["name=reference", strategies])).run()
+    interrupt_run(path, "laft_uriel/update", 5, ["name=resumed", strategies], "cml.strategies.modular")
+    checkpoints = tmp_path / "runs" / "resumed" / "checkpoints" / "laft_uriel" / "1" / "latest"
+    assert json.loads((checkpoints / "state.json").read_text())["result"]["steps"] == 4
+    resumed = Experiment(load_config(path, ["name=resumed", strategies]), resume=True).run()
+
+    stages = [run["strategies"]["laft_uriel"]["stages"][1] for run in (reference, resumed)]
+    assert "shared" in stages[0]["modules"] and len(stages[0]["modules"]) == 2 and stages[0]["gate"]
+    for key in ("modules", "routes", "gate", "scores", "metrics"):
+        assert stages[1][key] == stages[0][key], key
+    folders = [tmp_path / "runs" / name / "stages" / "laft_uriel" / "1-update" for name in ("reference", "resumed")]
+    weights = [load_file(folder / "model.safetensors") for folder in folders]
+    assert weights[1].keys() == weights[0].keys() and any("lora_" in k for k in weights[0])
+    assert all(torch.equal(weights[1][k], weights[0][k]) for k in weights[0])
+    predictions = [(tmp_path / "runs" / name / stage["predictions"]).read_bytes()
+                   for name, stage in zip(("reference", "resumed"), stages)]
+    assert predictions[1] == predictions[0]
     assert not checkpoints.exists()
 
 
