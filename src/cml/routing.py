@@ -12,14 +12,21 @@ Serving one route alone (a stream of one language), :meth:`RoutedModel.merge` fo
 base weights, so each forward costs what the previous model's does. Any other route, and training, first put
 the base weights back from a copy, bit for bit: PEFT's ``unmerge`` subtracts the update again, which leaves
 rounding in the weights every other route shares.
+
+The layers below the lowest adapted one are the same for every route: a mixed batch runs them once
+(:mod:`cml.prefix`), and within :meth:`RoutedModel.kept_prefix` training runs only the adapted layers on the
+prefix's kept outputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 from transformers.modeling_outputs import ModelOutput
+
+from .prefix import FrozenPrefix
 
 Route = tuple[str, ...]
 BASE: Route = ()
@@ -34,6 +41,8 @@ class RoutedModel(torch.nn.Module):
         self._tuners: tuple[int, list, list] | None = None
         self.merged_route: Route = BASE
         self._unmerged_weights: list[tuple[torch.nn.Module, torch.Tensor]] = []
+        self._prefix: tuple[int, FrozenPrefix | None] | None = None
+        self.train_on_kept_prefix = False
 
     @property
     def config(self):
@@ -46,8 +55,41 @@ class RoutedModel(torch.nn.Module):
         return self.routes.get(lang, BASE)
 
     def modules_changed(self) -> None:
-        """Call after adding adapters: the tuner layers are found again at the next switch."""
+        """Call after adding adapters: the tuner layers (and the frozen prefix) are found again when next used."""
         self._tuners = None
+        self._prefix = None
+
+    @property
+    def frozen_prefix(self) -> FrozenPrefix | None:
+        if self._prefix is None or self._prefix[0] != id(self.model):
+            self._prefix = (id(self.model), FrozenPrefix.of(self.model))
+        return self._prefix[1]
+
+    @contextmanager
+    def kept_prefix(self, task, feature_sets, batch_size: int):
+        """Within the block, the frozen prefix's outputs of ``feature_sets`` are computed once and reused, and
+        training runs only the layers above it (dropout off in the prefix). A no-op for a model without one."""
+        prefix = self.frozen_prefix
+        if prefix is None or not prefix.frozen():
+            yield
+            return
+        prefix.keep(task, feature_sets, batch_size)
+        self.train_on_kept_prefix = True
+        try:
+            yield
+        finally:
+            prefix.forget()
+            self.train_on_kept_prefix = False
+
+    def _shared_prefix(self, n_routes: int) -> FrozenPrefix | None:
+        """The prefix to run once for this batch: in training only on kept outputs (the semantics differ: no
+        dropout below), in evaluation whenever routes mix or outputs are kept."""
+        prefix = self.frozen_prefix
+        if prefix is None:
+            return None
+        if self.training:
+            return prefix if self.train_on_kept_prefix and prefix.frozen() else None
+        return prefix if n_routes > 1 or prefix.kept is not None else None
 
     def _tuner_modules(self):
         # Walking the module tree at every switch cost 7-15 ms with 50 adapters (2,142 modules), about half
@@ -110,14 +152,21 @@ class RoutedModel(torch.nn.Module):
 
     def forward(self, lang_ids: torch.Tensor | None = None, **batch):
         groups = self._groups(lang_ids) if lang_ids is not None else {BASE: None}
-        if len(groups) == 1:
+        prefix = self._shared_prefix(len(groups)) if "attention_mask" in batch else None
+        if prefix is not None:
+            hidden = prefix.lower(batch)
+            if len(groups) == 1:
+                self.activate(next(iter(groups)))
+                return prefix.upper(hidden, batch)
+        elif len(groups) == 1:
             self.activate(next(iter(groups)))
             return self.model(**batch)
         size = len(lang_ids)
         logits, loss, weight = None, 0.0, 0
         for route, rows in groups.items():
             self.activate(route)
-            output = self.model(**{k: v[rows] for k, v in batch.items()})
+            part = {k: v[rows] for k, v in batch.items()}
+            output = prefix.upper(hidden[rows], part) if prefix is not None else self.model(**part)
             if logits is None:
                 logits = output.logits.new_empty((size, *output.logits.shape[1:]))
             logits[rows] = output.logits

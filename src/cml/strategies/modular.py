@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -155,16 +156,20 @@ class ModularStrategy(Strategy):
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(any(f".{module}." in name for module in training_modules))
         model.routes = {lang: self._own_route(lang, training_modules) for lang in ctx.stage.languages}
-        result = train(model, ctx.task, ctx.train_features, self.training_config(ctx), accelerator=ctx.accelerator,
-                       seed=ctx.seed, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
-                       description=f"{self.name}/{ctx.stage.name}")
-        model = ctx.accelerator.unwrap_model(model)
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        self.trained_modules_cache = self.trained_modules(model)
-        record = {"train": result.to_json(), "groups": self.groups, "modules": self.trained_modules_cache,
-                  "stage_groups": stage_groups}
-        model.routes, record["gate"] = self.choose_routes(model, ctx)
+        training = self.training_config(ctx)
+        kept = [ctx.train_features, *(features for _, features in ctx.dev.values())] \
+            if self.config.lora.cache_frozen_layers else []
+        with model.kept_prefix(ctx.task, kept, training.eval_batch_size) if kept else nullcontext():
+            result = train(model, ctx.task, ctx.train_features, training, accelerator=ctx.accelerator,
+                           seed=ctx.seed, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
+                           description=f"{self.name}/{ctx.stage.name}")
+            model = ctx.accelerator.unwrap_model(model)
+            for parameter in model.parameters():
+                parameter.requires_grad_(False)
+            self.trained_modules_cache = self.trained_modules(model)
+            record = {"train": result.to_json(), "groups": self.groups, "modules": self.trained_modules_cache,
+                      "stage_groups": stage_groups}
+            model.routes, record["gate"] = self.choose_routes(model, ctx)
         record["routes"] = {lang: route_name(route) for lang, route in sorted(model.routes.items())}
         return model, record
 

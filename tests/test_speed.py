@@ -1,0 +1,153 @@
+"""The speed-ups change no prediction: the frozen prefix run once per batch, or once per update."""
+
+import pytest
+import torch
+from tiny import LANGS as TINY_LANGS
+
+from cml.config import ModelConfig
+from cml.data.examples import Example, TaskFamily
+from cml.routing import RoutedModel
+from cml.tasks import make_task
+from cml.training.trainer import make_accelerator, train
+
+LANGS = list(TINY_LANGS)
+
+
+def examples(n: int = 24) -> list[Example]:
+    topics = ("food", "music", "sport")
+    return [Example(str(i), LANGS[i % 3], text=f"{LANGS[i % 3]}{topics[i % 3 - 1]}{i % 4} {LANGS[i % 3]}w{i % 6}"
+                    + f" {LANGS[i % 3]}w1" * (i % 4), label=topics[i % 3 - 1]) for i in range(n)]
+
+
+def routed_model(tiny_backbone, layers=(1,), dropout: float | None = None):
+    """Two modules, a and b, on the tiny backbone's upper layer (or ``layers``), with random B matrices so each
+    changes the outputs; hin keeps the previous model."""
+    from peft import LoraConfig, get_peft_model
+
+    task = make_task(TaskFamily.classification, ["food", "music", "sport"], ModelConfig(name=tiny_backbone))
+    task.languages = LANGS
+    torch.manual_seed(0)
+    model = task.build_model()
+    if dropout is not None:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = dropout
+    config = LoraConfig(r=4, target_modules=["query", "value"], layers_to_transform=list(layers),
+                        init_lora_weights=False, modules_to_save=["classifier"], lora_dropout=dropout or 0.0)
+    peft = get_peft_model(model, config, adapter_name="a")
+    peft.add_adapter("b", config)
+    return task, RoutedModel(peft, LANGS, {"deu": ("a",), "fra": ("b",), "hin": ()})
+
+
+def each_route_alone(model, batch):
+    """The logits of each row computed the old way: every route's rows through the whole network alone."""
+    prefix, model._prefix = model._prefix, (id(model.model), None)
+    logits = torch.empty(len(batch["input_ids"]), 3)
+    for lang in LANGS:
+        rows = (batch["lang_ids"] == LANGS.index(lang)).nonzero().flatten()
+        logits[rows] = model(**{k: v[rows] for k, v in batch.items()}).logits
+    model._prefix = prefix
+    return logits
+
+
+def test_the_prefix_is_the_layers_below_the_lowest_adapted_one(tiny_backbone):
+    _, upper_only = routed_model(tiny_backbone, layers=(1,))
+    assert upper_only.frozen_prefix is not None and upper_only.frozen_prefix.depth == 1
+    _, every_layer = routed_model(tiny_backbone, layers=(0, 1))
+    assert every_layer.frozen_prefix is None  # nothing below the adapted layers to share
+
+
+def test_a_mixed_batch_runs_the_prefix_once_and_predicts_the_same(tiny_backbone):
+    task, model = routed_model(tiny_backbone)
+    model.eval()
+    batch = task.batch(task.features(examples()))
+    calls = []
+    model.frozen_prefix.stack[0].register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        shared = model(**batch).logits
+        assert len(calls) == 1  # once for the three routes
+        alone = each_route_alone(model, batch)
+    assert len(calls) == 4
+    assert torch.allclose(shared, alone, atol=1e-5)
+    assert torch.equal(shared.argmax(-1), alone.argmax(-1))
+
+
+def test_kept_outputs_serve_any_batching_of_the_same_rows(tiny_backbone):
+    task, model = routed_model(tiny_backbone)
+    model.eval()
+    features = task.features(examples())
+    with torch.no_grad():
+        expected = model(**task.batch(features)).logits
+        with model.kept_prefix(task, [features], batch_size=5):
+            calls = []
+            model.frozen_prefix.stack[0].register_forward_hook(lambda *args: calls.append(1))
+            reordered = list(reversed(range(len(features))))
+            kept = model(**task.batch([features[i] for i in reordered])).logits
+            assert not calls  # the prefix did not run again
+        assert model.frozen_prefix.kept is None and not model.train_on_kept_prefix
+    assert torch.allclose(kept, expected[reordered], atol=1e-5)
+
+
+@pytest.mark.parametrize("routes", [{"deu": ("a",), "fra": ("b",), "hin": ("a",)}, {lang: ("a",) for lang in LANGS}])
+def test_training_on_kept_outputs_equals_training_through_the_frozen_layers(tiny_backbone, routes):
+    """Without dropout the two trainings are the same computation; they differ only in the order of sums."""
+    from cml.config import TrainingConfig
+
+    features = None
+    trained = []
+    for keep in (False, True):
+        task, model = routed_model(tiny_backbone, dropout=0.0)
+        model.routes = dict(routes)
+        features = task.features(examples(32))
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_("lora_" in name or "modules_to_save" in name)
+        config = TrainingConfig(epochs=2, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, select_best=False)
+        if keep:
+            with model.kept_prefix(task, [features], batch_size=16):
+                calls = []
+                model.frozen_prefix.stack[0].register_forward_hook(lambda *args: calls.append(1))
+                train(model, task, features, config, accelerator=make_accelerator(config), seed=0)
+                assert not calls  # every epoch ran on the kept outputs
+        else:
+            train(model, task, features, config, accelerator=make_accelerator(config), seed=0)
+        trained.append({k: v.clone() for k, v in model.state_dict().items() if "lora_" in k})
+    assert trained[0].keys() == trained[1].keys()
+    moved = [k for k in trained[0] if not torch.equal(trained[0][k], trained[1][k])]
+    assert all(torch.allclose(trained[0][k], trained[1][k], atol=1e-5) for k in trained[0]), moved
+
+
+@pytest.fixture(scope="module")
+def dropout_free_backbone(tiny_backbone, tmp_path_factory):
+    """The tiny backbone without dropout: an update on kept prefix outputs must then equal one without them."""
+    from transformers import AutoTokenizer, BertModel
+
+    folder = tmp_path_factory.mktemp("no-dropout")
+    model = BertModel.from_pretrained(tiny_backbone, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_backbone).save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_gated_update_on_kept_outputs_routes_and_scores_as_without_them(tmp_path, dropout_free_backbone):
+    from helpers import write_config
+    from tiny import write_topic_data
+
+    from cml.config import load_config
+    from cml.experiment import Experiment
+
+    write_topic_data(tmp_path / "data", n=(72, 12, 12))
+    lora = {"r": 4, "target_modules": ["query", "value"], "layers": [1], "dropout": 0.0}
+    strategies = [{"method": "laft_uriel", "name": name, "n_groups": 2, "lora": {**lora, "cache_frozen_layers": keep},
+                   "training": {"learning_rate": 3e-2}} for name, keep in (("kept", True), ("through", False))]
+    path = write_config(tmp_path / "c.yaml", data={"format": "sib200", "path": "data"},
+                        model={"name": dropout_free_backbone, "max_length": 32, "freeze_embeddings": False},
+                        training={"epochs": 4, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0},
+                        update_training={"epochs": 2},
+                        stream={"stages": [{"name": "initial", "amount": 48, "per_language": {"fra": 6, "hin": 6}},
+                                           {"name": "update", "languages": ["fra", "hin"], "amount": 48}]},
+                        strategies=strategies)
+    results = Experiment(load_config(path)).run()["strategies"]
+    kept, through = (results[name]["stages"][1] for name in ("kept", "through"))
+    assert kept["gate"] == through["gate"] and kept["routes"] == through["routes"]
+    assert any(route != "previous" for route in kept["routes"].values())  # the update did move languages
+    assert kept["scores"] == through["scores"]
