@@ -300,3 +300,23 @@ def test_source_embedding_skip_needs_embeddings_as_wide_as_the_hidden_states():
     # ALBERT factorises its embeddings (16 wide) below the hidden states (32): the sum would not fit
     assert not Seq2SeqTask.shares_embedding_table(AlbertModel(AlbertConfig(embedding_size=16, **sizes)),
                                                   same_checkpoint=True)
+
+
+@pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_t5"])
+def test_generation_runs_the_encoder_once_and_the_decoder_on_its_cache(backbone, request):
+    """Each new token costs one decoder step over one position: the encoder's output and the decoder's keys and
+    values of the earlier positions are reused, never recomputed."""
+    task = Seq2SeqTask(None, ModelConfig(name=request.getfixturevalue(backbone), max_new_tokens=8))
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    encoder_calls, decoder_widths = [], []
+    model.get_encoder().register_forward_hook(lambda *args: encoder_calls.append(1))
+    model.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: decoder_widths.append((kwargs.get("input_ids", args[0] if args else None)
+                                                           if kwargs.get("inputs_embeds") is None
+                                                           else kwargs["inputs_embeds"]).shape[1]),
+        with_kwargs=True)
+    batch = task.collate(task.encode(examples()))
+    task.predict(model, batch)
+    assert encoder_calls == [1]
+    assert len(decoder_widths) > 1 and set(decoder_widths) == {1}
