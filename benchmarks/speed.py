@@ -1,29 +1,44 @@
-"""Speed benchmark: each figure is a ratio of two measurements taken in this one run (the machine is noisy).
+"""Speed benchmark: a modular update against full fine-tuning on one stream's first update, side by side.
 
-    python benchmarks/speed.py [--config configs/benchmarks/speed.yaml]
+    python benchmarks/speed.py --stream sib200 [--repeats 3] [--threads 2] [--limit N]
+    python benchmarks/speed.py --show [--markdown]      # the table of every speed-<stream>.json measured
 
-- update training time of laft_uriel / full_finetune on the same data and epochs;
-- routed inference over mixed-language batches (LAFT-URIEL's modules) / the same batches through one model;
-- one update language served alone through its group's module: LoRA merged into the weights / LoRA beside them;
-- achieved training FLOP/s / this machine's measured fp32 matmul FLOP/s (model FLOPs utilisation);
-- bytes stored per update stage / a full checkpoint; peak resident memory.
-Writes ``benchmarks/results/speed.json``.
+``--stream`` names a config of configs/benchmarks/ (or is a config's path). Each repeat runs, in one process:
+
+- the update of full_finetune and of laft_uriel (the stream's own entries: same data, epochs, batch size), each
+  timed whole: training plus what the strategy does around it (full fine-tuning's per-epoch dev scoring and
+  best-epoch choice; laft_uriel's frozen-prefix pass and its gate's dev scoring of every candidate route);
+- inference over mixed-language batches (the test sets interleaved) through laft_uriel's routed model and
+  through the full fine-tuned one, on the same examples and batches;
+- model FLOPs utilisation: full fine-tuning's training FLOP/s over this machine's fp32 matmul FLOP/s, measured
+  right after it.
+
+Each figure is a ratio of two measurements of the same repeat (the machine is noisy); the JSON holds every
+repeat's seconds, and each figure's median and range. The update starts from the stream's model with a fresh
+head (stage 0 is not trained: speed does not depend on what the weights learnt, but early stopping would,
+so the epochs each update ran are recorded). ``--limit N`` keeps each update language's first N examples (both
+strategies get the same). Writes ``benchmarks/results/speed-<stream>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import resource
+import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+STRATEGIES = ("full_finetune", "laft_uriel")
+FIGURES = ("laft_uriel_over_full_finetune_update_time", "routed_over_single_inference_time",
+           "model_flops_utilisation")
 
 
 def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
@@ -51,111 +66,162 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def stored_bytes(tensors: dict[str, torch.Tensor]) -> int:
-    from cml.training.checkpoint import save_checkpoint
-
-    with tempfile.TemporaryDirectory() as folder:
-        save_checkpoint(Path(folder) / "stage", tensors, {})
-        return (Path(folder) / "stage" / "model.safetensors").stat().st_size
-
-
-def timed_predict(model, task, features, batch_size: int, repeats: int = 2) -> float:
+def timed_predict(model, task, features, batch_size: int) -> float:
     from cml.evaluation.inference import predict
 
     predict(model, task, features[:batch_size], batch_size)  # warm-up
     started = time.perf_counter()
-    for _ in range(repeats):
-        predict(model, task, features, batch_size)
-    return (time.perf_counter() - started) / repeats
+    predict(model, task, features, batch_size)
+    return time.perf_counter() - started
+
+
+def stream_config(stream: str) -> tuple[str, Path]:
+    path = Path(stream)
+    if path.suffix in (".yaml", ".yml"):
+        return path.stem, path
+    path = REPO / "configs" / "benchmarks" / f"{stream}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml") if p.stem != "suite")
+        raise SystemExit(f"speed.py: no stream {stream!r} (configs/benchmarks/ has {', '.join(known)})")
+    return stream, path
+
+
+def spread(values: list[float]) -> dict[str, float | list[float]]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def measure_repeat(experiment, base, strategies: dict, inference_features: list[dict]) -> dict:
+    """One repeat: both updates, both inferences, the matmul ceiling."""
+    updates, models = {}, {}
+    for name, strategy in strategies.items():
+        ctx = experiment.context(name, 1)
+        ctx.checkpoint_dir = None
+        started = time.perf_counter()
+        model, record = strategy.update(copy.deepcopy(base), ctx)
+        train = record["train"]
+        updates[name] = {"update_seconds": time.perf_counter() - started, "train_seconds": train["train_seconds"],
+                         "steps": train["steps"], "epochs_run": train["epochs_run"],
+                         "examples_seen": train["examples_seen"]}
+        models[name] = model
+    batch_size = experiment.training_config(1).eval_batch_size
+    single = timed_predict(models["full_finetune"], experiment.task, inference_features, batch_size)
+    routed = timed_predict(models["laft_uriel"], experiment.task, inference_features, batch_size)
+    ceiling = matmul_flops()
+    full = updates["full_finetune"]
+    achieved = training_flops(base.model, experiment.context("flops", 1).train_features, full["epochs_run"]) \
+        / full["train_seconds"]
+    examples = len(inference_features)
+    return {"updates": updates, "inference": {"single_seconds": single, "routed_seconds": routed,
+                                              "single_examples_per_second": examples / single,
+                                              "routed_examples_per_second": examples / routed},
+            "flops": {"achieved_training_flops_per_second": achieved, "matmul_flops_per_second": ceiling},
+            "figures": {"laft_uriel_over_full_finetune_update_time":
+                        updates["laft_uriel"]["update_seconds"] / full["update_seconds"],
+                        "routed_over_single_inference_time": routed / single,
+                        "model_flops_utilisation": achieved / ceiling},
+            "routes": {lang: list(route) for lang, route in sorted(models["laft_uriel"].routes.items())}}
+
+
+def measure(args: argparse.Namespace) -> dict:
+    from cml.config import load_config
+    from cml.experiment import Experiment
+    from cml.routing import RoutedModel
+    from cml.strategies import make_strategy
+
+    torch.set_num_threads(args.threads)
+    name, path = stream_config(args.stream)
+    config = load_config(path)
+    missing = [s for s in STRATEGIES if s not in {c.label for c in config.strategies}]
+    if missing:
+        raise SystemExit(f"speed.py: {path} has no strategy {', '.join(missing)}")
+    experiment = Experiment(config)
+    update = experiment.stream.stages[1]
+    if args.limit:
+        update.train = {lang: rows[:args.limit] for lang, rows in update.train.items()}
+    strategies = {c.label: make_strategy(c) for c in config.strategies if c.label in STRATEGIES}
+    base = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
+    # Mixed-language batches: the test sets interleaved, so most batches hold several languages.
+    test = [features for _, features in experiment.test.values()]
+    mixed = [f for group in zip(*test) for f in group][:args.inference_examples]
+    repeats = [measure_repeat(experiment, base, strategies, mixed) for _ in range(args.repeats)]
+    return {"stream": name, "config": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
+            "update": {"stage": update.name, "languages": list(update.languages),
+                       "examples": sum(len(rows) for rows in update.train.values()),
+                       "epochs": experiment.training_config(1).epochs, "limit": args.limit},
+            "inference_examples": len(mixed),
+            "figures": {figure: spread([r["figures"][figure] for r in repeats]) for figure in FIGURES},
+            "repeats": repeats, "torch_threads": torch.get_num_threads(), "peak_memory_mib": peak_rss_mib(),
+            "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                        "torch": torch.__version__},
+            "command": "python benchmarks/speed.py " + " ".join(args.argv)}
+
+
+def table(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["stream", "update", "laft_uriel / full_finetune update time", "routed / single inference time",
+              "model FLOPs utilisation", "full_finetune update s", "laft_uriel update s",
+              "evaluation examples/s (single, routed)"]
+    rows = []
+    for report in reports:
+        figures = report["figures"]
+        cells = [f"{f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f})" for f in (figures[k] for k in FIGURES)]
+        seconds = [statistics.median(r["updates"][s]["update_seconds"] for r in report["repeats"]) for s in STRATEGIES]
+        speeds = [statistics.median(r["inference"][f"{kind}_examples_per_second"] for r in report["repeats"])
+                  for kind in ("single", "routed")]
+        update = report["update"]
+        rows.append([report["stream"], f"{update['examples']} examples of {', '.join(update['languages'])}, "
+                     f"{update['epochs']} epochs", *cells, *(f"{s:.0f}" for s in seconds),
+                     f"{speeds[0]:.1f}, {speeds[1]:.1f}"])
+    return header, rows
+
+
+def show(markdown: bool) -> None:
+    reports = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("speed-*.json"))]
+    header, rows = table(reports)
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        print(f"\nMedian (range) over {', '.join(str(len(r['repeats'])) for r in reports)} repeats; "
+              f"{', '.join(sorted({str(r['torch_threads']) for r in reports}))} threads.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(title="speed (median and range over repeats, each a ratio measured in one repeat)")
+    for column in header:
+        out.add_column(column)
+    for row in rows:
+        out.add_row(*row)
+    Console(width=None if sys.stdout.isatty() else 160).print(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "benchmarks" / "speed.yaml")
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "speed.json")
+    parser.add_argument("--stream", help="a config of configs/benchmarks/ (name) or a config's path")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the figures are for 2)")
+    parser.add_argument("--limit", type=int, help="at most this many update examples per language")
+    parser.add_argument("--inference-examples", type=int, default=1024)
+    parser.add_argument("--output", type=Path, help="default: benchmarks/results/speed-<stream>.json")
+    parser.add_argument("--show", action="store_true", help="print the table of the measured speed-*.json")
+    parser.add_argument("--markdown", action="store_true", help="with --show: as a Markdown table")
     args = parser.parse_args(argv)
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from cml.config import load_config
-    from cml.experiment import Experiment, frozen_embedding_names
+    args.argv = argv if argv is not None else sys.argv[1:]
+    if args.show:
+        show(args.markdown)
+        return 0
+    if not args.stream:
+        parser.error("--stream is required (or --show)")
     from cml.io import write_json
-    from cml.routing import RoutedModel
-    from cml.strategies import make_strategy
 
-    config = load_config(args.config)
-    experiment = Experiment(config)
-    base = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
-    frozen = frozen_embedding_names(base)
-    full_checkpoint = stored_bytes(base.state_dict())
-    memory = {"after_load_mib": peak_rss_mib()}
-    train_features = experiment.context("speed", 1).train_features
-    results, models = {}, {}
-    for strategy_config in config.strategies:
-        strategy = make_strategy(strategy_config)
-        ctx = experiment.context(strategy.name, 1)
-        ctx.dev = {}  # training time only: no per-epoch dev evaluation
-        ctx.checkpoint_dir = None
-        model, record = strategy.update(copy.deepcopy(base), ctx)
-        train = record["train"]
-        results[strategy.name] = {"train_seconds": train["train_seconds"], "steps": train["steps"],
-                                  "examples_per_second": train["examples_seen"] / train["train_seconds"],
-                                  "stored_bytes": stored_bytes(strategy.saved_state(model, frozen))}
-        memory[f"after_{strategy.name}_mib"] = peak_rss_mib()
-        models[strategy.name] = model
-
-    # Mixed-language batches: the test sets interleaved, so most batches hold several languages.
-    test = [features for _, features in experiment.test.values()]
-    mixed = [f for group in zip(*test) for f in group]
-    batch_size = config.training.eval_batch_size
-    single = timed_predict(models["full_finetune"], experiment.task, mixed, batch_size)
-    modular = models["laft_uriel"]
-    routed = timed_predict(modular, experiment.task, mixed, batch_size)
-    alone_lang = next(lang for lang in modular.languages if modular.route_of(lang))
-    alone = experiment.test[alone_lang][1]
-    beside = timed_predict(modular, experiment.task, alone, batch_size, repeats=5)
-    modular.eval().merge(modular.route_of(alone_lang))
-    merged = timed_predict(modular, experiment.task, alone, batch_size, repeats=5)
-    memory["peak_mib"] = peak_rss_mib()
-
-    ceiling = matmul_flops()
-    achieved = (training_flops(base.model, train_features, experiment.training_config(1).epochs)
-                / results["full_finetune"]["train_seconds"])
-    figures = {
-        "laft_uriel_over_full_finetune_train_time": results["laft_uriel"]["train_seconds"]
-        / results["full_finetune"]["train_seconds"],
-        "routed_over_single_inference_time": routed / single,
-        "merged_over_unmerged_lora_inference_time": merged / beside,
-        "model_flops_utilisation": achieved / ceiling,
-        "laft_uriel_stage_bytes_over_full_checkpoint": results["laft_uriel"]["stored_bytes"] / full_checkpoint,
-        "full_finetune_stage_bytes_over_full_checkpoint": results["full_finetune"]["stored_bytes"] / full_checkpoint,
-    }
-    report = {"figures": figures, "strategies": results, "full_checkpoint_bytes": full_checkpoint,
-              "inference": {"examples": len(mixed), "single_seconds": single, "routed_seconds": routed,
-                            "examples_per_second_single": len(mixed) / single,
-                            "examples_per_second_routed": len(mixed) / routed,
-                            "served_alone": {"language": alone_lang, "route": list(modular.route_of(alone_lang)),
-                                             "examples": len(alone), "unmerged_seconds": beside,
-                                             "merged_seconds": merged}},
-              "flops": {"achieved_training_flops_per_second": achieved, "matmul_flops_per_second": ceiling},
-              "memory": memory, "torch_threads": torch.get_num_threads(),
-              "machine": {"platform": platform.platform(), "python": platform.python_version()},
-              "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    write_json(args.output, report)
-
-    table = Table(title="speed ratios (measured in this run)")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in figures.items():
-        table.add_row(key, f"{value:.3f}")
-    table.add_row("training examples/s full_finetune, laft_uriel",
-                  f"{results['full_finetune']['examples_per_second']:.1f}, "
-                  f"{results['laft_uriel']['examples_per_second']:.1f}")
-    table.add_row("achieved / matmul GFLOP/s", f"{achieved / 1e9:.1f} / {ceiling / 1e9:.1f}")
-    table.add_row("peak memory (MiB)", f"{memory['peak_mib']:.0f}")
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
-    print(f"written: {args.output}")
+    report = measure(args)
+    output = args.output or RESULTS / f"speed-{report['stream']}.json"
+    write_json(output, report)
+    header, rows = table([report])
+    for column, cell in zip(header, rows[0]):
+        print(f"{column}: {cell}")
+    print(f"written: {output}")
     return 0
 
 

@@ -151,3 +151,34 @@ def test_a_gated_update_on_kept_outputs_routes_and_scores_as_without_them(tmp_pa
     assert kept["gate"] == through["gate"] and kept["routes"] == through["routes"]
     assert any(route != "previous" for route in kept["routes"].values())  # the update did move languages
     assert kept["scores"] == through["scores"]
+
+
+def test_the_speed_benchmark_writes_its_figures_with_their_spread(tmp_path, tiny_backbone):
+    from helpers import load_benchmark, write_config
+    from tiny import write_topic_data
+
+    write_topic_data(tmp_path / "data", n=(24, 6, 6))
+    lora = {"r": 2, "target_modules": ["query", "value"], "layers": [1]}
+    path = write_config(tmp_path / "tiny.yaml", data={"format": "sib200", "path": "data"},
+                        model={"name": tiny_backbone, "max_length": 32},
+                        training={"epochs": 1, "batch_size": 4},
+                        stream={"stages": [{"name": "initial", "amount": 8},
+                                           {"name": "update", "languages": ["hin"], "amount": 16}]},
+                        strategies=[{"method": "full_finetune"}, {"method": "laft_uriel", "lora": lora}])
+    speed = load_benchmark("speed")
+    output = tmp_path / "speed-tiny.json"
+    assert speed.main(["--stream", str(path), "--repeats", "2", "--threads", "1", "--limit", "8",
+                       "--output", str(output)]) == 0
+    import json
+
+    report = json.loads(output.read_text())
+    assert report["stream"] == "tiny" and report["update"]["examples"] == 8 and len(report["repeats"]) == 2
+    for figure in speed.FIGURES:
+        spread = report["figures"][figure]
+        assert spread["runs"] == [r["figures"][figure] for r in report["repeats"]]
+        assert spread["min"] <= spread["median"] <= spread["max"] and spread["min"] > 0
+    first = report["repeats"][0]
+    assert first["figures"]["laft_uriel_over_full_finetune_update_time"] == pytest.approx(
+        first["updates"]["laft_uriel"]["update_seconds"] / first["updates"]["full_finetune"]["update_seconds"])
+    header, rows = speed.table([report])
+    assert len(rows[0]) == len(header)
