@@ -90,9 +90,9 @@ def _tensor_mib(module) -> float:
 def read_languages(root: Path, limit: int | None, per_language: int):
     """The SIB-200 languages (canonical codes of the first ``limit`` folders) and their first examples."""
     from cml.config import SIB200Source
-    from cml.data.examples import TaskFamily
     from cml.data.readers import read_dataset
     from cml.data.readers.common import language_folders
+    from cml.task_family import TaskFamily
 
     codes = list(language_folders(root, SIB200Source(format="sib200", path=str(root))))[:limit]
     source = SIB200Source(format="sib200", path=str(root), languages=codes, max_per_split=per_language)
@@ -157,9 +157,9 @@ def build_routed(folder: str, labels, languages: list[str], n_groups: int):
     import torch
 
     from cml.config import ModelConfig, ModularConfig
-    from cml.data.examples import TaskFamily
     from cml.routing import RoutedModel
     from cml.strategies.laft_uriel import LaftUriel
+    from cml.task_family import TaskFamily
     from cml.tasks import make_task
 
     task = make_task(TaskFamily.classification, labels, ModelConfig(name=folder, max_length=64))

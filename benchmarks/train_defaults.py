@@ -89,8 +89,9 @@ def propn_iob2(ud_root: Path, out: Path, languages: list[str], cap: int) -> Path
     """``<out>/<lang>/{train,dev,test}.txt``: the first ``cap`` sentences of each UD split, one ``token tag`` line
     per syntactic word, tags B-NAME/I-NAME over each run of PROPN words and O elsewhere."""
     from cml.config import ConlluSource
-    from cml.data.examples import SPLITS, TaskFamily
+    from cml.data.examples import SPLITS
     from cml.data.readers import read_dataset
+    from cml.task_family import TaskFamily
 
     source = ConlluSource(format="conllu", path=str(ud_root), languages=languages, max_per_split=cap)
     dataset = read_dataset(source, TaskFamily.tagging)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from tiny import TOPICS, write_topic_data
 
 from cml.config import ModelConfig, ReplayConfig, load_config
-from cml.data.examples import Example, TaskFamily
+from cml.data.examples import Example
 from cml.data.stream import Stage
 from cml.experiment import Experiment
 from cml.routing import RoutedModel
@@ -22,6 +22,7 @@ from cml.strategies.distill import distillation_loss
 from cml.strategies.ewc import attach_fisher, detach_fisher, diagonal_fisher, ewc_penalty
 from cml.strategies.replay import Replay, reservoir_sample
 from cml.strategies.wise_ft import interpolate
+from cml.task_family import TaskFamily
 from cml.tasks import make_task
 
 LANGS = ["deu", "fra", "hin"]

@@ -78,8 +78,8 @@ def test_all_sib200_and_pud_languages_read(tmp_path):
     from conftest import SHARED_DATA
 
     from cml.config import ConlluSource, SIB200Source
-    from cml.data.examples import TaskFamily
     from cml.data.readers import read_dataset
+    from cml.task_family import TaskFamily
 
     sib = read_dataset(SIB200Source(format="sib200", path=str(SHARED_DATA / "sib200")), TaskFamily.classification)
     assert len(sib.languages) == 205

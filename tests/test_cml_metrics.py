@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from cml.config import ModelConfig, load_config
-from cml.data.examples import Example, TaskFamily
+from cml.data.examples import Example
 from cml.errors import CMLError
 from cml.evaluation.cml_metrics import (CATEGORIES, SUMMARY_KEYS, aggregate_seeds, compare_to_reference, flip_rates,
                                         language_change, language_seed, metric_changes, metric_disagreements,
                                         paired_bootstrap_interval, paired_items, placement, read_item_scores,
                                         read_metric_item_scores, summarize_languages, summarize_run, summarize_stage)
+from cml.task_family import TaskFamily
 from cml.tasks import make_task
 
 # ---------------------------------------------------------------------------------------------- a tiny run

@@ -109,8 +109,8 @@ def test_max_per_split_caps_each_split_or_all():
 
 def test_max_per_split_keeps_the_first_examples_of_each_split(tmp_path):
     from cml.config import DelimitedSource
-    from cml.data.examples import TaskFamily
     from cml.data.readers import read_dataset
+    from cml.task_family import TaskFamily
 
     for split, n in (("train", 9), ("dev", 6), ("test", 7)):
         folder = tmp_path / "eng"

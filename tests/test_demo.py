@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, SHARED_DATA, needs_shared_data
 
 from cml.config import TrainConfig, UpdateConfig, load_config
-from cml.data.examples import TaskFamily
+from cml.task_family import TaskFamily
 
 DEMO = ROOT / "configs" / "demo"
 SCRIPT = ROOT / "scripts" / "demo.sh"

@@ -35,9 +35,10 @@ from hypothesis import strategies as st
 
 from cml.config import (ConllSource, ConlluSource, DelimitedColumns, DelimitedSource, ExperimentConfig,
                         SIB200Source, load_config)
-from cml.data.examples import MultilingualDataset, TaskFamily
+from cml.data.examples import MultilingualDataset
 from cml.data.readers import read_dataset
 from cml.errors import CMLError
+from cml.task_family import TaskFamily
 
 C, T, S = TaskFamily.classification, TaskFamily.tagging, TaskFamily.seq2seq
 LANGS = ("deu", "fra")

@@ -147,7 +147,8 @@ def test_sentence_entity_scores_by_hand():
 
 def test_tagging_task_reports_the_metrics_and_item_scores_of_its_family(tiny_backbone):
     from cml.config import ModelConfig
-    from cml.data.examples import Example, TaskFamily
+    from cml.data.examples import Example
+    from cml.task_family import TaskFamily
     from cml.tasks import make_task
 
     examples = [Example(str(i), "deu", tokens=tuple(f"w{j}" for j in range(len(tags))), tags=tuple(tags))

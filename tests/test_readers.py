@@ -4,9 +4,10 @@ import pytest
 from helpers import write_sib_like
 
 from cml.config import ConllSource, ConlluSource, DelimitedSource, SIB200Source, SimplemmaSource
-from cml.data.examples import TaskFamily, split_by_id
+from cml.data.examples import split_by_id
 from cml.data.readers import read_dataset
 from cml.errors import CMLError
+from cml.task_family import TaskFamily
 
 C, T, S = TaskFamily.classification, TaskFamily.tagging, TaskFamily.seq2seq
 

@@ -296,8 +296,8 @@ def test_new_labels_need_grow_head_and_keep_the_old_ids(chain):
 def test_an_unsorted_id2label_checkpoint_keeps_its_labels(tmp_path, tiny_backbone):
     from transformers import AutoModelForTokenClassification
 
-    from cml.data.examples import TaskFamily
     from cml.release.model import open_source
+    from cml.task_family import TaskFamily
 
     labels = ["VERB", "ADJ", "NOUN", "DET"]
     model = AutoModelForTokenClassification.from_pretrained(tiny_backbone, num_labels=4,

@@ -6,9 +6,10 @@ from helpers import PairDistances, gate_with_dev_items, grouped_strategy, load_b
 from tiny import write_topic_data
 
 from cml.config import ModelConfig, load_config
-from cml.data.examples import Example, TaskFamily
+from cml.data.examples import Example
 from cml.experiment import Experiment
 from cml.routing import RoutedModel
+from cml.task_family import TaskFamily
 from cml.tasks import make_task
 
 LANGS = ["deu", "fra", "hin"]

@@ -2,10 +2,10 @@ import pytest
 from helpers import write_sib_like
 
 from cml.config import SIB200Source, StreamConfig
-from cml.data.examples import TaskFamily
 from cml.data.readers import read_dataset
 from cml.data.stream import build_stream
 from cml.errors import CMLError
+from cml.task_family import TaskFamily
 
 
 @pytest.fixture

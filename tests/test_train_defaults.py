@@ -10,7 +10,7 @@ import pytest
 from helpers import load_benchmark
 from tiny import write_topic_data
 
-from cml.data.examples import TaskFamily
+from cml.task_family import TaskFamily
 from cml.training.defaults import FAMILY_TRAINING_DEFAULTS, training_defaults
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -227,7 +227,7 @@ def test_bytes_that_are_not_utf8_are_named_by_file_line_and_offset(tmp_path):
     cut = data.index(b"\n", data.index(b"\n") + 1) + 5  # inside line 3
     bad.write_bytes(data[:cut] + b"\xff\xfe" + data[cut:])
     from cml.config import SIB200Source
-    from cml.data.examples import TaskFamily
+    from cml.task_family import TaskFamily
 
     with pytest.raises(CMLError, match=f"byte 0xff at byte offset {cut}") as err:
         read_dataset(SIB200Source(format="sib200", path=str(root)), TaskFamily.classification)
@@ -241,7 +241,7 @@ def test_bytes_that_are_not_utf8_are_named_by_file_line_and_offset(tmp_path):
 
 def test_a_byte_order_mark_is_accepted_everywhere(tmp_path):
     from cml.config import ConlluSource, DelimitedSource, SIB200Source
-    from cml.data.examples import TaskFamily
+    from cml.task_family import TaskFamily
 
     bom = "\ufeff"
     sib = write_sib_like(tmp_path / "sib")
@@ -343,7 +343,7 @@ def test_predict_refuses_malformed_input_lines(finished_run, stdin, message):
 ])
 def test_a_file_that_would_be_misread_is_an_error_naming_its_line(tmp_path, fmt, content, message, line):
     from cml.config import DelimitedSource
-    from cml.data.examples import TaskFamily
+    from cml.task_family import TaskFamily
 
     write_splits(tmp_path, fmt, content)
     with pytest.raises(CMLError, match=message) as err:
@@ -410,8 +410,8 @@ def test_a_stage_that_learned_nothing_is_a_loud_warning(tmp_path, tiny_backbone)
 def test_one_label_everywhere_is_a_warning():
     from types import SimpleNamespace
 
-    from cml.data.examples import TaskFamily
     from cml.experiment import learning_warnings
+    from cml.task_family import TaskFamily
 
     task = SimpleNamespace(primary_metric="accuracy", family=TaskFamily.tagging)
     one = learning_warnings(task, {"train": {"dev_history": [0.2, 0.3]}}, {"deu": [["O", "O"]], "fra": [["O"]]})
@@ -423,7 +423,7 @@ def test_one_label_everywhere_is_a_warning():
 
 def test_iob2_repair_reads_a_stray_inside_tag_as_a_beginning_and_counts_it(tmp_path):
     from cml.config import ConllSource
-    from cml.data.examples import TaskFamily
+    from cml.task_family import TaskFamily
 
     write_splits(tmp_path / "ner", "txt", "Ade B-PER\nOla I-PER\nlana I-DATE\n\nEko B-LOC\n", languages=("yor", "hau"))
     source = ConllSource(format="conll", path=str(tmp_path / "ner"), repair=True)
@@ -691,7 +691,7 @@ def test_predict_refuses_what_json_allows_but_text_is_not(finished_run, stdin, m
 
 def test_jsonl_data_with_a_lone_surrogate_is_an_error(tmp_path):
     from cml.config import DelimitedSource
-    from cml.data.examples import TaskFamily
+    from cml.task_family import TaskFamily
 
     write_splits(tmp_path, "jsonl", '{"text": "ok", "label": "a"}\n{"text": "x", "label": "sp\\udc00ort"}\n')
     with pytest.raises(CMLError, match="lone surrogate") as err:
@@ -777,8 +777,8 @@ def test_an_extended_language_subtag_is_the_language(code, expected):
 
 def test_line_numbers_count_lone_carriage_returns_and_quoted_csv_lines(tmp_path):
     from cml.config import DelimitedSource
-    from cml.data.examples import TaskFamily
     from cml.io import decode_text
+    from cml.task_family import TaskFamily
 
     with pytest.raises(CMLError) as err:
         decode_text(b"a\rb\rc\xff\r", "f")
@@ -793,8 +793,8 @@ def test_a_nan_loss_and_an_overlong_max_length_are_said(tiny_backbone):
     from types import SimpleNamespace
 
     from cml.config import ModelConfig
-    from cml.data.examples import TaskFamily
     from cml.experiment import learning_warnings
+    from cml.task_family import TaskFamily
     from cml.tasks import make_task
 
     task = SimpleNamespace(primary_metric="accuracy", family=TaskFamily.seq2seq)
@@ -829,8 +829,9 @@ def test_tagging_top_k_ranks_each_word(tiny_backbone):
     import torch
 
     from cml.config import ModelConfig
-    from cml.data.examples import Example, TaskFamily
+    from cml.data.examples import Example
     from cml.evaluation.inference import predict
+    from cml.task_family import TaskFamily
     from cml.tasks import make_task
 
     task = make_task(TaskFamily.tagging, ["O", "B-X", "I-X"], ModelConfig(name=tiny_backbone))

@@ -21,11 +21,11 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       create_model, field_validator, model_serializer, model_validator)
 from pydantic.fields import FieldInfo
 
-from .data.examples import TaskFamily
 from .errors import CMLError
 from .io import read_text
 from .languages import canonical
 from .metrics import METRIC_NAMES
+from .task_family import TaskFamily
 
 
 class Strict(BaseModel):

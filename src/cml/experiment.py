@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig, FullFinetuneConfig, TrainingConfig, with_overrides
-from .data.examples import TaskFamily, stable_hash
+from .data.examples import stable_hash
 from .data.readers import read_dataset
 from .data.stream import Stream, build_stream
 from .errors import CMLError
@@ -40,6 +40,7 @@ from .records import SavedStage, checked
 from .reports.report import write_report
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
+from .task_family import TaskFamily
 from .tasks import make_task
 from .training.checkpoint import load_model_state, read_state, save_checkpoint, verify_checkpoint
 from .training.trainer import make_accelerator

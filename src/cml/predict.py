@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import ExperimentConfig, validated
-from .data.examples import Example, TaskFamily
+from .data.examples import Example
 from .errors import CMLError
 from .io import decode_text, parse_json, read_json
 from .languages import canonical
@@ -20,6 +20,7 @@ from .models.embedded import quiet_transformers
 from .records import RunResults, checked
 from .routing import RoutedModel
 from .strategies import StageContext, make_strategy
+from .task_family import TaskFamily
 from .tasks import make_task
 from .training.checkpoint import load_model_state
 

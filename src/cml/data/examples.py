@@ -6,19 +6,11 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 
 from ..errors import CMLError
+from ..task_family import TaskFamily
 
 SPLITS = ("train", "dev", "test")
-
-
-class TaskFamily(str, Enum):
-    """What an example predicts: one label per sentence, one tag per token, or a text."""
-
-    classification = "classification"
-    tagging = "tagging"
-    seq2seq = "seq2seq"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from ..config import AllExcept, StageConfig, StreamConfig
 from ..errors import CMLError
-from .examples import Example, MultilingualDataset, TaskFamily, stable_hash
+from ..task_family import TaskFamily
+from .examples import Example, MultilingualDataset, stable_hash
 
 
 @dataclass

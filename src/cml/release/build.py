@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import FullFinetuneConfig, ModelConfig, ReleaseConfig, TrainConfig, UpdateConfig
-from ..data.examples import Example, MultilingualDataset, TaskFamily
+from ..data.examples import Example, MultilingualDataset
 from ..data.readers import read_dataset
 from ..data.stream import Stage
 from ..errors import CMLError
@@ -24,6 +24,7 @@ from ..models.embedded import quiet_transformers
 from ..routing import RoutedModel
 from ..strategies import StageContext, make_strategy
 from ..strategies.modular import ModularStrategy
+from ..task_family import TaskFamily
 from ..tasks import make_task
 from .ship import check_metric, judge
 from ..training.trainer import make_accelerator

@@ -22,9 +22,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..data.examples import TaskFamily
 from ..errors import CMLError
 from ..io import read_bytes, read_json, refuse_links, sha256_bytes, write_json
+from ..task_family import TaskFamily
 
 FORMAT_VERSION = 1
 MANIFEST = "release.json"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from ..data.examples import TaskFamily
 from ..errors import CMLError
 from ..io import read_bytes, sha256_bytes
 from ..models.embedded import loading_model, quiet_transformers, resolve_model_path
 from ..routing import RoutedModel
+from ..task_family import TaskFamily
 from ..training.checkpoint import load_model_state, unshare
 from .manifest import ADAPTER_DIR, MANIFEST, MODEL_DIR, Origin, ReleaseRecord, read_manifest, verify_files
 

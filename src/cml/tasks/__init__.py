@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..data.examples import TaskFamily
+from ..task_family import TaskFamily
 from .base import Task
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
-from ..data.examples import Example, TaskFamily
+from ..data.examples import Example
 from ..errors import CMLError
 from ..models.embedded import loading_model
+from ..task_family import TaskFamily
 
 log = logging.getLogger("cml.task")
 

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..data.examples import Example, TaskFamily
+from ..data.examples import Example
 from ..metrics import CLASSIFICATION_METRICS, accuracy, macro_f1
+from ..task_family import TaskFamily
 from .base import Task
 
 

@@ -13,9 +13,10 @@ from functools import cached_property
 
 import torch
 
-from ..data.examples import Example, TaskFamily
+from ..data.examples import Example
 from ..metrics import SEQ2SEQ_METRICS, chrf, exact_match, sentence_chrf
 from ..models.embedded import loading_model
+from ..task_family import TaskFamily
 from .base import Task
 
 

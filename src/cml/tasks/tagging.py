@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ..data.examples import Example, TaskFamily
+from ..data.examples import Example
 from ..metrics import (NER_METRICS, POS_METRICS, SEQEVAL_MODE, SEQEVAL_SCHEME, entity_f1, is_iob2,
                        sentence_entity_scores, token_accuracy)
+from ..task_family import TaskFamily
 from .base import IGNORE, Task
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..data.examples import TaskFamily
+from ..task_family import TaskFamily
 
 # Measured by benchmarks/train_defaults.py (benchmarks/results/train-defaults.json; docs/benchmarks.md, "Training
 # defaults per family"; tests/test_train_defaults.py keeps these equal to the JSON's chosen points): the embedded

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pkgutil import resolve_name
 
 from ...config import DataSource
-from ..examples import SPLITS, MultilingualDataset, TaskFamily
+from ...task_family import TaskFamily
+from ..examples import SPLITS, MultilingualDataset
 from .common import finish_dataset
 
 # format -> "module:function"; imported on demand to keep optional dependencies (datasets, simplemma) off the

@@ -10,7 +10,8 @@ from pathlib import Path
 from ...errors import CMLError
 from ...io import decode_text, read_bytes, sha256_bytes
 from ...languages import canonical
-from ..examples import SPLITS, Example, MultilingualDataset, TaskFamily, split_by_id
+from ...task_family import TaskFamily
+from ..examples import SPLITS, Example, MultilingualDataset, split_by_id
 
 _BIO = re.compile(r"^(?:O|[BI]-.+)$")
 

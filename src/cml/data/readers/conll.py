@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import CMLError
-from ..examples import SPLITS, Example, MultilingualDataset, TaskFamily
+from ...task_family import TaskFamily
+from ..examples import SPLITS, Example, MultilingualDataset
 from .common import check_example, check_tags, language_folders, open_source_file, source_path
 
 

@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 
 from ...errors import CMLError
-from ..examples import Example, MultilingualDataset, TaskFamily
+from ...task_family import TaskFamily
+from ..examples import Example, MultilingualDataset
 from .common import check_example, language_of, open_source_file, source_path, wanted
 
 _FILE = re.compile(r"^(?P<code>[a-z]{2,3})_[a-z0-9]+-ud-(?P<split>train|dev|test)\.conllu$")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ...errors import CMLError
 from ...io import parse_json
-from ..examples import SPLITS, Example, MultilingualDataset, TaskFamily
+from ...task_family import TaskFamily
+from ..examples import SPLITS, Example, MultilingualDataset
 from .common import check_example, language_folders, language_of, open_source_file, source_path, wanted
 
 

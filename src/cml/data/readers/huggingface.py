@@ -9,7 +9,8 @@ class or tag ids are turned into names with the dataset's ``ClassLabel`` feature
 from __future__ import annotations
 
 from ...errors import CMLError
-from ..examples import SPLITS, Example, MultilingualDataset, TaskFamily
+from ...task_family import TaskFamily
+from ..examples import SPLITS, Example, MultilingualDataset
 from .common import check_example, check_tags
 
 _SPLIT_NAMES = {"train": ("train",), "dev": ("validation", "dev"), "test": ("test",)}

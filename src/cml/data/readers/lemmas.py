@@ -15,7 +15,8 @@ from ...cache import cache_root
 from ...errors import CMLError
 from ...io import write_json
 from ...languages import canonical
-from ..examples import Example, MultilingualDataset, TaskFamily
+from ...task_family import TaskFamily
+from ..examples import Example, MultilingualDataset
 
 
 @functools.lru_cache(maxsize=1)

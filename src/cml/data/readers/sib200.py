@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import CMLError
-from ..examples import SPLITS, Example, MultilingualDataset, TaskFamily
+from ...task_family import TaskFamily
+from ..examples import SPLITS, Example, MultilingualDataset
 from .common import check_example, language_folders, open_source_file, source_path
 
 _HEADER = ["index_id", "category", "text"]
