@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cml.bootstrap import flip_rates, language_change, language_seed, paired_bootstrap_interval
 from cml.config import ModelConfig, load_config
 from cml.data.examples import Example
 from cml.errors import CMLError
-from cml.evaluation.cml_metrics import (CATEGORIES, SUMMARY_KEYS, aggregate_seeds, compare_to_reference, flip_rates,
-                                        language_change, language_seed, metric_changes, metric_disagreements,
-                                        paired_bootstrap_interval, paired_items, placement, read_item_scores,
+from cml.evaluation.cml_metrics import (CATEGORIES, SUMMARY_KEYS, aggregate_seeds, compare_to_reference, metric_changes,
+                                        metric_disagreements, paired_items, placement, read_item_scores,
                                         read_metric_item_scores, summarize_languages, summarize_run, summarize_stage)
 from cml.task_family import TaskFamily
 from cml.tasks import make_task
@@ -118,11 +118,11 @@ def test_bootstrap_is_seeded_and_resamples_pairs():
 
 
 def test_bootstrap_blocks_do_not_change_the_answer(monkeypatch):
-    from cml.evaluation import cml_metrics
+    from cml import bootstrap
 
     scores = np.random.default_rng(0).random((2, 30))
     whole = paired_bootstrap_interval(*scores, resamples=200)
-    monkeypatch.setattr(cml_metrics, "_BOOTSTRAP_BLOCK", 30 * 7)  # 7 resamples per block, the last one short
+    monkeypatch.setattr(bootstrap, "_BOOTSTRAP_BLOCK", 30 * 7)  # 7 resamples per block, the last one short
     assert paired_bootstrap_interval(*scores, resamples=200) == pytest.approx(whole, abs=0.05)
 
 

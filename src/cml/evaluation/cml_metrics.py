@@ -1,7 +1,8 @@
 """What an update did to every language: per-language changes with paired bootstrap intervals, flip rates, and
 summaries per strategy and stage (overall, by language category, against a reference strategy, across seeds).
 
-Everything except :func:`summarize_run` (which reads prediction files and URIEL+) is a pure function of numbers.
+Everything except :func:`summarize_run` (which reads prediction files and URIEL+) and :func:`typology_distance`
+(URIEL+) is a pure function of numbers.
 
 **Before and after.** For update stage *k* of strategy *S*, "before" is *S*'s deployed model after stage *k-1* and
 "after" is *S* after stage *k*. ``before``/``after`` are the stage records' primary metric (the number every
@@ -14,28 +15,8 @@ takes plain numbers, so it serves any before/after pair of models, inside a run 
 :func:`metric_disagreements` names the metrics whose figures contradict the primary one's: a primary metric can
 stay flat where another falls (exact match near 0 for every model on long outputs, while chrF halves).
 
-**Interval** (:func:`paired_bootstrap_interval`). A 95% paired bootstrap percentile interval over the test items:
-each resample draws item indices with replacement, the same indices for before and after (which is resampling
-the per-item differences), and takes the mean difference; the interval is the 2.5th and 97.5th percentiles of
-``resamples`` such means. Per-item scores are the prediction files' ``scores`` (``score`` holds the primary
-metric's, and is all that files written before per-metric scores hold): 1/0 for accuracy and exact match, the
-fraction of correct tokens of a sentence for token accuracy, a sentence's chrF for chrF, its own entities' F1,
-precision and recall for the entity metrics, and an item's correctness for macro-F1 (which has no item score of
-its own). For accuracy and exact match the metric *is* the mean item score, so the interval is exactly that of
-``delta``. For corpus-level metrics (token accuracy pools tokens over sentences, entity F1 pools entities, chrF
-pools character n-gram statistics, macro-F1 averages per-label F1) the items do not add up to the metric, so we
-bootstrap the mean item score instead and translate its interval by ``delta - (mean item difference)``: the
-spread of the item mean stands in for the metric's. That is an approximation, exact when the two coincide, and it
-keeps every interval around the delta it qualifies (so "significant" never contradicts the sign of ``delta``). A
-language is significantly improved (degraded) when the whole interval lies above (below) zero.
-
-Each language's resamples are seeded by ``(seed, language)``: reruns are identical, and two strategies are
-compared on the same resampled item sets (common random numbers), so their intervals differ only by their
-predictions.
-
-**Flip rates** (:func:`flip_rates`). The negative flip rate is the share of items whose score dropped from
-before to after, the positive one the share whose score rose. For 1/0 scores that is exactly "right before and
-wrong after" (and the reverse); for tagging it counts sentences with fewer correct tokens, however many.
+**Intervals and flip rates** (:mod:`cml.bootstrap`): each change has its 95% paired bootstrap interval and its
+negative and positive flip rates, over the test items, seeded per language.
 
 **Language categories** (:func:`placement`). ``in_update``: trained on in the stage. ``neighbour``: the combined
 URIEL+ distance (:mod:`cml.typology.uriel`, default kinds) to the nearest update language is below
@@ -58,13 +39,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..bootstrap import CONFIDENCE, RESAMPLES, language_change, language_seed
 from ..errors import CMLError
 from ..io import open_text
 
@@ -75,62 +56,11 @@ log = logging.getLogger("cml.metrics")
 
 REFERENCE = "full_finetune"
 NEIGHBOUR_THRESHOLD = 0.4
-RESAMPLES = 1000
-CONFIDENCE = 0.95
 CATEGORIES = ("in_update", "neighbour", "far")
 SUMMARY_KEYS = ("n_languages", "n_improved", "n_degraded", "n_significant_improved", "n_significant_degraded",
                 "mean_delta", "mean_loss_magnitude", "max_loss", "aggregate_before", "aggregate_after",
                 "negative_flip_rate")
 REFERENCE_KEYS = ("improved_share_gain_pp", "loss_magnitude_reduction")
-_BOOTSTRAP_BLOCK = 1 << 20  # resampled indices held in memory at once
-
-
-# ---------------------------------------------------------------------------------------------- per language
-
-def paired_bootstrap_interval(before: Sequence[float] | np.ndarray, after: Sequence[float] | np.ndarray, *,
-                              resamples: int = RESAMPLES, seed: int | Sequence[int] = 0,
-                              confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Percentile interval of the mean of ``after - before`` over item resamples (see the module docstring)."""
-    before, after = _item_arrays(before, after)
-    differences = after - before
-    n = len(differences)
-    rng = np.random.default_rng(seed)
-    rows = max(1, _BOOTSTRAP_BLOCK // n)
-    means = np.concatenate([differences[rng.integers(0, n, size=(min(rows, resamples - start), n))].mean(axis=1)
-                            for start in range(0, resamples, rows)])
-    tail = 50 * (1 - confidence)
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def flip_rates(before: Sequence[float] | np.ndarray, after: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """(negative, positive) flip rate: the shares of items whose score dropped, and rose, from before to after."""
-    before, after = _item_arrays(before, after)
-    return float(np.mean(after < before)), float(np.mean(after > before))
-
-
-def _item_arrays(before: Sequence[float] | np.ndarray,
-                 after: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
-    if before.shape != after.shape or before.ndim != 1 or len(before) == 0:
-        raise ValueError("need two equally long, non-empty sequences of item scores")
-    return before, after
-
-
-def language_change(before_score: float, after_score: float, before_items: np.ndarray, after_items: np.ndarray,
-                    *, resamples: int = RESAMPLES, seed: int | Sequence[int] = 0) -> dict[str, float]:
-    """``before``, ``after``, ``delta``, its interval (``ci_low``, ``ci_high``) and both flip rates of one language."""
-    delta = after_score - before_score
-    low, high = paired_bootstrap_interval(before_items, after_items, resamples=resamples, seed=seed)
-    shift = delta - float(np.mean(after_items) - np.mean(before_items))  # 0 unless the metric is corpus-level
-    negative, positive = flip_rates(before_items, after_items)
-    return {"before": before_score, "after": after_score, "delta": delta, "ci_low": low + shift,
-            "ci_high": high + shift, "negative_flip_rate": negative, "positive_flip_rate": positive}
-
-
-def language_seed(seed: int, language: str) -> list[int]:
-    """The bootstrap seed of one language: the same in every strategy and stage (common random numbers)."""
-    return [seed, zlib.crc32(language.encode("utf-8"))]
 
 
 # ---------------------------------------------------------------------------------------------- categories
@@ -182,7 +112,7 @@ def typology_distance(languages: Sequence[str]) -> tuple[Callable[[str, str], fl
 # ---------------------------------------------------------------------------------------------- summaries
 
 def summarize_languages(changes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The :data:`SUMMARY_KEYS` figures over languages' :func:`language_change` records."""
+    """The :data:`SUMMARY_KEYS` figures over languages' :func:`cml.bootstrap.language_change` records."""
     def column(key: str) -> np.ndarray:
         return np.array([change[key] for change in changes.values()], dtype=np.float64)
 
@@ -220,7 +150,7 @@ def metric_changes(before: Mapping[str, Mapping[str, float]], after: Mapping[str
                    *, placements: Mapping[str, Mapping[str, Any]] | None = None, resamples: int = RESAMPLES,
                    seed: int = 0) -> dict[str, dict[str, Any]]:
     """What one update did to every language in every metric: {metric: the :data:`SUMMARY_KEYS` figures and
-    ``languages`` ({language: :func:`language_change`})}.
+    ``languages`` ({language: :func:`cml.bootstrap.language_change`})}.
 
     ``before`` and ``after`` are {metric: {language: value}} (every language of ``before[metric]`` needs a value in
     ``after[metric]``); ``items`` is {metric: {language: (before item scores, after item scores)}}, the same items

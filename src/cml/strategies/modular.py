@@ -23,9 +23,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from ..bootstrap import delta_interval, language_seed
 from ..data.examples import stable_hash
 from ..errors import CMLError
-from ..evaluation.cml_metrics import language_seed, paired_bootstrap_interval
 from ..evaluation.inference import evaluate_languages
 from ..routing import BASE, Route, RoutedModel
 from ..training.trainer import train
@@ -251,9 +251,8 @@ def gate_choice(scores: dict[str, float], items: dict[str, Sequence[float]], con
             if kind == "previous":
                 continue
             # a two-sided interval at 2c - 1 has its lower end at the one-sided bound of confidence c
-            low, _ = paired_bootstrap_interval(items["previous"], items[kind], seed=seed, confidence=2 * confidence - 1)
-            shift = (scores[kind] - scores["previous"]) - (float(np.mean(items[kind])) - float(np.mean(items["previous"])))
-            lower_bounds[kind] = low + shift
+            lower_bounds[kind], _ = delta_interval(scores["previous"], scores[kind], items["previous"], items[kind],
+                                                   seed=seed, confidence=2 * confidence - 1)
             if lower_bounds[kind] <= 0:
                 del eligible[kind]
     return max(eligible, key=lambda kind: eligible[kind]), lower_bounds

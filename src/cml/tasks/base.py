@@ -112,7 +112,7 @@ class Task(ABC):
     @abstractmethod
     def item_metric_scores(self, examples: Sequence[Example], predictions: Sequence) -> dict[str, list[float]]:
         """{metric: one score per example} for every metric in ``metrics``, on the scale ``score`` reports it.
-        For corpus-level metrics the item scores stand in for the metric's spread (``cml.evaluation.cml_metrics``)."""
+        For corpus-level metrics the item scores stand in for the metric's spread (:mod:`cml.bootstrap`)."""
 
     def item_scores(self, examples: Sequence[Example], predictions: Sequence) -> list[float]:
         """The primary metric's item scores."""

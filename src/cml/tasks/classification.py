@@ -47,6 +47,6 @@ class ClassificationTask(Task):
 
     def item_metric_scores(self, examples, predictions):
         # Macro-F1 has no per-item score; an item's correctness stands in for it (the interval is moved to
-        # macro-F1's own delta, see cml.evaluation.cml_metrics).
+        # macro-F1's own delta, see cml.bootstrap).
         correct = [float(e.label == p) for e, p in zip(examples, predictions)]
         return {"accuracy": correct, "macro_f1": correct}
