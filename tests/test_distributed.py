@@ -98,7 +98,7 @@ def test_split_batches_lose_no_example():
     batch elsewhere would be dropped): the bucket sampler puts its short batch last."""
     from accelerate.data_loader import BatchSamplerShard
 
-    from cml.training.batching import BucketBatchSampler
+    from cml.data.batching import BucketBatchSampler
 
     lengths = [i % 7 for i in range(203)]  # 25 batches of 8 and one of 3
     sampler = BucketBatchSampler(lengths, 8, shuffle=True, seed=0, multiplier=4)

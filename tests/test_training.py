@@ -7,12 +7,12 @@ from helpers import Interrupted, interrupt_run, run_config
 from safetensors.torch import load_file
 
 from cml.config import ExperimentConfig, ModelConfig, TrainingConfig, load_config
+from cml.data.batching import BucketBatchSampler
 from cml.data.examples import Example
 from cml.errors import CMLError
 from cml.experiment import Experiment
 from cml.tasks import make_task
 from cml.tasks.tagging import IGNORE, first_subword_labels
-from cml.training.batching import BucketBatchSampler
 from cml.training.trainer import make_accelerator, train
 
 

@@ -137,7 +137,7 @@ class FrozenPrefix:
         resumed mid-stage reuses the very same values."""
         from tqdm.auto import tqdm
 
-        from .training.batching import BucketBatchSampler
+        from .data.batching import BucketBatchSampler
 
         self.kept = {}
         features = [f for fs in feature_sets for f in fs]

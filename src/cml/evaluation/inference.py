@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..training.batching import BucketBatchSampler
+from ..data.batching import BucketBatchSampler
 
 
 def predict(model: torch.nn.Module, task, features: Sequence[dict], batch_size: int, device=None,

@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field, ValidationError
 from tqdm.auto import tqdm
 
 from ..config import TrainingConfig
+from ..data.batching import BucketBatchSampler
 from ..errors import CMLError
 from ..evaluation.inference import evaluate_languages, mean_primary
-from .batching import BucketBatchSampler
 from .checkpoint import (load_model_state, load_tensors, load_training_state, read_state, save_checkpoint,
                          trainable_state, verify_checkpoint)
 
