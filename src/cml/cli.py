@@ -102,10 +102,13 @@ def data_stats(config, overrides, labels, as_json, trust_remote_code):
 def run(config, overrides, resume, from_stage, overwrite, trust_remote_code):
     """Run the CML experiment CONFIG: train on the initial stage, apply each update stage, and score every
     language after every stage. Writes <output_dir>/<name>/results.json (with the resolved config,
-    versions and seed), per-example predictions, stage checkpoints (safetensors) and run.log.
+    versions and seed), per-example predictions, stage checkpoints (safetensors) and run.log, then the
+    report (report.md, report.html, results.csv), as `cml report` writes it.
     """
     from .config import load_config
     from .experiment import Experiment
+    from .io import FolderLock
+    from .reports.report import write_report
     from .summary import print_scores
 
     if resume and overwrite:
@@ -114,8 +117,10 @@ def run(config, overrides, resume, from_stage, overwrite, trust_remote_code):
     cfg.allow_remote_code(trust_remote_code)
     experiment = Experiment(cfg, resume=resume, from_stage=from_stage, overwrite=overwrite)
     results = experiment.run()
-    if not experiment.accelerator.is_main_process:  # under `accelerate launch`: print once
+    if not experiment.accelerator.is_main_process:  # under `accelerate launch`: write and print once
         return
+    with FolderLock(experiment.run_dir):  # as `cml report`: not while another process writes there
+        write_report(experiment.run_dir)
     print_scores(results)
     click.echo(f"results: {experiment.run_dir / 'results.json'}")
     click.echo(f"report:  {experiment.run_dir / 'report.html'} (and report.md, results.csv)")

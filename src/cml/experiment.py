@@ -36,13 +36,12 @@ from .errors import CMLError
 from .evaluation.cml_metrics import summarize_run
 from .evaluation.inference import predict
 from .io import FolderLock, read_json, remove_stale_temporaries, write_json, write_text
-from .records import SavedStage, checked
-from .reports.report import write_report
 from .routing import RoutedModel
+from .saved_stages import INITIAL, read_stage, restore_stage, stage_folder
 from .strategies import StageContext, make_strategy
 from .task_family import TaskFamily
 from .tasks import make_task
-from .training.checkpoint import load_model_state, read_state, save_checkpoint, verify_checkpoint
+from .training.checkpoint import load_model_state, save_checkpoint, verify_checkpoint
 from .training.trainer import make_accelerator
 from .versions import package_versions
 
@@ -51,7 +50,6 @@ log = logging.getLogger("cml.run")
 RUN_OUTPUTS = ("results.json", "run.log", "stages", "predictions", "checkpoints", "report.md", "report.html",
                "results.csv", "report_figures")
 NAIVE = "full_finetune"
-INITIAL = "initial"
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -94,31 +92,6 @@ def run_folder(config: ExperimentConfig) -> Path:
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise CMLError("the run folder is not writable", file=run_dir)
     return run_dir
-
-
-def stage_folder(run_dir: Path, strategy: str, index: int, stage_name: str) -> Path:
-    """Where a strategy's finished stage lives in a run folder: ``stages/<strategy>/<index>-<stage name>``."""
-    return Path(run_dir) / "stages" / strategy / f"{index}-{stage_name}"
-
-
-def read_stage(stage_dir: Path) -> dict:
-    """The ``state.json`` of ``stage_dir`` as written, checked to be a finished stage's state (``SavedStage``,
-    its record's prediction file inside the run folder and present); else a CMLError naming what is wrong. The
-    weights beside it are checked by whoever loads them."""
-    state = read_state(stage_dir)
-    predictions = stage_dir.parents[2] / checked(SavedStage, state, stage_dir / "state.json").record.predictions
-    if not predictions.is_file():
-        raise CMLError("a finished stage's prediction file is missing", file=predictions)
-    return state
-
-
-def restore_stage(strategy, model, record: dict, ctx: StageContext, stage_dir: Path):
-    """``strategy.restore`` on a record read from a run folder, which may lack what the strategy needs."""
-    try:
-        return strategy.restore(model, record, ctx)
-    except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise CMLError(f"the stage's record lacks what {strategy.name} needs to restore it ({err!r})",
-                       file=stage_dir / "state.json") from None
 
 
 def _comparable(settings: dict) -> dict:
@@ -341,7 +314,6 @@ class Experiment:
             results["summary"] = summarize_run(results, self.run_dir, reference=results["reference_strategy"],
                                                **self.config.evaluation.model_dump())
             write_json(self.run_dir / "results.json", results)
-            write_report(self.run_dir)
         self.accelerator.wait_for_everyone()  # every process returns once results.json is written
         self.accelerator.end_training()
         return results

@@ -19,6 +19,7 @@ from .languages import canonical
 from .models.embedded import quiet_transformers
 from .records import RunResults, checked
 from .routing import RoutedModel
+from .saved_stages import INITIAL, read_stage, restore_stage, stage_folder
 from .strategies import StageContext, make_strategy
 from .task_family import TaskFamily
 from .tasks import make_task
@@ -49,8 +50,6 @@ class Predictor:
                  trust_remote_code: bool = False) -> Predictor:
         """The deployed model of ``strategy`` (default: the run's reference strategy) after ``stage`` (default:
         the last) of the finished run in ``run_dir``."""
-        from .experiment import INITIAL, read_stage, restore_stage
-
         run_dir = Path(run_dir)
         path = run_dir / "results.json"
         if not path.is_file():
@@ -73,8 +72,6 @@ class Predictor:
         task.languages = list(languages)
 
         def stage_dir(name: str, index: int) -> Path:
-            from .experiment import stage_folder
-
             folder = stage_folder(run_dir, name, index, config.stream.stages[index].name)
             if not (folder / "model.safetensors").is_file():
                 raise CMLError(f"stage {index} of {name} is not in the run folder", file=folder)
