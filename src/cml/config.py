@@ -369,7 +369,8 @@ class ModularConfig(StrategyBase):
 
     method: Literal["lora_shared", "lora_per_language", "laft_uriel", "laft_random"]
     lora: LoraOptions = LoraOptions()
-    n_groups: int | None = Field(None, gt=0, description="laft: number of URIEL groups (default: n_languages // 3)")
+    n_groups: int | None = Field(
+        None, gt=0, description="laft: number of URIEL groups (default: a third of the languages, at least 2)")
     group_threshold: float | None = Field(None, gt=0, description="laft: cut the dendrogram at this distance instead")
     max_group_size: int | None = Field(
         None, gt=0, description="laft: split groups larger than this at their top merge until none is (a module "

@@ -33,7 +33,7 @@ from .data.examples import stable_hash
 from .data.readers import read_dataset
 from .data.stream import Stream, build_stream
 from .errors import CMLError
-from .evaluation.cml_metrics import summarize_run
+from .evaluation.cml_metrics import REFERENCE, summarize_run
 from .evaluation.inference import predict
 from .io import FolderLock, read_json, remove_stale_temporaries, write_json, write_text
 from .routing import RoutedModel
@@ -49,7 +49,6 @@ log = logging.getLogger("cml.run")
 # What a run writes in its folder (besides the lock): what --overwrite removes, and nothing else.
 RUN_OUTPUTS = ("results.json", "run.log", "stages", "predictions", "checkpoints", "report.md", "report.html",
                "results.csv", "report_figures")
-NAIVE = "full_finetune"
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -387,7 +386,7 @@ class Experiment:
                 "predictions": str(path.relative_to(self.run_dir)), "test_predictions": outputs}
 
     def results(self, strategies: dict) -> dict:
-        reference = NAIVE if NAIVE in strategies else next(iter(strategies))
+        reference = REFERENCE if REFERENCE in strategies else next(iter(strategies))
         return {"name": self.config.name, "task": self.config.task.value, "metric": self.task.primary_metric,
                 "seed": self.config.seed, "languages": self.stream.languages, "labels": self.task.labels,
                 "reference_strategy": reference, "stages": strategies[reference]["stages"],

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("cml.metrics")
 
 REFERENCE = "full_finetune"
+"""The strategy the others are compared against: a run's ``reference_strategy`` when it runs it (else its first
+strategy), and the summaries' default."""
 NEIGHBOUR_THRESHOLD = 0.4
 CATEGORIES = ("in_update", "neighbour", "far")
 SUMMARY_KEYS = ("n_languages", "n_improved", "n_degraded", "n_significant_improved", "n_significant_degraded",

@@ -279,6 +279,8 @@ def _typology(results: Mapping[str, Any], summary: Mapping[str, Mapping[str, Any
     else:
         from ..typology.grouping import cluster
 
+        # About a third of the languages, only to orient a reader where no strategy recorded its groups: one group
+        # may do here, unlike LAFT-URIEL's default (cml.strategies.laft_uriel.default_group_count), which needs two.
         grouping = cluster(matrix, n_groups=max(1, round(len(matrix.languages) / 3)))
         updated = {language for entry in results["strategies"].values() for record in entry["stages"]
                    if record["index"] > 0 for language in record["updated_languages"]}

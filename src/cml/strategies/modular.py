@@ -20,7 +20,6 @@ import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 
 from ..bootstrap import delta_interval, language_seed
@@ -29,10 +28,16 @@ from ..errors import CMLError
 from ..evaluation.inference import evaluate_languages
 from ..routing import BASE, Route, RoutedModel
 from ..training.trainer import train
+from ..typology.grouping import mean_distances, nearest
 from .base import Strategy, StageContext
 
 log = logging.getLogger("cml.strategies")
 SHARED = "shared"
+NEW_LANGUAGE_MAX_DISTANCE = 0.5
+"""How far (mean URIEL+ distance to a group's members) a language the model never saw (``cml predict``) may be
+from the nearest trained group to be served by its module, where ``route_to_nearest`` is unset; further, it
+gets the shared module or the previous model. On the combined URIEL+ scale close relatives measure 0.09-0.38
+and languages of other branches or families from about 0.46 (:mod:`cml.evaluation.cml_metrics`)."""
 
 
 def route_name(route: Route) -> str:
@@ -72,12 +77,10 @@ class ModularStrategy(Strategy):
             self.typology = typology_matrix(languages, **({"kinds": kinds} if kinds else {}))
         return self.typology
 
-    def group_distance(self, lang: str, group: str) -> float:
-        members = [m for m, g in self.groups.items() if g == group and m != lang]
-        if not members:
-            return 0.0 if self.groups.get(lang) == group else float("inf")
-        matrix = self.typology
-        return float(np.mean([matrix.distance(lang, m) for m in members]))
+    def members(self, groups: Sequence[str], lang: str) -> dict[str, list[str]]:
+        """{group: its languages but ``lang``}, for each of ``groups``."""
+        return {group: [other for other, its in self.groups.items() if its == group and other != lang]
+                for group in groups}
 
     # -- structure ------------------------------------------------------------------------------------
     def ensure_modules(self, model: RoutedModel, names: list[str], task, seed: int) -> None:
@@ -118,10 +121,11 @@ class ModularStrategy(Strategy):
         groups = [m for m in modules if m != SHARED and m != self.groups.get(lang)]
         if not groups or self.typology is None:
             return None, None
-        distances = {g: self.group_distance(lang, g) for g in groups}
-        nearest = min(distances, key=lambda g: (distances[g], g))
-        route = (SHARED, nearest) if self.config.hierarchical else (nearest,)
-        return route, distances[nearest]
+        distances = mean_distances(lambda other: self.typology.distance(lang, other), self.members(groups, lang))
+        if not distances:
+            return None, None
+        group = nearest(distances)
+        return (SHARED, group) if self.config.hierarchical else (group,), distances[group]
 
     def candidates(self, lang: str, modules: list[str]) -> dict[str, Route]:
         """The routes a language may take, most conservative first."""
@@ -215,19 +219,19 @@ class ModularStrategy(Strategy):
 
     def route_for_new_language(self, lang: str, languages: list[str]) -> Route:
         """The nearest trained group by mean URIEL distance to its members, within ``route_to_nearest``
-        (default 0.5); else the shared module when hierarchical; else the previous model."""
+        (default :data:`NEW_LANGUAGE_MAX_DISTANCE`); else the shared module when hierarchical; else the previous
+        model."""
         from ..typology import DEFAULT_KINDS
         from ..typology.uriel import distances_to
 
         modules = [m for m in self.trained_modules_cache if m != SHARED]
-        members = {g: [lang_ for lang_, group in self.groups.items() if group == g] for g in modules}
         distances = distances_to(lang, languages, self.config.kinds or DEFAULT_KINDS, None)
-        by_group = {g: float(np.mean([distances[languages.index(m)] for m in ms])) for g, ms in members.items() if ms}
-        limit = self.config.route_to_nearest if self.config.route_to_nearest is not None else 0.5
+        by_group = mean_distances(lambda other: distances[languages.index(other)], self.members(modules, lang))
+        limit = self.config.route_to_nearest if self.config.route_to_nearest is not None else NEW_LANGUAGE_MAX_DISTANCE
         if by_group:
-            nearest = min(by_group, key=lambda g: (by_group[g], g))
-            if by_group[nearest] <= limit:
-                return (SHARED, nearest) if self.config.hierarchical else (nearest,)
+            group = nearest(by_group)
+            if by_group[group] <= limit:
+                return (SHARED, group) if self.config.hierarchical else (group,)
         return (SHARED,) if self.config.hierarchical and SHARED in self.trained_modules_cache else BASE
 
     def saved_state(self, model, frozen):

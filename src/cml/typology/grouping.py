@@ -1,21 +1,26 @@
-"""Groups of typologically close languages: average-linkage clustering of a :class:`TypologyMatrix`.
+"""Groups of typologically close languages: average-linkage clustering of a :class:`TypologyMatrix`, and the
+group nearest to a language.
 
 Average linkage (UPGMA) because a group's distance to another is then the mean over all member pairs, the same
-quantity :func:`nearest_group` uses to place a new language; single linkage would chain dialect continua into one
-group, complete linkage would split on a single poorly covered pair.
+quantity :func:`mean_distances` gives to place a language near a group (:func:`nearest_group`, and the modular
+strategies' routes); single linkage would chain dialect continua into one group, complete linkage would split on
+a single poorly covered pair.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..errors import CMLError
 from ..languages import Language, parse_language
 from .uriel import TypologyMatrix, distances_to
+
+Group = TypeVar("Group", int, str)
 
 
 @dataclass(frozen=True)
@@ -105,17 +110,31 @@ def nearest_group(language: str | Language, grouping: Grouping) -> NearestGroup:
         row = matrix.distances[matrix.index(code)]
     else:
         row = distances_to(code, matrix.languages, matrix.kinds, matrix.weights)
-    labels = np.array(grouping.labels)
-    others = np.array([member != code for member in matrix.languages])
-    by_group = {}
-    for label in grouping.groups:
-        members = (labels == label) & others & np.isfinite(row)
-        if members.any():
-            by_group[label] = float(row[members].mean())
+    position = {member: index for index, member in enumerate(matrix.languages)}
+    others = {label: [member for member in members if member != code] for label, members in grouping.groups.items()}
+    by_group = mean_distances(lambda member: row[position[member]], others)
     if not by_group:
         raise CMLError(f"{code}: no distance to any grouped language")
-    best = min(by_group, key=lambda label: (by_group[label], label))
+    best = nearest(by_group)
     return NearestGroup(code, best, by_group[best], by_group)
+
+
+def mean_distances(distance: Callable[[str], float], groups: Mapping[Group, Iterable[str]]) -> dict[Group, float]:
+    """{group: a language's mean distance to the group's members}, given ``distance(member)``: over the members at a
+    finite distance (URIEL+ may have none for a pair), and without the groups that have none, in ``groups``'
+    order. Distances are asked for the members of ``groups`` only."""
+    by_group = {}
+    for group, members in groups.items():
+        known = [value for value in map(distance, members) if math.isfinite(value)]
+        if known:
+            by_group[group] = float(np.mean(known))
+    return by_group
+
+
+def nearest(by_group: Mapping[Group, float]) -> Group:
+    """The group at the smallest distance; among equals, the first by name (so the choice never depends on
+    order)."""
+    return min(by_group, key=lambda group: (by_group[group], group))
 
 
 def _require_finite(matrix: TypologyMatrix) -> None:
