@@ -33,8 +33,8 @@ from .data.examples import stable_hash
 from .data.readers import read_dataset
 from .data.stream import Stream, build_stream
 from .errors import CMLError
-from .evaluation.cml_metrics import REFERENCE, summarize_run
-from .evaluation.inference import predict
+from .evaluation.cml_metrics import REFERENCE, SUMMARY_KEYS, summarize_run
+from .evaluation.inference import evaluate_languages, predict
 from .io import FolderLock, read_json, remove_stale_temporaries, write_json, write_text
 from .routing import RoutedModel
 from .saved_stages import INITIAL, read_stage, restore_stage, stage_folder
@@ -42,6 +42,7 @@ from .strategies import StageContext, make_strategy
 from .task_family import TaskFamily
 from .tasks import make_task
 from .training.checkpoint import load_model_state, save_checkpoint, verify_checkpoint
+from .training.tracking import Tracking, start_tracking
 from .training.trainer import make_accelerator
 from .versions import package_versions
 
@@ -169,6 +170,8 @@ class Experiment:
             self.task = make_task(config.task, labels, config.model, config.evaluation.primary_metric)
         self.task.languages = self.stream.languages
         self.accelerator = make_accelerator(config.training, self.run_dir)
+        self.steps_taken = 0  # the trackers' global step: optimizer steps of the stages run (or reused) so far
+        self.stage_steps: dict[tuple[str, str], int] = {}  # (strategy, stage name) -> the step of its scores
         started = time.perf_counter()
         self.dev = {lang: (ex, self.task.features(ex)) for lang, ex in self.stream.dev.items()}
         self.test = {lang: (ex, self.task.features(ex)) for lang, ex in self.stream.test.items()}
@@ -251,7 +254,34 @@ class Experiment:
                             train_features=[f for lang in stage.languages for f in self.task.features(stage.train[lang])],
                             dev=self.dev, training=self.training_config(index), accelerator=self.accelerator,
                             seed=self.config.seed + index, checkpoint_dir=self.run_dir / "checkpoints" / strategy / str(index),
-                            resume=self.resume, history=self.stream.stages[:index])
+                            resume=self.resume, history=self.stream.stages[:index], tracking=self.tracking(strategy))
+
+    def tracking(self, strategy: str) -> Tracking | None:
+        """Where ``strategy``'s next training logs, after the run's steps so far; None without trackers."""
+        return Tracking(self.accelerator, strategy, self.steps_taken) if self.config.training.trackers else None
+
+    def track_stage(self, strategy: str, model, record: dict) -> None:
+        """Count a finished stage's optimizer steps into the global step, and log every language's dev and test
+        score there (the primary metric; dev is scored here only for the trackers, results.json has no dev)."""
+        if not self.config.training.trackers:
+            return
+        self.steps_taken += (record.get("train") or {}).get("steps", 0)
+        self.stage_steps[(strategy, record["name"])] = self.steps_taken
+        if not self.accelerator.is_main_process:  # the one that logs
+            return
+        dev = evaluate_languages(model, self.task, self.dev, self.config.training.eval_batch_size)
+        Tracking(self.accelerator, strategy, self.steps_taken).log(
+            {**{f"dev/{lang}": metrics[self.task.primary_metric] for lang, (metrics, _) in dev.items()},
+             **{f"test/{lang}": score for lang, score in record["scores"].items()}})
+
+    def track_summary(self, summary: dict) -> None:
+        """Log each update stage's summary figures (:data:`SUMMARY_KEYS`, and those against the reference) at the
+        step of that stage's scores."""
+        for strategy, stages in summary.items():
+            for name, figures in stages.items():
+                numbers = {**{key: figures[key] for key in SUMMARY_KEYS}, **(figures["vs_reference"] or {})}
+                Tracking(self.accelerator, strategy, self.stage_steps[(strategy, name)]).log(
+                    {f"summary/{key}": value for key, value in numbers.items() if value is not None})
 
     def run(self) -> dict:
         """The whole recipe, holding the run folder's lock (on the main process, which alone writes there)."""
@@ -293,7 +323,7 @@ class Experiment:
             for path, count in sorted(self.repairs.items()):
                 log.warning("%s: %d IOB2 tags repaired (a stray I-X read as B-X)", path, count)
         if self.config.training.trackers:
-            self.accelerator.init_trackers(self.config.name, config={"seed": self.config.seed})
+            start_tracking(self.accelerator, self.config.name, self.config.model_dump(mode="json"))
         model = RoutedModel(self.task.seeded_model(self.config.seed), self.stream.languages)
         frozen = frozen_embedding_names(model) if self.config.model.freeze_embeddings else ()
         initial = self.initial_stage(model, frozen)
@@ -313,6 +343,8 @@ class Experiment:
             results["summary"] = summarize_run(results, self.run_dir, reference=results["reference_strategy"],
                                                **self.config.evaluation.model_dump())
             write_json(self.run_dir / "results.json", results)
+            if self.config.training.trackers:
+                self.track_summary(results["summary"])
         self.accelerator.wait_for_everyone()  # every process returns once results.json is written
         self.accelerator.end_training()
         return results
@@ -325,6 +357,7 @@ class Experiment:
         if saved:
             load_model_state(model, stage_dir)
             log.info("stage 0: reused from %s", stage_dir)
+            self.track_stage(INITIAL, model, saved)
             return saved
         ctx = self.context(INITIAL, 0)
         self.in_progress(ctx, settings)
@@ -333,6 +366,7 @@ class Experiment:
         if self.accelerator.is_main_process:
             save_checkpoint(stage_dir, {k: v for k, v in model.state_dict().items() if k not in frozen},
                             {"complete": True, "record": record, "settings": settings})
+        self.track_stage(INITIAL, model, record)
         return record
 
     def update_stage(self, strategy, model: RoutedModel, index: int, frozen: tuple[str, ...]):
@@ -344,6 +378,7 @@ class Experiment:
             model = restore_stage(strategy, model, saved, ctx, stage_dir)
             load_model_state(model, stage_dir)
             log.info("%s stage %d: reused from %s", strategy.name, index, stage_dir)
+            self.track_stage(strategy.name, model, saved)
             return model, {**saved, "stored_bytes": (stage_dir / "model.safetensors").stat().st_size}
         self.in_progress(ctx, settings)
         model, artifacts = strategy.update(model, ctx)
@@ -352,6 +387,7 @@ class Experiment:
             save_checkpoint(stage_dir, strategy.saved_state(model, frozen),
                             {"complete": True, "record": record, "settings": settings})
             record["stored_bytes"] = (stage_dir / "model.safetensors").stat().st_size
+        self.track_stage(strategy.name, model, record)
         return model, record
 
     def record(self, ctx: StageContext, strategy: str, artifacts: dict, evaluation: dict) -> dict:

@@ -10,6 +10,7 @@ from typing import Any
 from ..config import TrainingConfig, with_overrides
 from ..data.stream import Stage
 from ..routing import RoutedModel
+from ..training.tracking import Tracking
 
 
 @dataclass
@@ -28,6 +29,7 @@ class StageContext:
     checkpoint_dir: Path | None = None
     resume: bool = False
     history: list[Stage] = field(default_factory=list)
+    tracking: Tracking | None = None  # where the stage's training logs, when the run has experiment trackers
 
 
 class Strategy(ABC):

@@ -16,5 +16,5 @@ class FullFinetune(Strategy):
         embeddings.requires_grad_(not frozen)
         result = train(model, ctx.task, ctx.train_features, self.training_config(ctx), accelerator=ctx.accelerator,
                        seed=ctx.seed, dev=ctx.dev, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
-                       description=f"{self.name}/{ctx.stage.name}", loss_fn=loss_fn)
+                       description=f"{self.name}/{ctx.stage.name}", loss_fn=loss_fn, tracking=ctx.tracking)
         return ctx.accelerator.unwrap_model(model), {"train": result.to_json()}

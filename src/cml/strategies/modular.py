@@ -166,7 +166,7 @@ class ModularStrategy(Strategy):
         with model.kept_prefix(ctx.task, kept, training.eval_batch_size) if kept else nullcontext():
             result = train(model, ctx.task, ctx.train_features, training, accelerator=ctx.accelerator,
                            seed=ctx.seed, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
-                           description=f"{self.name}/{ctx.stage.name}")
+                           description=f"{self.name}/{ctx.stage.name}", tracking=ctx.tracking)
             model = ctx.accelerator.unwrap_model(model)
             for parameter in model.parameters():
                 parameter.requires_grad_(False)

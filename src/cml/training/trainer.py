@@ -23,6 +23,7 @@ from ..errors import CMLError
 from ..evaluation.inference import evaluate_languages, mean_primary
 from .checkpoint import (load_model_state, load_tensors, load_training_state, read_state, save_checkpoint,
                          trainable_state, verify_checkpoint)
+from .tracking import Tracking
 
 log = logging.getLogger("cml.train")
 
@@ -157,13 +158,15 @@ def _readable_checkpoint(latest: Path, best: Path, description: str) -> dict | N
 def train(model: torch.nn.Module, task, train_features: list[dict], config: TrainingConfig, *, accelerator,
           seed: int, dev: dict | None = None, checkpoint_dir: Path | None = None, resume: bool = False,
           description: str = "train", on_step: Callable[[int], None] | None = None,
-          loss_fn: Callable[[torch.nn.Module, dict, object], torch.Tensor] | None = None) -> TrainResult:
+          loss_fn: Callable[[torch.nn.Module, dict, object], torch.Tensor] | None = None,
+          tracking: Tracking | None = None) -> TrainResult:
     """Train ``model`` (its trainable parameters) on ``train_features``; pick the best epoch on ``dev``.
 
     With ``checkpoint_dir`` the loop checkpoints every ``checkpoint_every_steps`` optimizer steps and at
     each epoch end; ``resume`` continues from the last checkpoint and reaches the same weights as an
     uninterrupted run (the batch order depends only on seed and epoch, and the RNG state is restored).
     ``loss_fn(model, batch, output)`` replaces the model's own loss (regularised strategies add terms).
+    With ``tracking`` each optimizer step logs the loss and learning rate to the run's trackers.
     """
     if config.batch_size % accelerator.num_processes:
         raise CMLError(f"{description}: batch_size {config.batch_size} is the global batch, split across "
@@ -253,7 +256,8 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
             result.examples_seen += int(seen)
             if accelerator.sync_gradients:
                 result.steps += 1
-                accelerator.log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0]}, step=result.steps)
+                if tracking is not None:
+                    tracking.log({"train/loss": losses[-1], "train/lr": scheduler.get_last_lr()[0]}, result.steps)
                 if on_step:
                     on_step(result.steps)
                 if config.checkpoint_every_steps and result.steps % config.checkpoint_every_steps == 0:
