@@ -62,6 +62,30 @@ def training_flops(model, features: list[dict], epochs: int) -> float:
     return flops * epochs
 
 
+def flops_floor(base, ctx, gate: dict, prefix_depth: int, laft_epochs: int, full_epochs: int,
+                dev_passes: int) -> float | None:
+    """laft_uriel's update FLOPs over full fine-tuning's, counted from the work each does (what a perfectly
+    efficient implementation of each would take): full fine-tuning runs every layer forward and backward (3x) per
+    epoch plus a dev pass per epoch it scored; laft_uriel runs the prefix once over the batch and the dev sets, the
+    layers above it forward and back to their inputs only (2x) per epoch, and each gate candidate's layers above
+    the prefix over its language's dev set. None for encoder-decoders (generation has no such count)."""
+    config = base.model.config
+    if getattr(config, "is_encoder_decoder", False):
+        return None
+    layers = config.num_hidden_layers
+    per_token = 2 * (sum(p.numel() for p in base.parameters()) - base.get_input_embeddings().weight.numel()) / layers
+
+    def layer_pass(features) -> float:  # one layer's forward FLOPs over ``features``
+        return sum(len(f["input_ids"]) * (per_token + 4 * config.hidden_size * len(f["input_ids"])) for f in features)
+
+    train, dev = layer_pass(ctx.train_features), {lang: layer_pass(f) for lang, (_, f) in ctx.dev.items()}
+    full = 3 * layers * train * full_epochs + layers * sum(dev.values()) * dev_passes
+    upper = layers - prefix_depth
+    candidates = sum(len(gate[lang]["dev"]) * dev[lang] for lang in gate) if gate else 0
+    laft = prefix_depth * (train + sum(dev.values())) + 2 * upper * train * laft_epochs + upper * candidates
+    return laft / full
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -92,7 +116,7 @@ def spread(values: list[float]) -> dict[str, float | list[float]]:
 
 def measure_repeat(experiment, base, strategies: dict, inference_features: list[dict]) -> dict:
     """One repeat: both updates, both inferences, the matmul ceiling."""
-    updates, models = {}, {}
+    updates, models, records = {}, {}, {}
     for name, strategy in strategies.items():
         ctx = experiment.context(name, 1)
         ctx.checkpoint_dir = None
@@ -103,13 +127,18 @@ def measure_repeat(experiment, base, strategies: dict, inference_features: list[
                          "steps": train["steps"], "epochs_run": train["epochs_run"],
                          "examples_seen": train["examples_seen"]}
         models[name] = model
+        records[name] = record
     batch_size = experiment.training_config(1).eval_batch_size
     single = timed_predict(models["full_finetune"], experiment.task, inference_features, batch_size)
     routed = timed_predict(models["laft_uriel"], experiment.task, inference_features, batch_size)
     ceiling = matmul_flops()
     full = updates["full_finetune"]
-    achieved = training_flops(base.model, experiment.context("flops", 1).train_features, full["epochs_run"]) \
-        / full["train_seconds"]
+    ctx = experiment.context("flops", 1)
+    achieved = training_flops(base.model, ctx.train_features, full["epochs_run"]) / full["train_seconds"]
+    prefix = models["laft_uriel"].frozen_prefix
+    floor = flops_floor(base, ctx, records["laft_uriel"].get("gate") or {}, prefix.depth if prefix else 0,
+                        updates["laft_uriel"]["epochs_run"], full["epochs_run"],
+                        len(records["full_finetune"]["train"]["dev_history"]))
     examples = len(inference_features)
     return {"updates": updates, "inference": {"single_seconds": single, "routed_seconds": routed,
                                               "single_examples_per_second": examples / single,
@@ -119,6 +148,7 @@ def measure_repeat(experiment, base, strategies: dict, inference_features: list[
                         updates["laft_uriel"]["update_seconds"] / full["update_seconds"],
                         "routed_over_single_inference_time": routed / single,
                         "model_flops_utilisation": achieved / ceiling},
+            "laft_uriel_over_full_finetune_update_flops": floor,
             "routes": {lang: list(route) for lang, route in sorted(models["laft_uriel"].routes.items())}}
 
 
@@ -158,18 +188,20 @@ def measure(args: argparse.Namespace) -> dict:
 
 def table(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["stream", "update", "laft_uriel / full_finetune update time", "routed / single inference time",
-              "model FLOPs utilisation", "full_finetune update s", "laft_uriel update s",
-              "evaluation examples/s (single, routed)"]
+              "model FLOPs utilisation", "laft_uriel / full_finetune update FLOPs", "full_finetune update s",
+              "laft_uriel update s", "evaluation examples/s (single, routed)"]
     rows = []
     for report in reports:
         figures = report["figures"]
         cells = [f"{f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f})" for f in (figures[k] for k in FIGURES)]
         seconds = [statistics.median(r["updates"][s]["update_seconds"] for r in report["repeats"]) for s in STRATEGIES]
+        floor = report["repeats"][0]["laft_uriel_over_full_finetune_update_flops"]
         speeds = [statistics.median(r["inference"][f"{kind}_examples_per_second"] for r in report["repeats"])
                   for kind in ("single", "routed")]
         update = report["update"]
         rows.append([report["stream"], f"{update['examples']} examples of {', '.join(update['languages'])}, "
-                     f"{update['epochs']} epochs", *cells, *(f"{s:.0f}" for s in seconds),
+                     f"{update['epochs']} epochs", *cells, "n/a" if floor is None else f"{floor:.2f}",
+                     *(f"{s:.0f}" for s in seconds),
                      f"{speeds[0]:.1f}, {speeds[1]:.1f}"])
     return header, rows
 

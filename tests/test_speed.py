@@ -5,8 +5,9 @@ import torch
 from tiny import LANGS as TINY_LANGS
 
 from cml.config import ModelConfig
-from cml.data.examples import Example, TaskFamily
+from cml.data.examples import Example
 from cml.routing import RoutedModel
+from cml.task_family import TaskFamily
 from cml.tasks import make_task
 from cml.training.trainer import make_accelerator, train
 
@@ -180,5 +181,18 @@ def test_the_speed_benchmark_writes_its_figures_with_their_spread(tmp_path, tiny
     first = report["repeats"][0]
     assert first["figures"]["laft_uriel_over_full_finetune_update_time"] == pytest.approx(
         first["updates"]["laft_uriel"]["update_seconds"] / first["updates"]["full_finetune"]["update_seconds"])
+    assert 0 < first["laft_uriel_over_full_finetune_update_flops"] < 2  # a count of the work, whatever the clock
     header, rows = speed.table([report])
     assert len(rows[0]) == len(header)
+
+
+def test_the_speed_table_in_the_docs_is_the_commands_output(capsys):
+    """docs/benchmarks.md quotes the speed table as `speed.py --show --markdown` prints it from the JSON."""
+    from helpers import ROOT, load_benchmark
+
+    assert load_benchmark("speed").main(["--show", "--markdown"]) == 0
+    printed = capsys.readouterr().out
+    docs = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    start, end = "<!-- speed:start -->\n", "<!-- speed:end -->"
+    block = docs[docs.index(start) + len(start):docs.index(end)]
+    assert block.strip() == printed.strip(), "regenerate: python benchmarks/speed.py --show --markdown"
