@@ -541,7 +541,9 @@ def v2_lines(report: dict) -> list[str]:
                           f"{curve['epochs_allowed']} allowed; {stop})")
         if curves:
             lines += ["", f"Stage-0 dev {primary} per epoch (x100): " + "; ".join(curves) + "."]
-        runs = "; ".join(f"`{run['command']}`, {run['wall_seconds'] / 60:.1f} min wall on {run['machine']['cpus']} "
+        runs = "; ".join(f"`{run['command']}`, {run['wall_seconds'] / 60:.1f} min wall"
+                         + (f" ({run['cpu_seconds'] / 60:.1f} min CPU)" if run.get("cpu_seconds") else "")
+                         + f" on {run['machine']['cpus']} "
                          f"CPUs (seeds {', '.join(run['strategies'])}: {len(next(iter(run['strategies'].values())))} "
                          "strategies)" for run in stream["runs"])
         lines += ["", f"Runs: {runs}."]
@@ -706,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = [s.label for s in run_config(bench, kinds[0], seeds[0], args.quick, suite, args.output_dir).strategies]
         streams = {}
         for kind in kinds:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             per_seed, stage0 = {}, {}
             for seed in seeds:
                 config = run_config(bench, kind, seed, args.quick, suite, args.output_dir, args.strategies)
@@ -719,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
                 stage0[str(seed)] = stage0_curve(results)
                 primary = results["metric"]
             run = {"command": command, "machine": machine, "wall_seconds": time.perf_counter() - started,
+                   "cpu_seconds": time.process_time() - cpu_started,  # all threads: the cost on a shared machine
                    "strategies": {seed: list(rows) for seed, rows in per_seed.items()}}
             streams[kind] = stream_table(kind, bench["config"], per_seed, [run], labels,
                                          stage0 if references else None, args.quick)
