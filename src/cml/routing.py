@@ -27,6 +27,7 @@ import torch
 from transformers.modeling_outputs import ModelOutput
 
 from .prefix import FrozenPrefix
+from .tasks.base import IGNORE
 
 Route = tuple[str, ...]
 BASE: Route = ()
@@ -172,7 +173,7 @@ class RoutedModel(torch.nn.Module):
             logits[rows] = output.logits
             if output.loss is not None:
                 # HF losses are means over labelled items/tokens: re-weight to the mean over the whole batch.
-                n = int((batch["labels"][rows] != -100).sum())
+                n = int((batch["labels"][rows] != IGNORE).sum())
                 loss, weight = loss + output.loss * n, weight + n
         return ModelOutput(loss=loss / weight if weight else None, logits=logits)
 
