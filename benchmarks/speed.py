@@ -41,20 +41,27 @@ FIGURES = ("laft_uriel_over_full_finetune_update_time", "routed_over_single_infe
            "model_flops_utilisation")
 
 
-def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
-    """fp32 FLOP/s of a square matmul: the ceiling that model FLOPs utilisation is measured against."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_flops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """fp32 FLOP/s of a square matmul on the training device: the ceiling of model FLOPs utilisation."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     started = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
-def training_flops(model, features: list[dict], epochs: int) -> float:
+def training_flops(model, features: list[dict], epochs: int) -> float | None:
     """6 x (non-embedding parameters) per token, forward and backward, plus attention's score and mix products
-    (12 x layers x width x sequence length per token); embedding lookups cost no multiply-adds."""
+    (12 x layers x width x sequence length per token); embedding lookups cost no multiply-adds. None for
+    encoder-decoders, whose decoder's tokens are not the inputs'."""
     config = model.config
+    if getattr(config, "is_encoder_decoder", False):
+        return None
     embedding = model.get_input_embeddings().weight.numel()
     dense = sum(p.numel() for p in model.parameters()) - embedding
     per_token_attention = 12 * config.num_hidden_layers * config.hidden_size
@@ -110,14 +117,20 @@ def stream_config(stream: str) -> tuple[str, Path]:
     return stream, path
 
 
-def spread(values: list[float]) -> dict[str, float | list[float]]:
+def spread(values: list[float | None]) -> dict[str, float | list[float]] | None:
+    if None in values:
+        return None  # not measurable here (model FLOPs utilisation of an encoder-decoder)
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
-def measure_repeat(experiment, base, strategies: dict, inference_features: list[dict]) -> dict:
-    """One repeat: both updates, both inferences, the matmul ceiling."""
+def measure_repeat(experiment, base, strategy_configs: list, inference_features: list[dict]) -> dict:
+    """One repeat: both updates, both inferences, the matmul ceiling. Strategies are built afresh, so every
+    repeat pays what a first update pays (grouping, typology from its disk cache)."""
+    from cml.strategies import make_strategy
+
     updates, models, records = {}, {}, {}
-    for name, strategy in strategies.items():
+    for strategy in map(make_strategy, strategy_configs):
+        name = strategy.name
         ctx = experiment.context(name, 1)
         ctx.checkpoint_dir = None
         started = time.perf_counter()
@@ -131,10 +144,11 @@ def measure_repeat(experiment, base, strategies: dict, inference_features: list[
     batch_size = experiment.training_config(1).eval_batch_size
     single = timed_predict(models["full_finetune"], experiment.task, inference_features, batch_size)
     routed = timed_predict(models["laft_uriel"], experiment.task, inference_features, batch_size)
-    ceiling = matmul_flops()
+    ceiling = matmul_flops(experiment.accelerator.device)
     full = updates["full_finetune"]
     ctx = experiment.context("flops", 1)
-    achieved = training_flops(base.model, ctx.train_features, full["epochs_run"]) / full["train_seconds"]
+    flops = training_flops(base.model, ctx.train_features, full["epochs_run"])
+    achieved = flops / full["train_seconds"] if flops is not None else None
     prefix = models["laft_uriel"].frozen_prefix
     floor = flops_floor(base, ctx, records["laft_uriel"].get("gate") or {}, prefix.depth if prefix else 0,
                         updates["laft_uriel"]["epochs_run"], full["epochs_run"],
@@ -147,7 +161,7 @@ def measure_repeat(experiment, base, strategies: dict, inference_features: list[
             "figures": {"laft_uriel_over_full_finetune_update_time":
                         updates["laft_uriel"]["update_seconds"] / full["update_seconds"],
                         "routed_over_single_inference_time": routed / single,
-                        "model_flops_utilisation": achieved / ceiling},
+                        "model_flops_utilisation": achieved / ceiling if achieved is not None else None},
             "laft_uriel_over_full_finetune_update_flops": floor,
             "routes": {lang: list(route) for lang, route in sorted(models["laft_uriel"].routes.items())}}
 
@@ -156,7 +170,6 @@ def measure(args: argparse.Namespace) -> dict:
     from cml.config import load_config
     from cml.experiment import Experiment
     from cml.routing import RoutedModel
-    from cml.strategies import make_strategy
 
     torch.set_num_threads(args.threads)
     name, path = stream_config(args.stream)
@@ -166,9 +179,9 @@ def measure(args: argparse.Namespace) -> dict:
         raise SystemExit(f"speed.py: {path} has no strategy {', '.join(missing)}")
     experiment = Experiment(config)
     update = experiment.stream.stages[1]
-    if args.limit:
+    if args.limit is not None:
         update.train = {lang: rows[:args.limit] for lang, rows in update.train.items()}
-    strategies = {c.label: make_strategy(c) for c in config.strategies if c.label in STRATEGIES}
+    strategies = [c for c in config.strategies if c.label in STRATEGIES]
     base = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
     # Mixed-language batches: the test sets interleaved, so most batches hold several languages.
     test = [features for _, features in experiment.test.values()]
@@ -193,7 +206,8 @@ def table(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for report in reports:
         figures = report["figures"]
-        cells = [f"{f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f})" for f in (figures[k] for k in FIGURES)]
+        cells = ["n/a" if f is None else f"{f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f})"
+                 for f in (figures[k] for k in FIGURES)]
         seconds = [statistics.median(r["updates"][s]["update_seconds"] for r in report["repeats"]) for s in STRATEGIES]
         floor = report["repeats"][0]["laft_uriel_over_full_finetune_update_flops"]
         speeds = [statistics.median(r["inference"][f"{kind}_examples_per_second"] for r in report["repeats"])
@@ -208,6 +222,9 @@ def table(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def show(markdown: bool) -> None:
     reports = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("speed-*.json"))]
+    if not reports:
+        print("no speed measured yet (benchmarks/results/speed-*.json: none)")
+        return
     header, rows = table(reports)
     if markdown:
         print("| " + " | ".join(header) + " |")
@@ -245,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.stream:
         parser.error("--stream is required (or --show)")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
     from cml.io import write_json
 
     report = measure(args)

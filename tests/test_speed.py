@@ -89,6 +89,48 @@ def test_kept_outputs_serve_any_batching_of_the_same_rows(tiny_backbone):
     assert torch.allclose(kept, expected[reordered], atol=1e-5)
 
 
+def test_kept_outputs_are_the_frozen_layers_without_dropout(tiny_backbone):
+    task, model = routed_model(tiny_backbone, dropout=0.5)
+    model.train()
+    features = task.features(examples())
+    prefix = model.frozen_prefix
+    with model.kept_prefix(task, [features], batch_size=5):
+        assert model.training  # keeping switched the frozen layers to eval and back only
+        batch = task.batch(features)
+        kept = prefix.lower(batch)
+    model.eval()
+    assert torch.allclose(kept, prefix.lower(batch) * batch["attention_mask"][..., None], atol=1e-5)
+
+
+def test_a_pad_token_inside_a_text_keeps_its_row_apart(tiny_backbone):
+    """The mask hides a literal pad token, but it still shifts the positions after it: its row is another row."""
+    task, model = routed_model(tiny_backbone)
+    model.eval()
+    texts = ["deuw1 [PAD] deufood2", "deuw1 deufood2"]
+    features = task.features([Example(str(i), "deu", text=text, label="food") for i, text in enumerate(texts)])
+    with torch.no_grad():
+        through = [model(**task.batch([feature])).logits for feature in features]
+        with model.kept_prefix(task, [features], batch_size=2):
+            kept = [model(**task.batch([feature])).logits for feature in features]
+    assert not torch.allclose(through[0], through[1])
+    assert all(torch.allclose(k, t, atol=1e-5) for k, t in zip(kept, through))
+
+
+def test_a_prefix_that_trains_is_never_kept(tiny_backbone):
+    task, model = routed_model(tiny_backbone)
+    model.get_input_embeddings().weight.requires_grad_(True)
+    with model.kept_prefix(task, [task.features(examples())], batch_size=5):
+        assert model.frozen_prefix.kept is None and not model.train_on_kept_prefix
+
+
+def test_stages_saved_before_the_option_compare_as_trained_through_the_frozen_layers():
+    from cml.experiment import _comparable
+
+    saved = {"strategy": {"method": "laft_uriel", "lora": {"r": 8}}}
+    assert _comparable(saved)["strategy"]["lora"] == {"r": 8, "cache_frozen_layers": False}
+    assert _comparable({"strategy": {"method": "full_finetune"}}) == {"strategy": {"method": "full_finetune"}}
+
+
 @pytest.mark.parametrize("routes", [{"deu": ("a",), "fra": ("b",), "hin": ("a",)}, {lang: ("a",) for lang in LANGS}])
 def test_training_on_kept_outputs_equals_training_through_the_frozen_layers(tiny_backbone, routes):
     """Without dropout the two trainings are the same computation; they differ only in the order of sums."""
@@ -129,7 +171,7 @@ def dropout_free_backbone(tiny_backbone, tmp_path_factory):
     return str(folder)
 
 
-def test_a_gated_update_on_kept_outputs_routes_and_scores_as_without_them(tmp_path, dropout_free_backbone):
+def test_a_gated_update_on_kept_outputs_routes_and_scores_as_without_them(tmp_path, dropout_free_backbone, monkeypatch):
     from helpers import write_config
     from tiny import write_topic_data
 
@@ -147,7 +189,26 @@ def test_a_gated_update_on_kept_outputs_routes_and_scores_as_without_them(tmp_pa
                         stream={"stages": [{"name": "initial", "amount": 48, "per_language": {"fra": 6, "hin": 6}},
                                            {"name": "update", "languages": ["fra", "hin"], "amount": 48}]},
                         strategies=strategies)
+    from cml.prefix import FrozenPrefix
+
+    layer_calls, keeps = [], []
+    keep, forget = FrozenPrefix.keep, FrozenPrefix.forget
+
+    def counted_keep(self, *args, **kwargs):
+        self.counter = self.stack[0].register_forward_hook(lambda *_: layer_calls.append(1))
+        keep(self, *args, **kwargs)
+        keeps.append(len(layer_calls))
+
+    def counted_forget(self):
+        self.counter.remove()
+        keeps.append(len(layer_calls))
+        forget(self)
+
+    monkeypatch.setattr(FrozenPrefix, "keep", counted_keep)
+    monkeypatch.setattr(FrozenPrefix, "forget", counted_forget)
     results = Experiment(load_config(path)).run()["strategies"]
+    # one update kept outputs, in its batches; its training and gate never ran the frozen layer again
+    assert len(keeps) == 2 and keeps[0] > 0 and keeps[1] == keeps[0]
     kept, through = (results[name]["stages"][1] for name in ("kept", "through"))
     assert kept["gate"] == through["gate"] and kept["routes"] == through["routes"]
     assert any(route != "previous" for route in kept["routes"].values())  # the update did move languages

@@ -96,11 +96,15 @@ def run_folder(config: ExperimentConfig) -> Path:
 
 def _comparable(settings: dict) -> dict:
     """Saved settings as this version writes them: runs saved before remote code became a command-line flag
-    recorded ``trust_remote_code: false`` in the model and data settings."""
+    recorded ``trust_remote_code: false`` in the model and data settings; modular stages saved before
+    ``lora.cache_frozen_layers`` existed trained through the frozen layers, as ``false`` does."""
     settings = dict(settings)
     for section in ("model", "data"):
         if isinstance(settings.get(section), dict) and settings[section].get("trust_remote_code") is False:
             settings[section] = {k: v for k, v in settings[section].items() if k != "trust_remote_code"}
+    lora = (settings.get("strategy") or {}).get("lora")
+    if isinstance(lora, dict) and "cache_frozen_layers" not in lora:
+        settings["strategy"] = {**settings["strategy"], "lora": {**lora, "cache_frozen_layers": False}}
     return settings
 
 

@@ -74,9 +74,9 @@ class RoutedModel(torch.nn.Module):
         if prefix is None or not prefix.frozen():
             yield
             return
-        prefix.keep(task, feature_sets, batch_size)
-        self.train_on_kept_prefix = True
         try:
+            prefix.keep(task, feature_sets, batch_size)
+            self.train_on_kept_prefix = True
             yield
         finally:
             prefix.forget()

@@ -161,9 +161,13 @@ class ModularStrategy(Strategy):
             parameter.requires_grad_(any(f".{module}." in name for module in training_modules))
         model.routes = {lang: self._own_route(lang, training_modules) for lang in ctx.stage.languages}
         training = self.training_config(ctx)
-        kept = [ctx.train_features, *(features for _, features in ctx.dev.values())] \
-            if self.config.lora.cache_frozen_layers else []
-        with model.kept_prefix(ctx.task, kept, training.eval_batch_size) if kept else nullcontext():
+        # the model may still be on the CPU (loaded from a release or a saved stage): its kept outputs belong
+        # where training will run
+        model.to(ctx.accelerator.device)
+        gate_inputs = [features for _, features in ctx.dev.values()] if self.config.gated else []
+        keeping = self.config.lora.cache_frozen_layers
+        with model.kept_prefix(ctx.task, [ctx.train_features, *gate_inputs], training.eval_batch_size) \
+                if keeping else nullcontext():
             result = train(model, ctx.task, ctx.train_features, training, accelerator=ctx.accelerator,
                            seed=ctx.seed, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
                            description=f"{self.name}/{ctx.stage.name}", tracking=ctx.tracking)
