@@ -168,3 +168,9 @@ def test_tagging_task_reports_the_metrics_and_item_scores_of_its_family(tiny_bac
     assert pos.primary_metric == "token_accuracy"
     assert pos.score(tagged, [["NOUN", "NOUN", "NOUN"]])["token_accuracy"] == pytest.approx(2 / 3)
     assert "entity_f1" not in pos.score(tagged, [["NOUN", "NOUN", "NOUN"]])
+
+
+def test_the_default_group_count_is_a_third_at_least_two_at_most_the_languages():
+    from cml.strategies.laft_uriel import default_group_count
+
+    assert [default_group_count(n) for n in (1, 2, 3, 6, 7, 20)] == [1, 2, 2, 2, 2, 6]

@@ -13,9 +13,9 @@ from .modular import ModularStrategy
 
 
 def default_group_count(n_languages: int) -> int:
-    """A third of the languages, rounded down, and at least two groups: one group would make the method
-    ``lora_shared``."""
-    return max(2, n_languages // 3)
+    """A third of the languages, rounded down, and at least two groups (one group would make the method
+    ``lora_shared``), but never more groups than languages: a model serving one language gets one."""
+    return min(n_languages, max(2, n_languages // 3))
 
 
 class LaftUriel(ModularStrategy):
