@@ -232,7 +232,7 @@ def show(markdown: bool) -> None:
         for row in rows:
             print("| " + " | ".join(row) + " |")
         print(f"\nMedian (range) over {', '.join(str(len(r['repeats'])) for r in reports)} repeats; "
-              f"{', '.join(sorted({str(r['torch_threads']) for r in reports}))} threads.")
+              f"torch threads per process: {', '.join(sorted({str(r['torch_threads']) for r in reports}))}.")
         return
     from rich.console import Console
     from rich.table import Table

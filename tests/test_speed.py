@@ -247,13 +247,14 @@ def test_the_speed_benchmark_writes_its_figures_with_their_spread(tmp_path, tiny
     assert len(rows[0]) == len(header)
 
 
-def test_the_speed_table_in_the_docs_is_the_commands_output(capsys):
-    """docs/benchmarks.md quotes the speed table as `speed.py --show --markdown` prints it from the JSON."""
+@pytest.mark.parametrize("marker, script", [("speed", "speed"), ("frozen-cache", "frozen_cache_quality")])
+def test_the_speed_tables_in_the_docs_are_the_commands_output(marker, script, capsys):
+    """docs/benchmarks.md quotes the tables as `<script> --show --markdown` prints them from the JSON."""
     from helpers import ROOT, load_benchmark
 
-    assert load_benchmark("speed").main(["--show", "--markdown"]) == 0
+    assert load_benchmark(script).main(["--show", "--markdown"]) == 0
     printed = capsys.readouterr().out
     docs = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
-    start, end = "<!-- speed:start -->\n", "<!-- speed:end -->"
+    start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
     block = docs[docs.index(start) + len(start):docs.index(end)]
-    assert block.strip() == printed.strip(), "regenerate: python benchmarks/speed.py --show --markdown"
+    assert block.strip() == printed.strip(), f"regenerate: python benchmarks/{script}.py --show --markdown"
