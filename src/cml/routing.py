@@ -43,7 +43,6 @@ class RoutedModel(torch.nn.Module):
         self.merged_route: Route = BASE
         self._unmerged_weights: list[tuple[torch.nn.Module, torch.Tensor]] = []
         self._prefix: tuple[int, FrozenPrefix | None] | None = None
-        self.train_on_kept_prefix = False
 
     @property
     def config(self):
@@ -76,11 +75,9 @@ class RoutedModel(torch.nn.Module):
             return
         try:
             prefix.keep(task, feature_sets, batch_size)
-            self.train_on_kept_prefix = True
             yield
         finally:
             prefix.forget()
-            self.train_on_kept_prefix = False
 
     def _shared_prefix(self, n_routes: int) -> FrozenPrefix | None:
         """The prefix to run once for this batch: in training only on kept outputs (the semantics differ: no
@@ -89,7 +86,7 @@ class RoutedModel(torch.nn.Module):
         if prefix is None:
             return None
         if self.training:
-            return prefix if self.train_on_kept_prefix and prefix.frozen() else None
+            return prefix if prefix.kept is not None and prefix.frozen() else None
         return prefix if n_routes > 1 or prefix.kept is not None else None
 
     def _tuner_modules(self):
