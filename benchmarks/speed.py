@@ -55,37 +55,36 @@ def matmul_flops(device: torch.device, size: int = 2048, repeats: int = 10) -> f
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
-def training_flops(model, features: list[dict], epochs: int) -> float | None:
-    """6 x (non-embedding parameters) per token, forward and backward, plus attention's score and mix products
-    (12 x layers x width x sequence length per token); embedding lookups cost no multiply-adds. None for
-    encoder-decoders, whose decoder's tokens are not the inputs'."""
+def layer_flops(model, features: list[dict]) -> float | None:
+    """One layer's forward FLOPs over ``features``: 2 x (non-embedding parameters / layers) per token, plus
+    attention's score and mix products (4 x width x sequence length per token); embedding lookups cost no
+    multiply-adds. None for encoder-decoders, whose decoder's tokens are not the inputs'."""
     config = model.config
     if getattr(config, "is_encoder_decoder", False):
         return None
-    embedding = model.get_input_embeddings().weight.numel()
-    dense = sum(p.numel() for p in model.parameters()) - embedding
-    per_token_attention = 12 * config.num_hidden_layers * config.hidden_size
-    flops = sum(len(f["input_ids"]) * (6 * dense + per_token_attention * len(f["input_ids"])) for f in features)
-    return flops * epochs
+    dense = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    per_token = 2 * dense / config.num_hidden_layers
+    return sum(len(f["input_ids"]) * (per_token + 4 * config.hidden_size * len(f["input_ids"])) for f in features)
 
 
-def flops_floor(base, ctx, gate: dict, prefix_depth: int, laft_epochs: int, full_epochs: int,
+def training_flops(model, features: list[dict], epochs: int) -> float | None:
+    """Every layer forward and backward (3 forward passes' worth) over ``features`` for ``epochs``."""
+    per_layer = layer_flops(model, features)
+    return None if per_layer is None else 3 * model.config.num_hidden_layers * per_layer * epochs
+
+
+def flops_floor(model, ctx, gate: dict, prefix_depth: int, laft_epochs: int, full_epochs: int,
                 dev_passes: int) -> float | None:
     """laft_uriel's update FLOPs over full fine-tuning's, counted from the work each does (what a perfectly
     efficient implementation of each would take): full fine-tuning runs every layer forward and backward (3x) per
     epoch plus a dev pass per epoch it scored; laft_uriel runs the prefix once over the batch and the dev sets, the
     layers above it forward and back to their inputs only (2x) per epoch, and each gate candidate's layers above
     the prefix over its language's dev set. None for encoder-decoders (generation has no such count)."""
-    config = base.model.config
-    if getattr(config, "is_encoder_decoder", False):
+    train = layer_flops(model, ctx.train_features)
+    if train is None:
         return None
-    layers = config.num_hidden_layers
-    per_token = 2 * (sum(p.numel() for p in base.parameters()) - base.get_input_embeddings().weight.numel()) / layers
-
-    def layer_pass(features) -> float:  # one layer's forward FLOPs over ``features``
-        return sum(len(f["input_ids"]) * (per_token + 4 * config.hidden_size * len(f["input_ids"])) for f in features)
-
-    train, dev = layer_pass(ctx.train_features), {lang: layer_pass(f) for lang, (_, f) in ctx.dev.items()}
+    layers = model.config.num_hidden_layers
+    dev = {lang: layer_flops(model, features) for lang, (_, features) in ctx.dev.items()}
     full = 3 * layers * train * full_epochs + layers * sum(dev.values()) * dev_passes
     upper = layers - prefix_depth
     candidates = sum(len(gate[lang]["dev"]) * dev[lang] for lang in gate) if gate else 0
@@ -150,7 +149,7 @@ def measure_repeat(experiment, base, strategy_configs: list, inference_features:
     flops = training_flops(base.model, ctx.train_features, full["epochs_run"])
     achieved = flops / full["train_seconds"] if flops is not None else None
     prefix = models["laft_uriel"].frozen_prefix
-    floor = flops_floor(base, ctx, records["laft_uriel"].get("gate") or {}, prefix.depth if prefix else 0,
+    floor = flops_floor(base.model, ctx, records["laft_uriel"].get("gate") or {}, prefix.depth if prefix else 0,
                         updates["laft_uriel"]["epochs_run"], full["epochs_run"],
                         len(records["full_finetune"]["train"]["dev_history"]))
     examples = len(inference_features)
