@@ -1,0 +1,46 @@
+"""A refactor changes no result: a tiny run with every kind of strategy (full model, LoRA, gated modules, replay,
+a penalty, no update) writes the same ``results.json`` as the one kept in ``tests/golden/`` (made before the
+run-folder, strategy and benchmark code moved, issue 32), apart from what differs between any two runs: times,
+package versions and the temporary paths. Floats are compared to 6 significant digits: the order of a sum may
+differ between thread counts, a changed computation moves far more."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from helpers import run_config
+
+from cml.config import load_config
+from cml.experiment import Experiment
+
+GOLDEN = Path(__file__).parent / "golden" / "run_results.json"
+STRATEGIES = ("strategies=[{method: full_finetune}, {method: no_update}, {method: lora_per_language, "
+              "training: {learning_rate: 0.01}}, {method: laft_uriel, training: {learning_rate: 0.01}}, "
+              "{method: laft_uriel, name: laft_ungated, gate: false, hierarchical: true, training: {learning_rate: 0.01}}, "
+              "{method: replay, per_language: 4}, {method: ewc}]")
+
+
+def comparable(value, key: str = ""):
+    """``value`` without what any two runs differ in, floats to 6 significant digits."""
+    if isinstance(value, dict):
+        return {k: comparable(v, k) for k, v in sorted(value.items())
+                if not (k.endswith("seconds") or k.endswith("per_second") or k in {"versions", "inputs"})}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.6g}")
+    if isinstance(value, str) and key in {"output_dir", "path", "name"} and os.sep in value:
+        return Path(value).name
+    return value
+
+
+def test_a_tiny_run_writes_the_golden_results(tmp_path, tiny_backbone):
+    results = Experiment(load_config(run_config(tmp_path, tiny_backbone, epochs=4), [STRATEGIES])).run()
+    got = comparable(json.loads((tmp_path / "runs" / "t" / "results.json").read_text(encoding="utf-8")))
+    assert got == comparable(results)
+    if os.environ.get("CML_WRITE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert got == json.loads(GOLDEN.read_text(encoding="utf-8"))
