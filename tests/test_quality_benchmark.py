@@ -470,25 +470,3 @@ def test_the_v2_ud_pos_stream_reads_its_treebanks():
     assert sorted(update.languages) == ["fin", "por", "spa", "swe"]
     for lang in update.languages:  # the update's sentences are new: never in stage 0
         assert not {e.id for e in update.train[lang]} & {e.id for e in stream.stages[0].train[lang]}
-
-
-def generated_block(text: str, marker: str) -> str:
-    start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
-    return text[text.index(start) + len(start):text.index(end)]
-
-
-@pytest.mark.parametrize("marker, argv", [
-    ("dominated", ["--dominated", "subset"]),
-    ("v2-quick", ["--v2", "--show", "--markdown", "--quick"]),
-    ("v2-full", ["--v2", "--show", "--markdown"]),
-])
-def test_the_v2_tables_in_the_docs_are_the_commands_output(marker, argv, capsys):
-    """docs/benchmarks.md quotes the v2 tables as the script prints them from the committed JSON, never typed."""
-    script = load_benchmark("cml_quality")
-    if marker == "v2-quick" and not (script.RESULTS / "v2-quick.json").is_file():
-        pytest.skip("no v2 quick table committed yet")
-    assert script.main(argv) == 0
-    printed = capsys.readouterr().out
-    docs = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
-    assert generated_block(docs, marker).strip() == printed.strip(), (
-        f"regenerate docs/benchmarks.md's {marker} block: python benchmarks/cml_quality.py {' '.join(argv)}")

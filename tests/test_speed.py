@@ -245,16 +245,3 @@ def test_the_speed_benchmark_writes_its_figures_with_their_spread(tmp_path, tiny
     assert 0 < first["laft_uriel_over_full_finetune_update_flops"] < 2  # a count of the work, whatever the clock
     header, rows = speed.table([report])
     assert len(rows[0]) == len(header)
-
-
-@pytest.mark.parametrize("marker, script", [("speed", "speed"), ("frozen-cache", "frozen_cache_quality")])
-def test_the_speed_tables_in_the_docs_are_the_commands_output(marker, script, capsys):
-    """docs/benchmarks.md quotes the tables as `<script> --show --markdown` prints them from the JSON."""
-    from helpers import ROOT, load_benchmark
-
-    assert load_benchmark(script).main(["--show", "--markdown"]) == 0
-    printed = capsys.readouterr().out
-    docs = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
-    start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
-    block = docs[docs.index(start) + len(start):docs.index(end)]
-    assert block.strip() == printed.strip(), f"regenerate: python benchmarks/{script}.py --show --markdown"

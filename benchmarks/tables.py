@@ -1,0 +1,146 @@
+"""Markdown tables from measured JSON that the benchmark scripts themselves do not print (issue 32, item 5).
+
+    python benchmarks/tables.py targets   # v1 quality: the paper's targets over the seeds, from <benchmark>-full.json
+    python benchmarks/tables.py scale     # the 205-language scale benchmark, from scale.json
+
+Reads ``benchmarks/results/*.json`` only (no torch, no cml import), so it runs in well under a second. The tables are
+quoted in docs/benchmarks.md between generated-block markers; ``python benchmarks/docs.py`` writes them there and
+``--check`` fails when they differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+QUALITY = ("sib200", "pud_pos", "lemmatization")  # v1's benchmarks, in the order of suite.yaml
+STREAM_NAMES = {"sib200": "SIB-200", "pud_pos": "PUD POS", "lemmatization": "lemmatisation"}
+VARIANTS = ("laft_uriel", "laft_uriel_c90", "laft_uriel_cap4")  # the columns of met / checked, in this order
+REFERENCE = "full_finetune"
+
+
+def load(path: Path) -> dict:
+    if not path.is_file():
+        raise SystemExit(f"{path.relative_to(REPO)} is absent: run the benchmark that writes it first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def mean(figures: dict, name: str) -> float | None:
+    figure = figures.get(name)
+    return None if figure is None else figure["mean"]
+
+
+def targets_table(results: Path = RESULTS) -> list[str]:
+    """Per v1 stream: ``laft_uriel``'s figures behind the paper's targets (mean over the seeds that ran it), how many
+    of the checks each of its variants meets (the ``targets`` the benchmark recorded), and the best strategy other
+    than full fine-tuning by aggregate."""
+    header = ["stream", "improved vs FT (pp)", "loss reduction", "degraded (FT)", "after - FT (pt)",
+              *(f"`{v}`" if v == VARIANTS[0] else f"`{v.removeprefix(VARIANTS[0])}`" for v in VARIANTS),
+              "best aggregate"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 2) + "---|"]
+    totals = dict.fromkeys(VARIANTS, 0), dict.fromkeys(VARIANTS, 0)
+    for benchmark in QUALITY:
+        for stream in load(results / f"{benchmark}-full.json")["streams"]:
+            strategies, kind = stream["strategies"], stream["update_kind"]
+            laft, reference = strategies[VARIANTS[0]], strategies[REFERENCE]
+            share = loss = ""
+            if kind == "subset":  # the improved share and the loss reduction are targets on subset streams only
+                share = f"{mean(laft, 'improved_share_gain_pp'):+.1f}"
+                loss = f"{mean(laft, 'loss_magnitude_reduction'):.0%}"
+            degraded = f"{mean(laft, 'n_degraded'):.1f} ({mean(reference, 'n_degraded'):.1f})"
+            gap = laft["aggregate_after_vs_reference_pp"]
+            gap_text = f"{gap['mean']:+.2f} ± {gap['std']:.2f}" if gap.get("std") is not None else f"{gap['mean']:+.2f}"
+            checks = []
+            for variant in VARIANTS:
+                judged = [c for c in stream["targets"] if c["strategy"] == variant and c["met"] is not None]
+                met = sum(bool(c["met"]) for c in judged)
+                totals[0][variant] += met
+                totals[1][variant] += len(judged)
+                checks.append(f"{met} / {len(judged)}" if judged else "—")
+            best = max((s for s in strategies if s != REFERENCE),
+                       key=lambda s: mean(strategies[s], "aggregate_after_vs_reference_pp"))
+            best_text = f"{best} {mean(strategies[best], 'aggregate_after_vs_reference_pp'):+.2f}"
+            lines.append("| " + " | ".join([f"{STREAM_NAMES[benchmark]} {kind}", share, loss, degraded,
+                                             gap_text, *checks, best_text]) + " |")
+    lines += ["", "Checks met over the six streams: " + ", ".join(
+        f"`{v}` {totals[0][v]} of {totals[1][v]}" for v in VARIANTS) + "."]
+    return lines
+
+
+def seconds(value: float) -> str:
+    """One decimal from a second up, two significant digits below."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
+
+
+def scale_table(results: Path = RESULTS) -> list[str]:
+    """The scale benchmark's phases (seconds, peak resident memory), routing and typology coverage, from scale.json."""
+    report = load(results / "scale.json")
+    phases, routing, grouping = report["phases"], report["routing"], report["grouping"]
+    coverage = report["typology"]["coverage"]
+    n = report["languages"]
+    counts = sorted(grouping, key=int)
+
+    def both(key: str, field: str = "seconds", form=seconds) -> str:
+        return " / ".join(form(phases[f"{key} {k}"][field]) for k in counts)
+
+    def rss(key: str) -> str:
+        return f"{phases[key]['peak_rss_mib']:.0f}"
+
+    best = routing["best_seconds"]
+    rows = [
+        ("phase", "seconds", "peak RSS (MiB)", "note"),
+        (f"read {n} languages", seconds(phases["read"]["seconds"]), rss("read"), phases["read"]["note"]),
+        ("typology, cold", seconds(phases["typology cold"]["seconds"]), rss("typology cold"),
+         f"{n} x {n} URIEL distance matrix; {phases['typology cold']['note']}"),
+        ("typology, warm", seconds(phases["typology warm"]["seconds"]), rss("typology warm"),
+         f"{phases['typology warm']['note']} ({report['typology']['cache_bytes'] / 2**20:.1f} MiB)"),
+        ("typology, recomputed in memory", seconds(phases["typology recompute"]["seconds"]),
+         rss("typology recompute"),
+         f"{phases['typology recompute']['note']} ({phases['typology recompute']['tracemalloc_peak_mib']:.1f} MiB "
+         "traced)"),
+        (f"group into {' / '.join(counts)} groups", both("group"), rss(f"group {counts[-1]}"),
+         "average linkage; largest group " + " / ".join(str(max(grouping[k]["sizes"])) for k in counts) + "; "
+         + " / ".join(str(grouping[k]["singletons"]) for k in counts) + " singletons"),
+        (f"nearest group of all {n} languages", both("nearest"), rss(f"nearest {counts[-1]}"),
+         " / ".join(str(grouping[k]["nearest_is_own_group"]) for k in counts) + " find their own group"),
+        (f"{routing['adapters']} LoRA modules (PEFT) on the tiny model", seconds(phases["adapters"]["seconds"]),
+         rss("adapters"), f"{routing['lora_parameters_per_module']:,} LoRA parameters a module"),
+        (f"routed inference, {routing['examples']} examples in batches of {routing['batch_size']}",
+         f"{best['routed mixed']:.2f} vs {best['plain']:.2f} plain", rss("inference"),
+         f"{routing['mean_routes_per_mixed_batch']:.1f} routes per mixed batch; batched by route "
+         f"{best['routed by route']:.2f}"),
+    ]
+    lines = ["| " + " | ".join(rows[0]) + " |", "|---|---:|---:|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    per_kind = coverage["per_kind"]
+    lines += ["", f"Routed over plain inference: {routing['routed_over_plain']:.1f}x on mixed batches, "
+              f"{routing['routed_by_route_over_plain']:.1f}x batched by route; switching the active adapter set "
+              f"{routing['activate_ms']:.1f} ms; routed rows equal each group run alone: "
+              f"{'yes' if routing['check']['passed'] else 'NO'}. Typology coverage (under "
+              f"{coverage['threshold']:.0%} of a kind's features): {coverage['low_in_any_chosen_kind']} of {n} "
+              "languages in some default kind (" + ", ".join(
+                  f"{kind} {per_kind[kind]['low']}, {per_kind[kind]['none']} with none"
+                  for kind in coverage["kinds"] if per_kind[kind]["low"]) + f"); "
+              f"{len(coverage['filled_from_macrolanguage'])} fill gaps from their macrolanguage's entry. "
+              f"{report['machine']['cpus']} CPUs, torch threads {report['machine']['torch_threads']}."]
+    return lines
+
+
+TABLES = {"targets": targets_table, "scale": scale_table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", choices=list(TABLES))
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON tables are")
+    args = parser.parse_args(argv)
+    print("\n".join(TABLES[args.table](args.results_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
