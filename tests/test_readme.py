@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def quickstart() -> tuple[dict[str, str], list[str], str]:
     """The quickstart's YAML files (by the name in their first line), its commands, and its TSV header."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Quickstart: your own data"):text.index("## Research harness")]
+    start = text.index("## Quickstart: your own data")
+    section = text[start:text.index("\n## ", start)]
     blocks = re.findall(r"```(\w*)\n(.*?)```", section, flags=re.S)
     files = {body.splitlines()[0].removeprefix("# ").strip(): body for kind, body in blocks if kind == "yaml"}
     commands = [line.split("   #")[0].strip() for kind, body in blocks if kind == "bash" for line in body.splitlines()
@@ -44,6 +45,16 @@ def write_data(folder: Path, header: str) -> None:
                 batch.append(f"{lang}\t{topic}\t{text} {lang}w{(i + 2) % 6}")
     (folder / "v1.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     (folder / "batch.tsv").write_text("\n".join(batch) + "\n", encoding="utf-8")
+
+
+def test_the_readme_is_a_front_door_under_200_lines():
+    """Issue 32, item 5: what and why, set-up, the quickstart, the concepts in one picture, one results table
+    (generated: tests/test_docs.py keeps it equal to its command's output), links; the rest lives in docs/."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) < 200
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[:3] == ["## Set-up (a fresh machine)", "## Quickstart: your own data", "## How an update works"]
+    assert "<!-- headline:start -->" in text and text.count("\n| ") < 40  # one results table, and the links
 
 
 @pytest.mark.integration
