@@ -13,6 +13,12 @@ from helpers import load_benchmark, write_config
 from tiny import write_topic_data
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the script's parts: the quality package beside it
+
+from quality.figures import FIGURES, TOTAL_LOSS, stream_rows  # noqa: E402
+from quality.ledger import Ledger, merged_stream, table_path  # noqa: E402
+from quality.streams import PROBLEM_MIN_LOSSES, aggregate, problem, stream_table, targets  # noqa: E402
+from quality.suite import SUITE_V2, load_suite, run_config  # noqa: E402
 
 
 def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_backbone, capsys):
@@ -50,7 +56,7 @@ def test_quality_benchmark_aggregates_seeds_and_checks_targets(tmp_path, tiny_ba
             for seed in (0, 1)]
     degraded = [r["summary"]["laft_uriel"]["subset"]["n_degraded"] for r in runs]
     assert [subset["per_seed"][seed]["laft_uriel"]["n_degraded"] for seed in ("0", "1")] == degraded
-    assert set(subset["per_seed"]["0"]["laft_uriel"]) == set(script.FIGURES)
+    assert set(subset["per_seed"]["0"]["laft_uriel"]) == set(FIGURES)
     assert subset["strategies"]["laft_uriel"]["n_degraded"]["mean"] == sum(degraded) / 2
     assert [run["strategies"] for run in subset["runs"]] == [{"0": list(subset["strategies"])},
                                                              {"1": list(subset["strategies"])}]
@@ -84,7 +90,7 @@ def test_quality_benchmark_refuses_to_merge_into_an_unreadable_table(tmp_path):
     table = tmp_path / "tiny-full.json"
     table.write_text("{not json", encoding="utf-8")
     with pytest.raises(CMLError, match="cannot merge") as info:
-        load_benchmark("cml_quality").earlier_streams(table)
+        Ledger.read(table)
     assert str(table) in str(info.value)
     assert table.read_text(encoding="utf-8") == "{not json"
 
@@ -98,10 +104,9 @@ def test_quality_benchmark_runs_a_chosen_set_of_strategies(tmp_path):
                              {"method": "laft_uriel", "name": "laft_uriel_c90", "gate_confidence": 0.9}])
     suite = {"folder": tmp_path, "quick": {"strategies": ["full_finetune"]}}
     bench = {"name": "tiny", "config": "tiny.yaml", "update_kinds": {"subset": {}}}
-    script = load_benchmark("cml_quality")
 
     def labels(**kwargs):
-        config = script.run_config(bench, "subset", 0, suite=suite, output_dir=tmp_path / "runs", **kwargs)
+        config = run_config(bench, "subset", 0, suite=suite, output_dir=tmp_path / "runs", **kwargs)
         return [s.label for s in config.strategies]
 
     assert labels(quick=False) == ["full_finetune", "replay", "laft_uriel_c90"]
@@ -131,42 +136,76 @@ def test_quality_benchmark_names_the_line_of_a_bad_suite(tmp_path, text, message
     assert not (tmp_path / "results").exists()
 
 
+ORDER = ["full_finetune", "ewc", "replay"]
+
+
+def seed_rows(reference_after: float, **others: float) -> dict[str, dict]:
+    """One seed's rows: full fine-tuning's aggregate after the update (its train time varies with the row count),
+    and the other strategies'."""
+    return {"full_finetune": {"aggregate_after": reference_after, "train_seconds": 1.0 + len(others)},
+            **{k: {"aggregate_after": v} for k, v in others.items()}}
+
+
+def run_stream(per_seed: dict[str, dict], kind: str = "all") -> dict:
+    """A stream as one run measured it: ``per_seed`` and the run's record of them."""
+    return stream_table(kind, "c.yaml", per_seed, [{"command": "c", "strategies": {
+        seed: list(r) for seed, r in per_seed.items()}}], ORDER)
+
+
 def test_quality_benchmark_merges_seed_by_seed_against_the_same_reference():
-    script = load_benchmark("cml_quality")
-
-    def rows(reference_after, **others):
-        return {"full_finetune": {"aggregate_after": reference_after, "train_seconds": 1.0 + len(others)},
-                **{k: {"aggregate_after": v} for k, v in others.items()}}
-
-    def stream(per_seed):
-        return script.stream_table("all", "c.yaml", per_seed, [{"command": "c", "strategies": {
-            seed: list(r) for seed, r in per_seed.items()}}], order)
-
-    order = ["full_finetune", "ewc", "replay"]
-    earlier = stream({"0": rows(0.8, replay=0.9, ewc=0.7), "1": rows(0.7, replay=0.8, ewc=0.6)})
-    assert list(earlier["strategies"]) == order and earlier["seeds"] == [0, 1]
+    earlier = run_stream({"0": seed_rows(0.8, replay=0.9, ewc=0.7), "1": seed_rows(0.7, replay=0.8, ewc=0.6)})
+    assert list(earlier["strategies"]) == ORDER and earlier["seeds"] == [0, 1]
     assert earlier["strategies"]["ewc"]["aggregate_after"] == pytest.approx({"mean": 0.65, "std": 0.0707, "n": 2},
                                                                             abs=1e-4)
 
     # Seed 0 again, some strategies, same reference (train time may differ): its other rows and seed 1 are kept.
-    kept = script.merged_stream(earlier, stream({"0": rows(0.8, replay=0.95)}), order)
-    assert kept["per_seed"]["0"] == {**earlier["per_seed"]["0"], **rows(0.8, replay=0.95)}
+    kept = merged_stream(earlier, run_stream({"0": seed_rows(0.8, replay=0.95)}), ORDER)
+    assert kept["per_seed"]["0"] == {**earlier["per_seed"]["0"], **seed_rows(0.8, replay=0.95)}
     assert kept["per_seed"]["1"] == earlier["per_seed"]["1"]
     assert kept["strategies"]["replay"]["aggregate_after"]["mean"] == pytest.approx(0.875)
     assert [run["strategies"] for run in kept["runs"]] == [
         {"0": ["ewc"], "1": ["full_finetune", "replay", "ewc"]}, {"0": ["full_finetune", "replay"]}]
 
     # Seed 0 again against another reference: seed 0's earlier rows go, ewc stands on seed 1 alone.
-    changed = script.merged_stream(earlier, stream({"0": rows(0.81, replay=0.95)}), order)
-    assert changed["per_seed"]["0"] == rows(0.81, replay=0.95)
+    changed = merged_stream(earlier, run_stream({"0": seed_rows(0.81, replay=0.95)}), ORDER)
+    assert changed["per_seed"]["0"] == seed_rows(0.81, replay=0.95)
     assert changed["strategies"]["ewc"]["aggregate_after"] == {"mean": 0.6, "std": None, "n": 1}
     assert [run["strategies"] for run in changed["runs"]] == [{"1": ["full_finetune", "replay", "ewc"]},
                                                               {"0": ["full_finetune", "replay"]}]
 
     # A new seed adds its rows.
-    added = script.merged_stream(earlier, stream({"2": rows(0.9, replay=1.0, ewc=0.8)}), order)
+    added = merged_stream(earlier, run_stream({"2": seed_rows(0.9, replay=1.0, ewc=0.8)}), ORDER)
     assert added["seeds"] == [0, 1, 2] and added["strategies"]["ewc"]["aggregate_after"]["mean"] == pytest.approx(0.7)
-    assert script.merged_stream(None, earlier, order) == earlier
+    assert merged_stream(None, earlier, ORDER) == earlier
+
+
+def test_quality_benchmark_ledger_keeps_every_seed_once(tmp_path):
+    """A run that repeats seed 1 (some strategies, same reference) and adds seed 2, recorded in a table of seeds 0
+    and 1: each seed's rows are there once, each row is accounted for by one run record, the other update kind
+    is kept whole, and the file holds what ``record`` returns."""
+    from cml.io import write_json
+
+    path = tmp_path / "tiny-full.json"
+    subset = run_stream({"0": seed_rows(0.8, replay=0.9, ewc=0.7), "1": seed_rows(0.7, replay=0.8, ewc=0.6)},
+                        "subset")
+    every = run_stream({"0": seed_rows(0.6, replay=0.5, ewc=0.4)})
+    write_json(path, {"benchmark": "tiny", "mode": "full", "streams": [subset, every]})
+    ledger = Ledger.read(path)
+    assert ledger.header == {"benchmark": "tiny", "mode": "full"} and list(ledger.streams) == ["subset", "all"]
+
+    run = run_stream({"1": seed_rows(0.7, replay=0.85), "2": seed_rows(0.9, replay=1.0, ewc=0.8)}, "subset")
+    table = ledger.record({"benchmark": "tiny", "mode": "full"}, {"subset": run}, ["subset", "all"], ORDER)
+    assert json.loads(path.read_text(encoding="utf-8")) == table == Ledger.read(path).report()
+    merged, kept = table["streams"]
+    assert kept == every
+    assert merged["seeds"] == [0, 1, 2] and list(merged["per_seed"]) == ["0", "1", "2"]
+    assert merged["per_seed"]["0"] == subset["per_seed"]["0"]
+    assert merged["per_seed"]["1"] == {**subset["per_seed"]["1"], **seed_rows(0.7, replay=0.85)}
+    assert merged["strategies"]["ewc"]["aggregate_after"]["n"] == 3
+    accounted = [(seed, strategy) for record in merged["runs"] for seed, strategies in record["strategies"].items()
+                 for strategy in strategies]
+    assert sorted(accounted) == sorted((seed, strategy) for seed, strategies in merged["per_seed"].items()
+                                       for strategy in strategies)
 
 
 def test_quality_benchmark_refuses_a_table_without_per_seed_rows(tmp_path):
@@ -176,19 +215,18 @@ def test_quality_benchmark_refuses_a_table_without_per_seed_rows(tmp_path):
     table.write_text(json.dumps({"streams": [{"update_kind": "all", "seeds": [0], "strategies": {}}]}),
                      encoding="utf-8")
     with pytest.raises(CMLError, match=r"streams \['all'\] have no per-seed rows"):
-        load_benchmark("cml_quality").earlier_streams(table)
+        Ledger.read(table)
 
 
 def test_quality_benchmark_marks_a_target_undefined_where_the_reference_lost_nothing():
-    script = load_benchmark("cml_quality")
     rows = {"0": {"full_finetune": {"n_degraded": 0, "improved_share_gain_pp": 0.0, "loss_magnitude_reduction": None,
                                     "aggregate_after_vs_reference_pp": 0.0},
                   "laft_uriel": {"n_degraded": 1, "improved_share_gain_pp": 10.0, "loss_magnitude_reduction": None,
                                  "aggregate_after_vs_reference_pp": -0.2}}}
-    strategies = script.aggregate(rows)
+    strategies = aggregate(rows)
     assert "loss_magnitude_reduction" not in strategies["laft_uriel"]  # undefined in every seed: left out
     assert strategies["laft_uriel"]["n_degraded"] == {"mean": 1.0, "std": None, "n": 1}
-    checks = {c["figure"]: c for c in script.targets("subset", strategies)}
+    checks = {c["figure"]: c for c in targets("subset", strategies)}
     assert checks["loss_magnitude_reduction"]["value"] is None and checks["loss_magnitude_reduction"]["met"] is None
     assert checks["improved_share_gain_pp"]["met"] is False and checks["aggregate_after_vs_reference_pp"]["met"]
 
@@ -208,12 +246,12 @@ def test_quality_benchmark_shows_a_measured_table_without_training(tmp_path, cap
     from cml.errors import CMLError
 
     script = load_benchmark("cml_quality")
-    figures = dict.fromkeys(script.FIGURES, 0.0)
+    figures = dict.fromkeys(FIGURES, 0.0)
     per_seed = {seed: {"full_finetune": {**figures, "n_improved": 4, "train_seconds": 100.0},
                        "laft_uriel": {**figures, "n_improved": improved, "loss_magnitude_reduction": reduction,
                                       "aggregate_after_vs_reference_pp": gap, "train_seconds": 90.0}}
                 for seed, improved, reduction, gap in (("0", 5, 0.8, 0.1), ("1", 7, 1.0, 0.3))}
-    stream = script.stream_table("subset", "tiny.yaml", per_seed, [], ["full_finetune", "laft_uriel"])
+    stream = stream_table("subset", "tiny.yaml", per_seed, [], ["full_finetune", "laft_uriel"])
     argv = show_argv(tmp_path, ["subset"])
     results = tmp_path / "results"
     with pytest.raises(CMLError, match="no full table for tiny") as info:
@@ -235,12 +273,12 @@ def test_quality_benchmark_shows_a_measured_table_without_training(tmp_path, cap
 
 def test_quality_benchmark_draws_a_measured_table(tmp_path, capsys):
     script = load_benchmark("cml_quality")
-    figures = dict.fromkeys(script.FIGURES, 0.0)
+    figures = dict.fromkeys(FIGURES, 0.0)
     per_seed = {seed: {"full_finetune": {**figures, "n_improved": 4},
                        "laft_uriel": {**figures, "n_degraded": degraded, "aggregate_after_vs_reference_pp": gap}}
                 for seed, degraded, gap in (("0", 1, -0.7), ("1", 0, 0.3))}
     per_seed["1"]["replay"] = {**figures, "aggregate_after_vs_reference_pp": None}  # one seed, figure undefined
-    streams = [script.stream_table(kind, "tiny.yaml", per_seed, [], ["full_finetune", "laft_uriel", "replay"])
+    streams = [stream_table(kind, "tiny.yaml", per_seed, [], ["full_finetune", "laft_uriel", "replay"])
                for kind in ("subset", "all")]
     argv = show_argv(tmp_path, ["subset", "all"])
     (tmp_path / "results").mkdir()
@@ -303,7 +341,7 @@ def test_v2_writes_one_table_per_stream_with_both_references_and_every_figure(tm
     assert stream["update_kind"] == "subset" and list(stream["strategies"]) == ["full_finetune", "no_update",
                                                                                "laft_uriel"]
     for strategy, row in stream["per_seed"]["0"].items():
-        assert V2_KEYS <= set(row) and script.TOTAL_LOSS in row
+        assert V2_KEYS <= set(row) and TOTAL_LOSS in row
         assert set(row["versus"]) == {"full_finetune", "no_update"}
         assert set(row["metrics"]) >= {"accuracy"} and V2_KEYS <= set(row["metrics"]["accuracy"])
         assert row["total_loss"] == pytest.approx(row["mean_loss_magnitude"] * row["n_degraded"])
@@ -312,7 +350,7 @@ def test_v2_writes_one_table_per_stream_with_both_references_and_every_figure(tm
     naive = stream["per_seed"]["0"]["full_finetune"]
     assert stream["problem"]["per_seed"]["0"]["n_significant_degraded"] == naive["n_significant_degraded"]
     assert code == (0 if stream["problem"]["present"] else 1)
-    assert stream["problem"]["present"] == (naive["n_significant_degraded"] >= script.PROBLEM_MIN_LOSSES)
+    assert stream["problem"]["present"] == (naive["n_significant_degraded"] >= PROBLEM_MIN_LOSSES)
     # Stage 0 trained with early stopping: its per-epoch dev curve is recorded.
     curve = stream["stage0"]["0"]
     assert curve["metric"] == "accuracy" and len(curve["dev_history"]) == curve["epochs_run"] <= 3
@@ -356,16 +394,16 @@ def test_no_update_keeps_the_previous_model_and_its_figures_are_zero(tmp_path, t
 
     assert load_tensors(run_dir / "stages" / "no_update" / "1-subset" / "model.safetensors") == {}  # stores nothing
     # Resumed, the finished stage is reused and scores the same.
-    again = script.stream_rows(__import__("cml.experiment", fromlist=["Experiment"]).Experiment(
-        script.run_config({"name": "tiny", **script.load_suite(tmp_path / "suite.yaml")["benchmarks"]["tiny"]},
-                          "subset", 0, True, script.load_suite(tmp_path / "suite.yaml"), tmp_path / "runs"),
-        resume=True).run(), ["full_finetune", "no_update"])
+    from cml.experiment import Experiment
+
+    suite = load_suite(tmp_path / "suite.yaml")
+    config = run_config({"name": "tiny", **suite["benchmarks"]["tiny"]}, "subset", 0, True, suite, tmp_path / "runs")
+    again = stream_rows(Experiment(config, resume=True).run(), ["full_finetune", "no_update"])
     assert again["no_update"] == row
 
 
 def test_v2_rows_give_every_metric_against_both_references():
     """A seq2seq run's rows: exact match (primary) and chrF each with the figures against both references."""
-    script = load_benchmark("cml_quality")
 
     def stage(deltas: dict[str, float], updated=("fra",)) -> dict:
         languages = {lang: {"delta": d, "ci_low": d - 0.01, "ci_high": d + 0.01 if d < 0 else d + 0.05, "before": 0.5,
@@ -396,7 +434,7 @@ def test_v2_rows_give_every_metric_against_both_references():
     for name, entry in results["summary"].items():  # the reference comparison the run's summary holds
         for figures in (entry["subset"], *entry["subset"]["metrics"].values()):
             figures["vs_reference"] = None
-    rows = script.stream_rows(results, ["full_finetune", "no_update"])
+    rows = stream_rows(results, ["full_finetune", "no_update"])
     laft = rows["laft_uriel"]
     assert laft["primary_metric"] == "exact_match" and set(laft["metrics"]) == {"exact_match", "chrf"}
     assert laft["significantly_degraded"] == ["fin"] and laft["significantly_degraded_outside_update"] == ["fin"]
@@ -407,14 +445,13 @@ def test_v2_rows_give_every_metric_against_both_references():
     assert chrf["loss_magnitude_reduction"] == pytest.approx(1 - 0.05 / 0.1)  # against full fine-tuning's chrF
     assert chrf["versus"]["no_update"]["aggregate_after_pp"] == pytest.approx(100 * 0.0 / 3)
     assert laft["versus"]["full_finetune"]["aggregate_after_pp"] == pytest.approx(100 * (0.0 - (0.2 - 0.1 - 0.3) / 3))
-    problem = script.problem({"0": rows}, quick=False)
-    assert problem["per_seed"]["0"]["n_significant_degraded"] == 2 and problem["present"] is False
-    assert script.problem({"0": rows}, quick=True)["present"] is True  # deu and fin lie outside the update
+    check = problem({"0": rows}, quick=False)
+    assert check["per_seed"]["0"]["n_significant_degraded"] == 2 and check["present"] is False
+    assert problem({"0": rows}, quick=True)["present"] is True  # deu and fin lie outside the update
 
 
 def test_the_v2_suite_is_valid_and_every_stream_runs_both_references():
-    script = load_benchmark("cml_quality")
-    suite = script.load_suite(script.SUITE_V2)
+    suite = load_suite(SUITE_V2)
     assert suite["name"] == "v2" and suite["references"] == ["full_finetune", "no_update"]
     assert suite["default_strategy"] in suite["strategies"]
     assert suite["quick"]["benchmarks"] == ["ud_pos"]
@@ -423,7 +460,7 @@ def test_the_v2_suite_is_valid_and_every_stream_runs_both_references():
         for quick in (False, True):
             if quick and name not in suite["quick"]["benchmarks"]:
                 continue
-            config = script.run_config(bench, "subset", 0, quick, suite, ROOT / "runs" / "benchmarks")
+            config = run_config(bench, "subset", 0, quick, suite, ROOT / "runs" / "benchmarks")
             labels = [s.label for s in config.strategies]
             assert labels[:2] == ["full_finetune", "no_update"], (name, quick)
             assert config.name == f"v2-{name}-subset-{'quick' if quick else 'full'}-seed0"
@@ -432,8 +469,8 @@ def test_the_v2_suite_is_valid_and_every_stream_runs_both_references():
             from cml.experiment import stage_training_config
 
             assert stage_training_config(config, 1).early_stopping_patience is None, name
-    assert script.table_path(Path("r"), suite, "ud_pos", "full") == Path("r") / "v2-ud_pos.json"
-    assert script.table_path(Path("r"), suite, "ud_pos", "quick") == Path("r") / "v2-quick.json"
+    assert table_path(Path("r"), suite, "ud_pos", "full") == Path("r") / "v2-ud_pos.json"
+    assert table_path(Path("r"), suite, "ud_pos", "quick") == Path("r") / "v2-quick.json"
 
 
 @pytest.mark.parametrize("change, message", [
@@ -453,9 +490,8 @@ def test_v2_suite_errors_name_the_setting(tmp_path, change, message):
 
 def test_the_v2_ud_pos_stream_reads_its_treebanks():
     """The ud_pos stream's data: the treebanks' own splits, capped per split (skipped without the shared data)."""
-    script = load_benchmark("cml_quality")
-    suite = script.load_suite(script.SUITE_V2)
-    config = script.run_config({"name": "ud_pos", **suite["benchmarks"]["ud_pos"]}, "subset", 0, False, suite,
+    suite = load_suite(SUITE_V2)
+    config = run_config({"name": "ud_pos", **suite["benchmarks"]["ud_pos"]}, "subset", 0, False, suite,
                                ROOT / "runs" / "benchmarks")
     if not Path(config.data.path).is_dir():
         pytest.skip("../shared/data/ud_treebanks is absent")
