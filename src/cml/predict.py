@@ -18,7 +18,7 @@ from .io import decode_text, parse_json, read_json
 from .languages import canonical
 from .models.embedded import quiet_transformers
 from .records import RunResults, checked
-from .routing import RoutedModel
+from .routing import RoutedModel, route_name
 from .saved_stages import INITIAL, read_stage, restore_stage, stage_folder
 from .strategies import StageContext, make_strategy
 from .task_family import TaskFamily
@@ -135,7 +135,7 @@ class Predictor:
                     ranked = {"top_k": prediction}
                     prediction = _first_labels(prediction)
                 yield {**item, "prediction": prediction, **ranked, "served": how,
-                       "route": "+".join(route) or self.base, **self.served_by}
+                       "route": route_name(route, self.base), **self.served_by}
 
 
 def _first_labels(ranked: list):

@@ -33,6 +33,17 @@ Route = tuple[str, ...]
 BASE: Route = ()
 
 
+def route_name(route: Sequence[str], base: str = "previous") -> str:
+    """A route as one word: its modules joined by ``+`` (``shared+g2``), or ``base`` for the network without
+    modules. Run records call that network ``previous`` (the model the stage updated), releases ``base``."""
+    return "+".join(route) or base
+
+
+def parse_route(name: str, base: str = "previous") -> Route:
+    """The route that :func:`route_name` named ``name``, given the same ``base``."""
+    return BASE if name == base else tuple(name.split("+"))
+
+
 class RoutedModel(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, languages: Sequence[str], routes: dict[str, Route] | None = None):
         super().__init__()

@@ -15,7 +15,7 @@ from ..models.embedded import loading_model
 from ..strategies import make_strategy
 from ..strategies.modular import ModularStrategy
 from ..tasks import make_task
-from .manifest import MANIFEST, ReleaseRecord, Verdict, read_manifest, verify_files
+from .manifest import BASE_ROUTE, MANIFEST, ReleaseRecord, Verdict, read_manifest, verify_files
 from .model import load_model, model_name
 from .ship import judge
 
@@ -47,7 +47,7 @@ class Release:
         task.languages = list(record.languages)
         model = load_model(task, record, folder, list(record.languages))
         return cls(folder, record, Predictor(task, model, record.languages, _strategy(record, folder),
-                                             {"release": record.name}, scope="release", base="base"))
+                                             {"release": record.name}, scope="release", base=BASE_ROUTE))
 
     @property
     def languages(self) -> list[str]:

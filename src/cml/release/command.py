@@ -25,6 +25,9 @@ def _print_release(record) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ..routing import route_name
+    from .manifest import BASE_ROUTE
+
     metric = record.primary_metric
     table = Table(title=f"release {record.name}: {metric}", title_justify="left")
     for column in ("language", "route", "before", "after", "change", "95% CI"):
@@ -33,7 +36,7 @@ def _print_release(record) -> None:
         result = record.results[lang]
         change = result.changes.get(metric)
         style = "red" if change and change.significant_loss else "green" if change and change.significant_gain else None
-        table.add_row(lang, "+".join(result.route) or "base",
+        table.add_row(lang, route_name(result.route, BASE_ROUTE),
                       f"{100 * change.before:.1f}" if change else "–", f"{100 * result.scores[metric]:.1f}",
                       f"{100 * change.delta:+.1f}" if change else "–",
                       f"[{100 * change.ci_low:+.1f}, {100 * change.ci_high:+.1f}]" if change else "–", style=style)

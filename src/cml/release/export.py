@@ -18,8 +18,9 @@ from ..errors import CMLError
 from ..io import new_folder, refuse_overlap, write_json, write_text
 from ..models.embedded import quiet_transformers
 from ..reports.document import Paragraph, to_markdown
-from .manifest import (ADAPTER_DIR, EXPORT_MARKER, MODEL_DIR, ReleaseRecord, read_manifest, verify_files,
-                       written_by_cml)
+from ..routing import route_name
+from .manifest import (ADAPTER_DIR, BASE_ROUTE, EXPORT_MARKER, MODEL_DIR, ReleaseRecord, read_manifest,
+                       verify_files, written_by_cml)
 from .model import copy_base
 from .report import report_blocks
 
@@ -29,10 +30,6 @@ AUTO_CLASSES = {"classification": "AutoModelForSequenceClassification", "tagging
                 "seq2seq": "AutoModelForSeq2SeqLM"}
 PIPELINE_TAGS = {"classification": "text-classification", "tagging": "token-classification",
                  "seq2seq": "text2text-generation"}
-
-
-def route_folder(route: tuple[str, ...]) -> str:
-    return "+".join(route) or "base"
 
 
 def export(release: str | Path, out: str | Path, format: str, *, overwrite: bool = False) -> Path:
@@ -79,7 +76,7 @@ def _merged(folder: Path, record: ReleaseRecord, target: Path) -> None:
     auto_class = getattr(transformers, AUTO_CLASSES[record.task.value])
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder / MODEL_DIR)
     for route in sorted({*record.routes.values(), ()}):
-        out = target / "routes" / route_folder(route)
+        out = target / "routes" / route_name(route, BASE_ROUTE)
         if not route:
             copy_base(folder / MODEL_DIR, out)
             continue
@@ -92,7 +89,7 @@ def _merged(folder: Path, record: ReleaseRecord, target: Path) -> None:
             merged = peft_model.merge_and_unload(adapter_names=list(route))
         merged.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
-    write_json(target / ROUTES, routes_file(record, lambda route: f"routes/{route_folder(route)}"))
+    write_json(target / ROUTES, routes_file(record, lambda route: f"routes/{route_name(route, BASE_ROUTE)}"))
 
 
 def model_card(record: ReleaseRecord, format: str) -> str:

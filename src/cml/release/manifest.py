@@ -35,6 +35,9 @@ EXPORT_MARKER = "cml-export.json"
 MAX_LANGUAGES = 1000
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 MAX_LABELS = 100_000
+BASE_ROUTE = "base"
+"""What a release calls the route without modules, with :func:`cml.routing.route_name`: in its report and outputs,
+and as an export's folder; its modular state, like a run's records, says ``previous``."""
 
 
 def _inside_release(path: str) -> str:

@@ -12,7 +12,8 @@ from ..io import write_text
 from ..reports.document import Block, Bullets, Cell, Heading, Paragraph, Table, to_html, to_markdown
 from ..reports.report import disagreement_words
 from ..reports.tables import points, signed_points
-from .manifest import ReleaseRecord
+from ..routing import route_name
+from .manifest import BASE_ROUTE, ReleaseRecord
 
 
 def verdict_blocks(record: ReleaseRecord) -> list[Block]:
@@ -37,7 +38,7 @@ def language_table(record: ReleaseRecord, metric: str | None = None) -> Table:
         result = record.results[lang]
         change = result.changes.get(metric)
         flag = _flag(change)
-        route = "+".join(result.route) or "base"
+        route = route_name(result.route, BASE_ROUTE)
         gate = (result.gate or {}).get("choice", "")
         rows.append([Cell(lang), Cell(route + (f" (gate: {gate})" if gate else "")), Cell("yes" if result.updated else ""),
                      Cell(str(result.train_examples)), Cell(str(result.test_examples)),
