@@ -64,8 +64,8 @@ def interrupt_run(config_path: Path, stage: str, step: int, overrides: list[str]
                   strategy_module: str = "cml.strategies.full_finetune") -> None:
     """Run ``config_path`` until optimizer step ``step`` of the training described as ``stage``
     (``"initial/initial"`` for stage 0, ``"full_finetune/update"`` for the update), and stop it there.
-    ``strategy_module`` is the module whose ``train`` that stage calls (``cml.strategies.modular`` for the LoRA
-    methods)."""
+    ``strategy_module`` is the module whose ``train`` that stage calls (``cml.strategies.modular.strategy`` for the
+    LoRA methods)."""
     import importlib
 
     import pytest
@@ -118,7 +118,7 @@ def gate_with_dev_items(monkeypatch, strategy, modules: list[str], dev_items: di
     gets another answer. Returns the routes, the gate's record and the (language, route) pairs evaluated."""
     from types import SimpleNamespace
 
-    import cml.strategies.modular as modular
+    import cml.strategies.modular.gate as gate
 
     evaluated = []
 
@@ -131,10 +131,9 @@ def gate_with_dev_items(monkeypatch, strategy, modules: list[str], dev_items: di
             results[lang] = ({"accuracy": sum(items) / len(items)}, list(items))
         return results
 
-    monkeypatch.setattr(modular, "evaluate_languages", evaluate_languages)
-    monkeypatch.setattr(strategy, "trained_modules", lambda model: sorted(modules))
+    monkeypatch.setattr(gate, "evaluate_languages", evaluate_languages)
     task = SimpleNamespace(primary_metric="accuracy", item_scores=lambda examples, predictions: predictions)
     ctx = SimpleNamespace(languages=sorted(dev_items), task=task, dev={lang: ([], []) for lang in dev_items},
                           training=SimpleNamespace(eval_batch_size=8), seed=seed)
-    routes, gate = strategy.choose_routes(SimpleNamespace(routes={}), ctx)
-    return routes, gate, evaluated
+    routes, record = strategy.choose_routes(SimpleNamespace(routes={}), sorted(modules), ctx)
+    return routes, record, evaluated

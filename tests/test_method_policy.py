@@ -12,7 +12,7 @@ import torch
 from helpers import PairDistances, grouped_strategy, run_config
 
 from cml.metrics import entity_f1, sentence_entity_scores, token_accuracy
-from cml.strategies.modular import gate_choice
+from cml.strategies.modular.gate import gate_choice
 
 GROUPS = {"deu": "g1", "nld": "g1", "fra": "g2", "spa": "g2", "ita": "g2", "hin": "g3", "yor": "g4"}
 # Mean distances to g1's members (deu, nld): fra 0.45, spa 0.55, ita 0.56; yor is 0.5 from hin (g3's only
@@ -41,7 +41,7 @@ def test_a_language_without_a_trained_group_borrows_the_nearest_within_route_to_
 def test_without_route_to_nearest_an_ungated_update_borrows_nothing():
     strategy = ungated()
     assert {lang: strategy.default_route(lang, ["g1"]) for lang in ("fra", "spa")} == {"fra": PREVIOUS, "spa": PREVIOUS}
-    assert "nearest" not in strategy.candidates("fra", ["g1"])
+    assert "nearest" not in strategy.router().candidates("fra", ["g1"])
 
 
 def test_a_trained_own_group_beats_a_nearer_borrowed_one():
@@ -62,11 +62,11 @@ def test_hierarchical_routes_stack_the_group_on_the_shared_module_and_fall_back_
 
 def test_gate_candidates_run_from_the_previous_model_to_the_own_group():
     strategy = grouped_strategy(GROUPS, DISTANCES, hierarchical=True)  # gated: laft_uriel's default
-    candidates = strategy.candidates("fra", ["shared", "g1", "g2"])
+    candidates = strategy.router().candidates("fra", ["shared", "g1", "g2"])
     assert list(candidates.items()) == [("previous", PREVIOUS), ("shared", ("shared",)), ("nearest", ("shared", "g1")),
                                         ("own", ("shared", "g2"))]
     # the gate judges the nearest group on dev whatever its distance: yor is 1.0 from g2
-    assert list(strategy.candidates("yor", ["shared", "g2"])) == ["previous", "shared", "nearest"]
+    assert list(strategy.router().candidates("yor", ["shared", "g2"])) == ["previous", "shared", "nearest"]
 
 
 def test_gate_ties_keep_the_more_conservative_route():

@@ -182,7 +182,7 @@ def test_gate_never_picks_a_route_with_a_worse_dev_score(monkeypatch):
 
 
 def test_gate_confidence_needs_a_significant_dev_gain(monkeypatch):
-    from cml.strategies.modular import gate_choice
+    from cml.strategies.modular.gate import gate_choice
 
     previous = [1.0] * 60 + [0.0] * 40
     one_better = [1.0] * 61 + [0.0] * 39  # +1 point: one item

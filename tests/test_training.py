@@ -90,7 +90,7 @@ def test_a_laft_uriel_update_killed_midway_resumes_to_the_same_modules_and_route
     strategies = "strategies=[{method: laft_uriel, n_groups: 2, hierarchical: true, " \
                  "lora: {r: 4, target_modules: [query, value]}}]"
     reference = Experiment(load_config(path, ["name=reference", strategies])).run()
-    interrupt_run(path, "laft_uriel/update", 5, ["name=resumed", strategies], "cml.strategies.modular")
+    interrupt_run(path, "laft_uriel/update", 5, ["name=resumed", strategies], "cml.strategies.modular.strategy")
     checkpoints = tmp_path / "runs" / "resumed" / "checkpoints" / "laft_uriel" / "1" / "latest"
     assert json.loads((checkpoints / "state.json").read_text())["result"]["steps"] == 4
     resumed = Experiment(load_config(path, ["name=resumed", strategies]), resume=True).run()

@@ -140,7 +140,7 @@ def predict(folder, stage, strategy, lang, restrict, top_k, trust_remote_code):
     `lang`) or plain text lines. Writes one JSON line per input, in order, with the prediction, the language
     (and whether it was detected) and the route that served it. A language outside the release goes to its
     nearest URIEL group when close enough (modular strategies: route_to_nearest, by default
-    cml.strategies.modular.NEW_LANGUAGE_MAX_DISTANCE) or to the previous model.
+    cml.strategies.modular.routes.NEW_LANGUAGE_MAX_DISTANCE) or to the previous model.
     """
     from pathlib import Path
 

@@ -90,7 +90,7 @@ def _strategy(record: ReleaseRecord, folder: Path):
     strategy = make_strategy(config)
     if isinstance(strategy, ModularStrategy):
         strategy.groups = dict(record.strategy_state.groups)
-        strategy.trained_modules_cache = list(record.modules)
+        strategy.deployed_modules = list(record.modules)
     return strategy
 
 

@@ -166,7 +166,7 @@ def grow_head(model: torch.nn.Module, task, old_labels: list[str]) -> frozenset[
     """Widen the label head of ``model`` from ``old_labels`` to ``task.labels`` (which start with them): the old
     rows are kept, the new ones start as the model's initialiser would make them. Returns the new parameters'
     names (trained at ``new_parameters_lr_scale``)."""
-    from ..strategies.modular import head_modules
+    from ..strategies.modular.modules import head_modules
 
     heads = head_modules(model, task)
     old, new = len(old_labels), len(task.labels)

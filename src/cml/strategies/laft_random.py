@@ -10,8 +10,8 @@ from .laft_uriel import LaftUriel
 
 
 class LaftRandom(LaftUriel):
-    def assign_groups(self, languages):
-        typological = super().assign_groups(languages)
+    def assign_groups(self, languages, typology=None):
+        typological = super().assign_groups(languages, typology)
         shuffled = sorted(languages)
         random.Random(self.config.group_seed).shuffle(shuffled)
         groups_in_order = [typological[lang] for lang in sorted(languages)]

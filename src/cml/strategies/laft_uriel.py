@@ -10,6 +10,7 @@ the previous model (or, with ``route_to_nearest`` or the gate, borrow the neares
 from __future__ import annotations
 
 from .modular import ModularStrategy
+from .modular.groups import load_typology
 
 
 def default_group_count(n_languages: int) -> int:
@@ -19,10 +20,10 @@ def default_group_count(n_languages: int) -> int:
 
 
 class LaftUriel(ModularStrategy):
-    def assign_groups(self, languages):
+    def assign_groups(self, languages, typology=None):
         from ..typology.grouping import cluster
 
-        matrix = self._distances(languages)
+        matrix = typology if typology is not None else load_typology(languages, self.config.kinds)
         n_groups = None if self.config.group_threshold else self.config.n_groups or default_group_count(len(languages))
         grouping = cluster(matrix, n_groups=n_groups, threshold=self.config.group_threshold,
                            max_size=self.config.max_group_size)

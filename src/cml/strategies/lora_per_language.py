@@ -6,8 +6,7 @@ from .modular import ModularStrategy
 
 
 class LoraPerLanguage(ModularStrategy):
-    def assign_groups(self, languages):
-        self._distances(languages)
+    def assign_groups(self, languages, typology=None):
         return {lang: lang for lang in languages}
 
     def group_of_new_language(self, lang, languages):

@@ -8,7 +8,7 @@ from .modular import ModularStrategy
 class LoraShared(ModularStrategy):
     uses_typology = False
 
-    def assign_groups(self, languages):
+    def assign_groups(self, languages, typology=None):
         return {lang: "all" for lang in languages}
 
     def group_of_new_language(self, lang, languages):
