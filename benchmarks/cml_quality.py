@@ -42,11 +42,10 @@ if BENCHMARKS not in sys.path:  # the quality package lies beside this script, w
 from quality.ledger import RESULTS  # noqa: E402
 from quality.run import Request, run_benchmarks  # noqa: E402
 from quality.show import show_dominance, show_tables  # noqa: E402
-from quality.suite import REPO, SUITE, SUITE_V2, load_suite, overrides_of  # noqa: E402
+from quality.suite import REPO, SUITE, SUITE_V2, load_suite  # noqa: E402
 
 from cml.evaluation.cml_metrics import REFERENCE  # noqa: E402
 
-__all__ = ["main", "overrides_of"]  # overrides_of: benchmarks/frozen_cache_quality.py builds its config with it
 SEEDS = (0, 1, 2)
 
 

@@ -26,7 +26,7 @@ VARIANTS = {"kept": True, "through": False}  # name -> lora.cache_frozen_layers
 
 def config_of(seed: int, output_dir: Path):
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from cml_quality import overrides_of
+    from quality.suite import overrides_of
 
     from cml.config import load_config
 

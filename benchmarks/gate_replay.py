@@ -11,15 +11,14 @@ threshold's summary (languages improved and degraded, losses, against the run's 
 with that gate would have reported. Only the first update stage is replayed: at later stages the gate's
 "previous" route is still the stage-0 model (modules sit on it, frozen), not what the language used at the stage
 before, and each stage's candidates depend on the routes before it. Reads the stage records under
-``RUN_DIR/stages`` (every strategy trained into the folder, also by earlier invocations), not ``results.json``'s
-strategy list; changes are computed as ``cml run`` computes them (the run's evaluation settings, the same bootstrap
+``RUN_DIR/stages`` (every strategy trained into the folder, also by earlier invocations:
+``RunFolder.finished_stages``), not ``results.json``'s strategy list; changes are computed as ``cml run`` computes them (the run's evaluation settings, the same bootstrap
 seeds).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,35 +26,17 @@ COLUMNS = ("run", "strategy", "stage", "min_gain", "n_improved", "n_degraded", "
            "improved_share_gain_pp", "loss_magnitude_reduction", "after_vs_reference_pp", "moves_reverted")
 
 
-def stage_records(run_dir: Path) -> dict[str, list[dict]]:
-    """{strategy: its records in stage order, stage 0's first} from the run folder's finished stages."""
-    from cml.errors import CMLError
-
-    def read(path: Path) -> dict | None:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        return state["record"] if state.get("complete") else None
-
-    initial = sorted((run_dir / "stages" / "initial").glob("0-*/state.json"))
-    if not initial:
-        raise CMLError("no finished stage 0 in this run folder", file=run_dir / "stages" / "initial")
-    stage0 = read(initial[0])
-    records = {}
-    for folder in sorted(p for p in (run_dir / "stages").iterdir() if p.is_dir() and p.name != "initial"):
-        updates = [record for path in sorted(folder.glob("*/state.json")) if (record := read(path))]
-        if updates:
-            records[folder.name] = [stage0, *sorted(updates, key=lambda record: record["index"])]
-    return records
-
-
 def replay(run_dir: Path, min_gains: list[float], strategies: list[str] | None) -> list[dict]:
     """One row per gated strategy and threshold (in points of the run's primary metric), for the first update."""
     from cml.errors import CMLError
     from cml.evaluation.cml_metrics import compare_to_reference, summarize_languages, summarize_run
     from cml.reports.tables import load_results
+    from cml.run_folder import RunFolder
+    from cml.strategies.modular.gate import parse_gate_dev_key
 
     results = load_results(run_dir)
     reference = results["reference_strategy"]
-    records = stage_records(run_dir)
+    records = RunFolder(run_dir).finished_stages()
     if reference not in records:
         raise CMLError(f"the run's reference strategy {reference!r} has no finished update stage here",
                        file=run_dir / "stages")
@@ -74,7 +55,7 @@ def replay(run_dir: Path, min_gains: list[float], strategies: list[str] | None) 
             replayed, reverted = {}, 0
             for lang, change in changes.items():
                 gate = record["gate"][lang]
-                dev = {key.split(":", 1)[0]: score for key, score in gate["dev"].items()}
+                dev = {parse_gate_dev_key(key)[0]: score for key, score in gate["dev"].items()}
                 gain = 100 * (dev[gate["choice"]] - dev["previous"])
                 if gate["choice"] != "previous" and gain < min_gain - 1e-9:  # 0.21 - 0.18 is 2.99999... in floats
                     change = {**change, "after": change["before"], "delta": 0.0, "ci_low": 0.0, "ci_high": 0.0,

@@ -37,7 +37,7 @@ ITEMS = {
 
 def write_run(run_dir: Path, items: dict = ITEMS, updated=UPDATED, stages=STAGES, *, task="classification",
               metric="accuracy", secondary: dict | None = None) -> dict:
-    """A finished run folder: results.json and prediction files, scores the item means. ``secondary``
+    """A finished run folder: results.json (with its summary) and prediction files, scores the item means. ``secondary``
     ({metric: items shaped like ``items``}) adds per-metric item scores and values, as runs write them now;
     without it the files are as runs wrote them before (the primary metric only)."""
     languages = list(items[next(iter(items))][0])
@@ -61,11 +61,12 @@ def write_run(run_dir: Path, items: dict = ITEMS, updated=UPDATED, stages=STAGES
                                                **{other: float(np.mean(values[lang]))
                                                   for other, values in others.items()}}
                                         for lang in languages} if secondary else {},
-                            "predictions": str(path)})
+                            "predictions": str(path), "warnings": []})
         strategies[strategy] = {"method": strategy, "stages": records}
-    results = {"name": run_dir.name, "task": task, "metric": metric, "seed": 0,
-               "languages": languages, "reference_strategy": "full_finetune", "stages": strategies[next(iter(items))],
-               "strategies": strategies, "config": {}, "versions": {}}
+    results = {"format_version": 1, "name": run_dir.name, "task": task, "metric": metric, "seed": 0,
+               "languages": languages, "labels": [], "reference_strategy": "full_finetune",
+               "stages": strategies[next(iter(items))]["stages"], "strategies": strategies, "config": {}, "versions": {}}
+    results["summary"] = summarize_run(results, run_dir)
     (run_dir / "results.json").write_text(json.dumps(results), encoding="utf-8")
     return results
 

@@ -147,20 +147,6 @@ def test_terminal_summary_names_the_primary_metric_and_the_disagreement(tmp_path
     assert f"warning: {DISAGREEMENT}" in text
 
 
-def test_report_of_a_run_from_before_every_metric_was_scored(tmp_path):
-    results = write_run(tmp_path)  # prediction files without per-metric scores
-    results["summary"] = summarize_run(results, tmp_path)
-    for stages in results["summary"].values():
-        for stage in stages.values():
-            del stage["metrics"]  # as summaries were stored then
-    (tmp_path / "results.json").write_text(json.dumps(results), encoding="utf-8")
-    markdown = write_report(tmp_path)["markdown"].read_text(encoding="utf-8")
-    assert "## Overview" in markdown and "disagree" not in markdown and "## Every metric" not in markdown
-    console = Console(width=250, record=True)
-    print_scores(results, console)
-    assert "warning" not in console.export_text()
-
-
 def test_groups_a_run_records():
     expected = {"deu": "1", "eng": "1", "yor": "2"}
     assert language_groups({"deu": "1", "eng": "1", "yor": "2"}) == expected  # a modular stage record

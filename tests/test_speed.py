@@ -123,14 +123,6 @@ def test_a_prefix_that_trains_is_never_kept(tiny_backbone):
         assert model.frozen_prefix.kept is None  # nothing kept: training runs through the frozen layers
 
 
-def test_stages_saved_before_the_option_compare_as_trained_through_the_frozen_layers():
-    from cml.experiment import _comparable
-
-    saved = {"strategy": {"method": "laft_uriel", "lora": {"r": 8}}}
-    assert _comparable(saved)["strategy"]["lora"] == {"r": 8, "cache_frozen_layers": False}
-    assert _comparable({"strategy": {"method": "full_finetune"}}) == {"strategy": {"method": "full_finetune"}}
-
-
 @pytest.mark.parametrize("routes", [{"deu": ("a",), "fra": ("b",), "hin": ("a",)}, {lang: ("a",) for lang in LANGS}])
 def test_training_on_kept_outputs_equals_training_through_the_frozen_layers(tiny_backbone, routes):
     """Without dropout the two trainings are the same computation; they differ only in the order of sums."""

@@ -499,20 +499,26 @@ def test_overwrite_removes_the_old_run_and_predict_serves_the_configs_stage(fini
     assert result.exit_code == 0 and json.loads(result.stdout)["stage"] == 1
 
 
-def test_run_folders_of_earlier_versions_still_serve_and_resume(tmp_path, tiny_backbone):
-    """Earlier versions stored `trust_remote_code: false` in results.json and in every stage's settings."""
+@pytest.mark.parametrize("version", [None, 2])
+def test_run_folders_of_another_format_are_refused_by_name_and_their_stages_redone(tmp_path, tiny_backbone,
+                                                                                    caplog, version):
+    """A run folder records its format version: one written in another format (an earlier cml wrote none) is
+    never read by guesswork. Serving and reports name the file and the version; --resume redoes its stages."""
     config, run_dir = fresh_run(tmp_path, tiny_backbone)
     results = json.loads((run_dir / "results.json").read_text())
-    results["config"]["model"]["trust_remote_code"] = False
-    (run_dir / "results.json").write_text(json.dumps(results))
-    for state_path in (run_dir / "stages").rglob("state.json"):
-        state = json.loads(state_path.read_text())
-        state["settings"]["model"]["trust_remote_code"] = False
-        del state["settings"]["inputs"]  # nor did they fingerprint inputs
-        state_path.write_text(json.dumps(state))
-    assert cml("predict", str(run_dir), "--lang", "hin", input="hinw1\n").exit_code == 0
-    assert Experiment(load_config(config), resume=True).run()["stages"][1]["scores"] == \
-        results["stages"][1]["scores"]
+    for path in [run_dir / "results.json", *(run_dir / "stages").rglob("state.json")]:
+        record = json.loads(path.read_text())
+        record.pop("format_version") if version is None else record.update(format_version=version)
+        path.write_text(json.dumps(record))
+    message = "an earlier format" if version is None else "format 2"
+    for command in (["predict", str(run_dir), "--lang", "hin"], ["report", str(run_dir)]):
+        assert_user_error(cml(*command, input="hinw1\n"), str(run_dir / "results.json"), message)
+    (run_dir / "results.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="cml"):
+        resumed = Experiment(load_config(config), resume=True).run()
+    assert resumed["stages"][1]["scores"] == results["stages"][1]["scores"]
+    assert sum("redoing that stage" in r.getMessage() and message in r.getMessage() for r in caplog.records) == 2
+    assert json.loads((run_dir / "results.json").read_text())["format_version"] == 1
 
 
 def test_resume_refuses_a_stage_in_progress_whose_input_changed(tmp_path, tiny_backbone):
@@ -559,7 +565,8 @@ def test_clean_up_skips_names_it_could_not_have_made(tmp_path):
     assert (tmp_path / ".cml-.old").is_dir() and (tmp_path / ".cml-..old").is_dir()
 
 
-@pytest.mark.parametrize("results", ['{"strategies": {}}', '{"strategies": {"x": {"stages": [{}]}}, "languages": []}'])
+@pytest.mark.parametrize("results", ['{"format_version": 1, "strategies": {}}',
+                                     '{"format_version": 1, "strategies": {"x": {"stages": [{}]}}, "languages": []}'])
 def test_results_without_a_runs_shape_are_named(tmp_path, results):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -20,9 +20,6 @@ from .streams import stream_table
 from .suite import benchmarks_of, run_config
 from .tables import render
 
-STAGE0_PARTS = (Path("stages") / "initial", Path("predictions") / "initial")  # the summary's bootstrap reads both
-
-
 @dataclass(frozen=True)
 class Request:
     """What one invocation of the run program asks for."""
@@ -130,16 +127,18 @@ def stage0_fingerprint(config) -> str:
 def reuse_stage0(config, donors: list) -> None:
     """Copy a finished stage 0 from another run of the same benchmark and seed whose stage 0 is identical.
     Reading the data to compare fingerprints happens only when there is something to reuse."""
-    run_dir = Path(config.output_dir) / config.name
-    if (run_dir / STAGE0_PARTS[0]).exists():
+    from cml.run_folder import RunFolder
+
+    parts = RunFolder.of(config.output_dir, config.name).stage0_parts()
+    if parts[0].exists():
         return
     fingerprint = None
     for donor in donors:
-        donor_dir = Path(donor.output_dir) / donor.name
-        if not all((donor_dir / part).is_dir() for part in STAGE0_PARTS):
+        donor_parts = RunFolder.of(donor.output_dir, donor.name).stage0_parts()
+        if not all(part.is_dir() for part in donor_parts):
             continue
         fingerprint = fingerprint or stage0_fingerprint(config)
         if stage0_fingerprint(donor) == fingerprint:
-            for part in STAGE0_PARTS:
-                shutil.copytree(donor_dir / part, run_dir / part, dirs_exist_ok=True)
+            for theirs, ours in zip(donor_parts, parts):
+                shutil.copytree(theirs, ours, dirs_exist_ok=True)
             return

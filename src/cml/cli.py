@@ -122,7 +122,7 @@ def run(config, overrides, resume, from_stage, overwrite, trust_remote_code):
     with FolderLock(experiment.run_dir):  # as `cml report`: not while another process writes there
         write_report(experiment.run_dir)
     print_scores(results)
-    click.echo(f"results: {experiment.run_dir / 'results.json'}")
+    click.echo(f"results: {experiment.folder.results_file}")
     click.echo(f"report:  {experiment.run_dir / 'report.html'} (and report.md, results.csv)")
 
 @main.command()

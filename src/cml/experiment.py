@@ -5,13 +5,7 @@ Under ``accelerate launch`` every process runs this whole recipe (training is da
 repeated on each process with the same weights, so all get the same scores); only the main process writes
 files, and no process reads what another wrote during the run.
 
-Run folder::
-
-    <output_dir>/<name>/results.json, run.log
-    <output_dir>/<name>/stages/initial/0-<stage>/{model.safetensors, state.json}   # the stage-0 model
-    <output_dir>/<name>/stages/<strategy>/<k>-<stage>/{model.safetensors, state.json}  # what the strategy changed
-    <output_dir>/<name>/predictions/<strategy>/<k>-<stage>.jsonl      # per example: prediction, score, scores
-    <output_dir>/<name>/checkpoints/...                                # in-progress training, removed after
+The run folder's layout and records: :mod:`cml.run_folder`.
 """
 
 from __future__ import annotations
@@ -19,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -37,7 +30,8 @@ from .evaluation.cml_metrics import REFERENCE, SUMMARY_KEYS, summarize_run
 from .evaluation.inference import evaluate_languages, predict
 from .io import FolderLock, read_json, remove_stale_temporaries, write_json, write_text
 from .routing import RoutedModel
-from .saved_stages import INITIAL, read_stage, restore_stage, stage_folder
+from .run_folder import FORMAT_VERSION, INITIAL, OUTPUTS, STATE, WEIGHTS, RunFolder, stage_state
+from .saved_stages import load_finished_stage
 from .strategies import StageContext, make_strategy
 from .task_family import TaskFamily
 from .tasks import make_task
@@ -47,11 +41,6 @@ from .training.trainer import make_accelerator
 from .versions import package_versions
 
 log = logging.getLogger("cml.run")
-# What a run writes in its folder (besides the lock): what --overwrite removes, and nothing else.
-RUN_OUTPUTS = ("results.json", "run.log", "stages", "predictions", "checkpoints", "report.md", "report.html",
-               "results.csv", "report_figures")
-
-
 class _CurrentStderr(logging.StreamHandler):
     """A handler that writes to whatever ``sys.stderr`` is when it emits: the run's handler outlives the run
     (several runs in one process, a test runner swapping the stream), and a stream captured at set-up may be
@@ -66,8 +55,8 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
-def _setup_logging(run_dir: Path) -> None:
-    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+def _setup_logging(log_file: Path) -> None:
+    handler = logging.FileHandler(log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     loud = _CurrentStderr()  # warnings also on stderr: a stage that learned nothing must not pass unseen
     loud.setLevel(logging.WARNING)
@@ -76,36 +65,6 @@ def _setup_logging(run_dir: Path) -> None:
     root = logging.getLogger("cml")
     root.handlers = [h for h in root.handlers if not getattr(h, "cml_run", False)] + [handler, loud]
     root.setLevel(logging.INFO)
-
-
-def run_folder(config: ExperimentConfig) -> Path:
-    """``<output_dir>/<name>``, checked to lie inside ``output_dir`` (the name is one path component, and a
-    run folder that is a link elsewhere is refused), and created, with a clear error where it cannot be."""
-    output_dir = Path(config.output_dir)
-    run_dir = output_dir / config.name
-    if run_dir.is_symlink() or (run_dir.exists() and run_dir.resolve().parent != output_dir.resolve()):
-        raise CMLError("the run folder must be a folder inside output_dir, not a link elsewhere", file=run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CMLError(f"cannot create the run folder: {err.strerror}", file=run_dir) from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise CMLError("the run folder is not writable", file=run_dir)
-    return run_dir
-
-
-def _comparable(settings: dict) -> dict:
-    """Saved settings as this version writes them: runs saved before remote code became a command-line flag
-    recorded ``trust_remote_code: false`` in the model and data settings; modular stages saved before
-    ``lora.cache_frozen_layers`` existed trained through the frozen layers, as ``false`` does."""
-    settings = dict(settings)
-    for section in ("model", "data"):
-        if isinstance(settings.get(section), dict) and settings[section].get("trust_remote_code") is False:
-            settings[section] = {k: v for k, v in settings[section].items() if k != "trust_remote_code"}
-    lora = (settings.get("strategy") or {}).get("lora")
-    if isinstance(lora, dict) and "cache_frozen_layers" not in lora:
-        settings["strategy"] = {**settings["strategy"], "lora": {**lora, "cache_frozen_layers": False}}
-    return settings
 
 
 def learning_warnings(task, artifacts: dict, predictions: dict[str, list]) -> list[str]:
@@ -163,7 +122,8 @@ class Experiment:
         self.resume = resume
         self.from_stage = from_stage
         self.overwrite = overwrite
-        self.run_dir = Path(config.output_dir) / config.name
+        self.folder = RunFolder.of(config.output_dir, config.name)
+        self.run_dir = self.folder.root
         with config.locating_errors():
             dataset = read_dataset(config.data, config.task)
             self.stream: Stream = build_stream(dataset, config.stream, config.stream_seed)
@@ -197,15 +157,13 @@ class Experiment:
             raise CMLError(f"cannot roll back to stage {self.from_stage}: stage {index} is not finished", file=stage_dir)
         if not (saved and saved["complete"]):
             return None
-        if saved.get("settings") is not None:  # runs saved before settings were recorded have none to compare
-            self.check_same_settings(saved["settings"], settings, stage_dir / "state.json", "this finished stage")
+        self.check_same_settings(saved["settings"], settings, stage_dir / STATE, "this finished stage")
         return saved["record"]
 
     def check_same_settings(self, saved: dict, settings: dict, where: Path, what: str) -> None:
         """Refuse to continue work made with other settings or from other input files than this run's."""
-        saved = _comparable(saved)
-        saved_inputs = saved.get("inputs")  # none in runs saved before inputs were fingerprinted
-        if saved_inputs is not None and saved_inputs != settings["inputs"]:
+        saved_inputs = saved.get("inputs")
+        if saved_inputs != settings["inputs"]:
             saved_inputs = saved_inputs if isinstance(saved_inputs, dict) else {}
             differ = sorted(path for path in {*saved_inputs, *settings["inputs"]}
                             if saved_inputs.get(path) != settings["inputs"].get(path))
@@ -222,11 +180,11 @@ class Experiment:
     def readable_stage(self, stage_dir: Path, needed: bool) -> dict | None:
         """A finished stage's state if its files can be read back; a truncated or corrupt stage is redone (and
         said so), unless a roll-back needs it, which is then an error naming the file."""
-        if not (stage_dir / "state.json").is_file():
+        if not (stage_dir / STATE).is_file():
             return None
         try:
             verify_checkpoint(stage_dir)
-            return read_stage(stage_dir)
+            return self.folder.read_stage(stage_dir)
         except CMLError as err:
             if needed:
                 raise
@@ -247,7 +205,7 @@ class Experiment:
             write_json(path, settings)
 
     def stage_dir(self, strategy: str, index: int) -> Path:
-        return stage_folder(self.run_dir, strategy, index, self.stream.stages[index].name)
+        return self.folder.stage_dir(strategy, index, self.stream.stages[index].name)
 
     def training_config(self, index: int) -> TrainingConfig:
         return stage_training_config(self.config, index)
@@ -257,7 +215,7 @@ class Experiment:
         return StageContext(task=self.task, stage=stage, index=index, languages=self.stream.languages,
                             train_features=[f for lang in stage.languages for f in self.task.features(stage.train[lang])],
                             dev=self.dev, training=self.training_config(index), accelerator=self.accelerator,
-                            seed=self.config.seed + index, checkpoint_dir=self.run_dir / "checkpoints" / strategy / str(index),
+                            seed=self.config.seed + index, checkpoint_dir=self.folder.checkpoint_dir(strategy, index),
                             resume=self.resume, history=self.stream.stages[:index], tracking=self.tracking(strategy))
 
     def tracking(self, strategy: str) -> Tracking | None:
@@ -289,7 +247,9 @@ class Experiment:
 
     def run(self) -> dict:
         """The whole recipe, holding the run folder's lock (on the main process, which alone writes there)."""
-        lock = FolderLock(run_folder(self.config)) if self.accelerator.is_main_process else None
+        if self.accelerator.is_main_process:
+            self.folder.create()
+        lock = FolderLock(self.run_dir) if self.accelerator.is_main_process else None
         if lock:
             lock.acquire()
         try:
@@ -304,15 +264,15 @@ class Experiment:
         if self.resume or self.from_stage is not None:
             return
         if self.overwrite:
-            for name in RUN_OUTPUTS:
+            for name in OUTPUTS:
                 path = self.run_dir / name
                 if path.is_dir():
                     shutil.rmtree(path)
                 elif path.exists():
                     path.unlink()
             return
-        finished = (self.run_dir / "results.json").is_file()
-        if finished or (self.run_dir / "stages").is_dir():
+        finished = self.folder.finished()
+        if self.folder.holds_a_run():
             raise CMLError(f"this folder holds {'a finished' if finished else 'an unfinished'} run: pass --resume "
                            "to continue it, --overwrite to replace it, or give the run another name",
                            file=self.run_dir)
@@ -321,7 +281,7 @@ class Experiment:
         main = self.accelerator.is_main_process
         if main:  # one run.log: the other processes' lines would repeat the main one's
             self.refuse_to_replace()
-            _setup_logging(self.run_dir)
+            _setup_logging(self.folder.log_file)
             for path in remove_stale_temporaries(self.run_dir):
                 log.info("removed %s, left by an interrupted write", path)
             for path, count in sorted(self.repairs.items()):
@@ -343,10 +303,10 @@ class Experiment:
             del deployed
         results = self.results(strategies)
         if main:  # the summary reads the prediction files, which only the main process writes
-            shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+            shutil.rmtree(self.folder.checkpoints, ignore_errors=True)
             results["summary"] = summarize_run(results, self.run_dir, reference=results["reference_strategy"],
                                                **self.config.evaluation.model_dump())
-            write_json(self.run_dir / "results.json", results)
+            self.folder.write_results(results)
             if self.config.training.trackers:
                 self.track_summary(results["summary"])
         self.accelerator.wait_for_everyone()  # every process returns once results.json is written
@@ -369,7 +329,7 @@ class Experiment:
         record = self.record(ctx, INITIAL, artifacts, self.evaluate(model, INITIAL, 0))
         if self.accelerator.is_main_process:
             save_checkpoint(stage_dir, {k: v for k, v in model.state_dict().items() if k not in frozen},
-                            {"complete": True, "record": record, "settings": settings})
+                            stage_state(record, settings))
         self.track_stage(INITIAL, model, record)
         return record
 
@@ -379,18 +339,17 @@ class Experiment:
         settings = self.settings(index, strategy.config)
         saved = self.finished(stage_dir, index, settings)
         if saved:
-            model = restore_stage(strategy, model, saved, ctx, stage_dir)
-            load_model_state(model, stage_dir)
+            model = load_finished_stage(strategy, model, saved, ctx, stage_dir)
             log.info("%s stage %d: reused from %s", strategy.name, index, stage_dir)
             self.track_stage(strategy.name, model, saved)
-            return model, {**saved, "stored_bytes": (stage_dir / "model.safetensors").stat().st_size}
+            return model, {**saved, "stored_bytes": (stage_dir / WEIGHTS).stat().st_size}
         self.in_progress(ctx, settings)
         model, artifacts = strategy.update(model, ctx)
         record = self.record(ctx, strategy.name, artifacts, self.evaluate(model, strategy.name, index))
         if self.accelerator.is_main_process:  # the run folder may be on the main machine only
             save_checkpoint(stage_dir, strategy.saved_state(model, frozen),
-                            {"complete": True, "record": record, "settings": settings})
-            record["stored_bytes"] = (stage_dir / "model.safetensors").stat().st_size
+                            stage_state(record, settings))
+            record["stored_bytes"] = (stage_dir / WEIGHTS).stat().st_size
         self.track_stage(strategy.name, model, record)
         return model, record
 
@@ -405,7 +364,7 @@ class Experiment:
     def evaluate(self, model, strategy: str, index: int) -> dict:
         started = time.perf_counter()
         scores, metrics, lines, outputs = {}, {}, [], {}
-        path = self.run_dir / "predictions" / strategy / f"{index}-{self.stream.stages[index].name}.jsonl"
+        path = self.folder.predictions_file(strategy, index, self.stream.stages[index].name)
         for lang, (examples, features) in tqdm(self.test.items(), desc=f"{strategy} test", unit="language",
                                                leave=False, disable=not self.accelerator.is_local_main_process):
             predictions = predict(model, self.task, features, self.config.training.eval_batch_size)
@@ -423,12 +382,13 @@ class Experiment:
         seconds = time.perf_counter() - started
         n = len(lines)
         return {"scores": scores, "metrics": metrics, "eval_seconds": seconds, "eval_examples_per_second": n / seconds,
-                "predictions": str(path.relative_to(self.run_dir)), "test_predictions": outputs}
+                "predictions": self.folder.relative(path), "test_predictions": outputs}
 
     def results(self, strategies: dict) -> dict:
         reference = REFERENCE if REFERENCE in strategies else next(iter(strategies))
-        return {"name": self.config.name, "task": self.config.task.value, "metric": self.task.primary_metric,
-                "seed": self.config.seed, "languages": self.stream.languages, "labels": self.task.labels,
+        return {"format_version": FORMAT_VERSION, "name": self.config.name, "task": self.config.task.value,
+                "metric": self.task.primary_metric, "seed": self.config.seed, "languages": self.stream.languages,
+                "labels": self.task.labels,
                 "reference_strategy": reference, "stages": strategies[reference]["stages"],
                 "strategies": strategies, "tokenize_seconds": self.tokenize_seconds,
                 "config": self.config.model_dump(mode="json"), "versions": package_versions(), "inputs": self.inputs,

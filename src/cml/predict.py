@@ -14,12 +14,12 @@ import torch
 from .config import ExperimentConfig, validated
 from .data.examples import Example
 from .errors import CMLError
-from .io import decode_text, parse_json, read_json
+from .io import decode_text, parse_json
 from .languages import canonical
 from .models.embedded import quiet_transformers
-from .records import RunResults, checked
 from .routing import RoutedModel, route_name
-from .saved_stages import INITIAL, read_stage, restore_stage, stage_folder
+from .run_folder import INITIAL, WEIGHTS, RunFolder
+from .saved_stages import load_finished_stage
 from .strategies import StageContext, make_strategy
 from .task_family import TaskFamily
 from .tasks import make_task
@@ -50,11 +50,11 @@ class Predictor:
                  trust_remote_code: bool = False) -> Predictor:
         """The deployed model of ``strategy`` (default: the run's reference strategy) after ``stage`` (default:
         the last) of the finished run in ``run_dir``."""
-        run_dir = Path(run_dir)
-        path = run_dir / "results.json"
-        if not path.is_file():
-            raise CMLError("no results.json: is this a finished run folder or a release folder?", file=run_dir)
-        results = checked(RunResults, read_json(path, "results file"), path)
+        folder = RunFolder(run_dir)
+        if not folder.finished():
+            raise CMLError("no results.json: is this a finished run folder or a release folder?", file=folder.root)
+        results = folder.read_results()
+        path = folder.results_file
         config = validated(ExperimentConfig, results.config, None, path)
         config.allow_remote_code(trust_remote_code)
         languages = list(results.languages)
@@ -72,10 +72,10 @@ class Predictor:
         task.languages = list(languages)
 
         def stage_dir(name: str, index: int) -> Path:
-            folder = stage_folder(run_dir, name, index, config.stream.stages[index].name)
-            if not (folder / "model.safetensors").is_file():
-                raise CMLError(f"stage {index} of {name} is not in the run folder", file=folder)
-            return folder
+            stage = folder.stage_dir(name, index, config.stream.stages[index].name)
+            if not (stage / WEIGHTS).is_file():
+                raise CMLError(f"stage {index} of {name} is not in the run folder", file=stage)
+            return stage
 
         with quiet_transformers():  # its "newly initialized" head is replaced by the stage's weights next
             model = RoutedModel(task.seeded_model(config.seed), languages)
@@ -83,11 +83,10 @@ class Predictor:
         served = None
         if stage > 0:
             served = make_strategy(next(s for s in config.strategies if s.label == strategy_name))
-            folder = stage_dir(strategy_name, stage)
+            saved = stage_dir(strategy_name, stage)
             context = StageContext(task=task, stage=None, index=stage, languages=languages, train_features=[],
                                    dev={}, training=config.training, accelerator=None, seed=0)
-            model = restore_stage(served, model, read_stage(folder)["record"], context, folder)
-            load_model_state(model, folder)
+            model = load_finished_stage(served, model, folder.read_stage(saved)["record"], context, saved)
         return cls(task, model, languages, served, {"strategy": strategy_name, "stage": stage},
                    config.training.eval_batch_size)
 

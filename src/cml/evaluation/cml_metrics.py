@@ -48,6 +48,7 @@ import numpy as np
 from ..bootstrap import CONFIDENCE, RESAMPLES, language_change, language_seed
 from ..errors import CMLError
 from ..io import open_text
+from ..run_folder import RunFolder
 
 if TYPE_CHECKING:
     from ..typology.uriel import TypologyMatrix
@@ -327,14 +328,14 @@ def summarize_run(results: dict, run_dir: Path, *, reference: str = REFERENCE, p
     records and prediction files score (:func:`metric_changes`). Items are matched by (language, id) between the
     prediction files of the two stages.
     """
-    run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     run_metric = results["metric"]
     metric = primary_metric or run_metric
     files: dict[str, dict[str, dict[str, dict[str, float]]]] = {}  # stage 0's file serves every strategy
 
     def items(record: dict) -> dict[str, dict[str, dict[str, float]]]:
         if record["predictions"] not in files:
-            files[record["predictions"]] = read_metric_item_scores(run_dir / record["predictions"], run_metric)
+            files[record["predictions"]] = read_metric_item_scores(folder.resolve(record["predictions"]), run_metric)
         return files[record["predictions"]]
 
     distance, _ = typology_distance(results["languages"])

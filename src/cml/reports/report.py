@@ -82,12 +82,11 @@ def _warnings(results: Mapping[str, Any]) -> list[Block]:
 
 def disagreement_lines(summary: Mapping[str, Mapping[str, Any]], primary: str) -> list[str]:
     """One line per strategy, update stage and metric whose figures contradict the primary metric's
-    (:func:`cml.evaluation.cml_metrics.metric_disagreements`); none for summaries written before every metric was
-    summarised."""
+    (:func:`cml.evaluation.cml_metrics.metric_disagreements`)."""
     lines = []
     for strategy, stages in summary.items():
         for name, stage in stages.items():
-            figures = stage.get("metrics", {})
+            figures = stage["metrics"]
             for metric, kind in metric_disagreements(figures, primary).items():
                 lines.append(f"{strategy}, stage {name}: "
                              + disagreement_words(kind, metric, figures[metric], primary, figures[primary]))

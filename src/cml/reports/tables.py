@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import CMLError
-from ..io import read_json
-from ..records import RunResults, checked
-from ..evaluation.cml_metrics import REFERENCE, REFERENCE_KEYS, SUMMARY_KEYS, summarize_run
+from ..evaluation.cml_metrics import REFERENCE_KEYS, SUMMARY_KEYS
+from ..run_folder import RunFolder
 
 MISSING = "–"
 
@@ -99,21 +97,14 @@ def highlighted(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column],
 
 
 def load_results(run_dir: Path) -> dict:
-    """A finished run's ``results.json``."""
-    path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        raise CMLError("no results.json; has the run finished?", file=path)
-    results = read_json(path, "results file")
-    checked(RunResults, results, path)
-    return results
+    """A finished run's ``results.json``, checked (``RunFolder.read_results``)."""
+    return RunFolder(run_dir).read_results().model_dump(mode="json")
 
 
 def load_summary(run_dir: Path) -> tuple[dict, dict]:
-    """A run's ``results.json`` and its summary: the stored one, else computed with the run's reference strategy."""
+    """A run's ``results.json`` and its summary."""
     results = load_results(run_dir)
-    summary = results.get("summary") or summarize_run(results, Path(run_dir),
-                                                      reference=results.get("reference_strategy", REFERENCE))
-    return results, summary
+    return results, results["summary"]
 
 
 def _stage_names(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -127,13 +118,12 @@ def overview_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
 
 
 def metric_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per update stage, metric and strategy, from the summaries' ``metrics`` (the primary metric first;
-    none for summaries written before every metric was summarised)."""
+    """One row per update stage, metric and strategy, from the summaries' ``metrics`` (the primary metric first)."""
     rows = []
     for name in _stage_names(summary):
         by_strategy = {strategy: stages[name] for strategy, stages in summary.items() if name in stages}
-        metrics = dict.fromkeys(metric for stage in by_strategy.values() for metric in stage.get("metrics", {}))
+        metrics = dict.fromkeys(metric for stage in by_strategy.values() for metric in stage["metrics"])
         rows += [{"stage": name, "metric": metric, "strategy": strategy, **figures(stage["metrics"][metric])}
                  for metric in metrics for strategy, stage in by_strategy.items()
-                 if metric in stage.get("metrics", {})]
+                 if metric in stage["metrics"]]
     return rows
