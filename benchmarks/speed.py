@@ -166,11 +166,20 @@ def measure_repeat(experiment, base, strategy_configs: list, inference_features:
 
 
 def measure(args: argparse.Namespace) -> dict:
+    """:func:`measured` at ``args.threads`` torch threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return measured(args)
+    finally:  # the caller's thread count back (a test process runs other tests after this one)
+        torch.set_num_threads(threads)
+
+
+def measured(args: argparse.Namespace) -> dict:
     from cml.config import load_config
     from cml.experiment import Experiment
     from cml.routing import RoutedModel
 
-    torch.set_num_threads(args.threads)
     name, path = stream_config(args.stream)
     config = load_config(path)
     missing = [s for s in STRATEGIES if s not in {c.label for c in config.strategies}]
