@@ -575,6 +575,53 @@ def test_results_without_a_runs_shape_are_named(tmp_path, results):
     assert_user_error(cml("compare", str(run_dir)), str(run_dir / "results.json"))
 
 
+def _edit(path: str, value=None, *, delete: bool = False, append=None):
+    """An edit of results.json at a dotted path (list positions as numbers)."""
+    def edit(results: dict) -> None:
+        *parents, last = [int(key) if key.isdigit() else key for key in path.split(".")]
+        node = results
+        for key in parents:
+            node = node[key]
+        if delete:
+            del node[last]
+        elif append is not None:
+            node[last].append(append)
+        else:
+            node[last] = value(node[last]) if callable(value) else value
+    return edit
+
+
+UPDATE = "summary.full_finetune.update"
+
+
+@pytest.mark.parametrize("edit", [
+    lambda r: r["summary"].update(ghost=r["summary"]["full_finetune"]),
+    lambda r: r["summary"]["full_finetune"].update(other=r["summary"]["full_finetune"]["update"]),
+    _edit(f"{UPDATE}.languages.deu", delete=True),
+    _edit(f"{UPDATE}.metrics.accuracy.languages.fra", delete=True),
+    _edit("languages", append="yor"),
+    _edit("strategies.full_finetune.stages.0.scores.deu", delete=True),
+    _edit(f"{UPDATE}.mean_delta", None),
+    _edit(f"{UPDATE}.by_category.far", delete=True),
+    _edit(f"{UPDATE}.languages.hin.category", "weird"),
+    _edit(f"{UPDATE}.settings.neighbour_threshold", "x"),
+    _edit("strategies.full_finetune.stages.1.index", "1"),
+    _edit("strategies.full_finetune.stages.1.groups", "x"),  # a strategy's own field: the report's boundary
+], ids=["summary-of-no-strategy", "summary-of-no-stage", "language-missing", "metric-language-missing",
+        "language-without-scores", "scores-missing", "null-mean", "category-missing", "unknown-category",
+        "threshold-not-a-number", "index-a-string", "groups-a-string"])
+def test_a_hand_edited_results_file_is_named_by_report_and_compare(finished_run, tmp_path, edit):
+    """What the typed check (and, for a strategy's own fields, the report's boundary) must catch: parts of
+    results.json that disagree with each other, or values of the wrong kind, are an error naming the file, never
+    a traceback."""
+    _, run_dir = copy_run(finished_run, tmp_path)
+    results = json.loads((run_dir / "results.json").read_text())
+    edit(results)
+    (run_dir / "results.json").write_text(json.dumps(results))
+    assert_user_error(cml("report", str(run_dir)), str(run_dir / "results.json"), "not the results of a cml run")
+    assert cml("compare", str(run_dir)).exit_code in (0, 2)
+
+
 def test_a_refused_write_names_the_file(tmp_path, monkeypatch):
     import errno
 

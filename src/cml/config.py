@@ -114,7 +114,7 @@ class RemoteCodeByFlagOnly(Strict):
     @classmethod
     def _no_remote_code_from_files(cls, data):
         if isinstance(data, dict) and "trust_remote_code" in data:
-            if data["trust_remote_code"] is not False:  # false: what run folders of earlier versions recorded
+            if data["trust_remote_code"] is not False:  # false asks for what is so anyway
                 raise ValueError("trust_remote_code: remote code cannot be allowed from a file; pass "
                                  "--trust-remote-code to the command, if you trust the model's or dataset's code")
             data = {key: value for key, value in data.items() if key != "trust_remote_code"}

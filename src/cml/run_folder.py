@@ -19,11 +19,12 @@ each use.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import CMLError
 from .io import read_json, write_json
@@ -32,6 +33,9 @@ FORMAT_VERSION = 1
 MAX_LANGUAGES = 1000  # SIB-200 has 205; more is not a run this tool made
 INITIAL = "initial"
 """The strategy folder of stage 0, the full fine-tuning every strategy starts from."""
+Category = Literal["in_update", "neighbour", "far"]
+"""Where a language stands to an update: one of its languages, close to one (URIEL distance), or far."""
+CATEGORIES: tuple[str, ...] = get_args(Category)
 RESULTS = "results.json"
 STATE = "state.json"
 WEIGHTS = "model.safetensors"
@@ -48,10 +52,10 @@ def _inside_run_folder(path: str) -> str:
 
 
 class _Record(BaseModel):
-    """The fields every reader relies on are typed; a strategy's own fields (its gate, routes, groups) pass
-    through as written."""
+    """The fields every reader relies on are typed, strictly (readers use the file's values, so ``"1"`` is no
+    index and ``"false"`` no boolean); a strategy's own fields (its gate, routes, groups) pass through as written."""
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
 
 
 class StageRecord(_Record):
@@ -70,7 +74,7 @@ class StageRecord(_Record):
 class SavedStage(_Record):
     """A finished stage's ``state.json``: its record and the settings it was made with."""
 
-    format_version: Literal[1]
+    format_version: Literal[FORMAT_VERSION]
     complete: bool
     record: StageRecord
     settings: dict[str, Any]
@@ -91,7 +95,7 @@ class LanguageChange(_Record):
     ci_high: float
     negative_flip_rate: float
     positive_flip_rate: float
-    category: str
+    category: Category
     distance_to_update: float | None
 
 
@@ -111,24 +115,45 @@ class Figures(_Record):
     aggregate_before: float | None
     aggregate_after: float | None
 
+    @model_validator(mode="after")
+    def _means_of_languages(self):
+        means = (self.mean_delta, self.negative_flip_rate, self.aggregate_before, self.aggregate_after)
+        if self.n_languages and None in means:
+            raise ValueError("figures of a set of languages must have their means")
+        return self
+
 
 class MetricSummary(Figures):
-    by_category: dict[str, Figures]
+    by_category: dict[Category, Figures]
     vs_reference: dict[str, float | None] | None
     languages: dict[str, LanguageChange]
+
+    @model_validator(mode="after")
+    def _every_category(self):
+        if set(self.by_category) != set(CATEGORIES):
+            raise ValueError(f"by_category must hold {', '.join(CATEGORIES)}")
+        return self
+
+
+class SummarySettings(_Record):
+    reference: str
+    neighbour_threshold: float
+    resamples: int
+    seed: int
+    confidence: float
 
 
 class StageSummary(MetricSummary):
     """An update stage's summary: its primary metric's figures, and each metric's under ``metrics``."""
 
-    settings: dict[str, Any]
+    settings: SummarySettings
     metrics: dict[str, MetricSummary]
 
 
 class RunResults(_Record):
     """A run's ``results.json``."""
 
-    format_version: Literal[1]
+    format_version: Literal[FORMAT_VERSION]
     name: str
     task: str
     metric: str
@@ -141,6 +166,25 @@ class RunResults(_Record):
     summary: dict[str, dict[str, StageSummary]]
     config: dict[str, Any]
 
+    @model_validator(mode="after")
+    def _one_run(self):
+        """What one part names, another holds: every record scores every language, and the summary is of the
+        strategies' stages and the run's languages."""
+        languages = set(self.languages)
+        for strategy, run in self.strategies.items():
+            for record in run.stages:
+                if set(record.scores) != languages:
+                    raise ValueError(f"{strategy}, stage {record.name}: scores must be of the run's languages")
+        for strategy, stages in self.summary.items():
+            if strategy not in self.strategies:
+                raise ValueError(f"summary of {strategy!r}, a strategy the run lacks")
+            for name, stage in stages.items():
+                if name not in {record.name for record in self.strategies[strategy].stages}:
+                    raise ValueError(f"summary of {strategy}, stage {name!r}, a stage the strategy lacks")
+                if any(set(figures.languages) != languages for figures in (stage, *stage.metrics.values())):
+                    raise ValueError(f"summary of {strategy}, stage {name}: must be of the run's languages")
+        return self
+
 
 WHAT = {SavedStage: "a finished stage's state", RunResults: "the results of a cml run"}
 
@@ -148,11 +192,13 @@ WHAT = {SavedStage: "a finished stage's state", RunResults: "the results of a cm
 def checked(model: type[BaseModel], value: Any, path: Path) -> Any:
     """``value`` validated as ``model``, else a CMLError naming the file and the first bad key. A record of
     another format version says so rather than which of its keys this version lacks."""
+    if isinstance(value, dict) and "format_version" not in value and {"strategies", "record"} & set(value):
+        raise CMLError(f"{WHAT[model]} in an earlier format (no format_version); this version of cml reads format "
+                       f"{FORMAT_VERSION}: redo the run with --overwrite", file=path, key="format_version")
     version = value.get("format_version") if isinstance(value, dict) else None
-    if isinstance(value, dict) and version != FORMAT_VERSION:
-        written = f"format {version!r}" if version is not None else "an earlier format (no format_version)"
-        raise CMLError(f"{WHAT[model]} in {written}; this version of cml reads format {FORMAT_VERSION}: redo the "
-                       "run with --overwrite", file=path, key="format_version")
+    if version is not None and version != FORMAT_VERSION:
+        raise CMLError(f"{WHAT[model]} in format {json.dumps(version)[:20]}; this version of cml reads format "
+                       f"{FORMAT_VERSION}: redo the run with --overwrite", file=path, key="format_version")
     try:
         return model.model_validate(value)
     except ValidationError as err:
@@ -169,7 +215,8 @@ class RunFolder:
 
     @classmethod
     def of(cls, output_dir: str | Path, name: str) -> RunFolder:
-        """The folder of the run ``name`` (a config's ``name``, checked to be one path component) in ``output_dir``."""
+        """The folder of the run ``name`` (a config's ``name``: its ``FolderName`` type makes it one path
+        component) in ``output_dir``."""
         return cls(Path(output_dir) / name)
 
     @property

@@ -19,7 +19,7 @@ def load_finished_stage(strategy, model, record: dict, ctx: StageContext, stage_
     ``strategy.restore`` on a record that may lack what the strategy needs, then the stage's weights."""
     try:
         model = strategy.restore(model, record, ctx)
-    except (KeyError, TypeError, ValueError, IndexError) as err:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         raise CMLError(f"the stage's record lacks what {strategy.name} needs to restore it ({err!r})",
                        file=Path(stage_dir) / STATE) from None
     load_model_state(model, stage_dir)

@@ -48,7 +48,7 @@ import numpy as np
 from ..bootstrap import CONFIDENCE, RESAMPLES, language_change, language_seed
 from ..errors import CMLError
 from ..io import open_text
-from ..run_folder import RunFolder
+from ..run_folder import CATEGORIES, RunFolder
 
 if TYPE_CHECKING:
     from ..typology.uriel import TypologyMatrix
@@ -59,7 +59,6 @@ REFERENCE = "full_finetune"
 """The strategy the others are compared against: a run's ``reference_strategy`` when it runs it (else its first
 strategy), and the summaries' default."""
 NEIGHBOUR_THRESHOLD = 0.4
-CATEGORIES = ("in_update", "neighbour", "far")
 SUMMARY_KEYS = ("n_languages", "n_improved", "n_degraded", "n_significant_improved", "n_significant_degraded",
                 "mean_delta", "mean_loss_magnitude", "max_loss", "aggregate_before", "aggregate_after",
                 "negative_flip_rate")

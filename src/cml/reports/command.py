@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import CMLError
 from ..run_folder import RunFolder
 
 RUN_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -19,9 +20,16 @@ def report(run_dir: Path) -> None:
     from ..io import FolderLock
     from .report import write_report
 
-    RunFolder(run_dir).read_results()  # before the lock: never write into a folder that holds no finished run
+    folder = RunFolder(run_dir)
+    folder.read_results()  # before the lock: never write into a folder that holds no finished run
     with FolderLock(run_dir):  # not while a run (or another report) writes there
-        paths = write_report(run_dir)
+        try:
+            paths = write_report(run_dir)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
+            # the typed check covers what every reader relies on; a strategy's own fields (its groups, routes)
+            # are its to define, so a hand-edited one can still fail where the report draws it
+            raise CMLError(f"not the results of a cml run ({type(err).__name__}: {err})",
+                           file=folder.results_file) from None
     for path in paths.values():
         click.echo(str(path))
 

@@ -1,8 +1,7 @@
 """One run's report: ``report.md`` (figures as PNG files in ``report_figures/``), a self-contained
 ``report.html`` and ``results.csv`` (one row per strategy × update stage × language), all in the run folder.
 
-The summary comes from ``results.json`` when stored there, else it is computed from the prediction files
-(:func:`cml.evaluation.cml_metrics.summarize_run`) and not written back: the run's files stay the experiment's.
+Everything comes from ``results.json`` (its summary included); the run's files stay the experiment's.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The summary figures as table columns: labels, formats and which direction is better; and loading a run's
-summary (stored in ``results.json`` or computed from its prediction files)."""
+``results.json`` and its summary."""
 
 from __future__ import annotations
 
