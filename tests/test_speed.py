@@ -73,6 +73,48 @@ def test_a_mixed_batch_runs_the_prefix_once_and_predicts_the_same(tiny_backbone)
     assert torch.equal(shared.argmax(-1), alone.argmax(-1))
 
 
+def test_mixed_languages_are_predicted_a_route_a_batch_merged_and_the_same(tiny_backbone):
+    """Inference batches hold one language each, which its route serves with its LoRA weights merged into the
+    base weights: the cost of the previous model's forward. The logits equal those of the mixed batch (every
+    route beside the base weights) to 1e-5, the predictions exactly; the stored weights (state_dict) and training
+    have the base weights back bit for bit."""
+    from cml.evaluation.inference import predict
+
+    task, model = routed_model(tiny_backbone)
+    features = task.features(examples(36))
+    base = {name: p.detach().clone() for name, p in model.named_parameters() if "base_layer" in name}
+    model.eval()
+    with torch.no_grad():
+        mixed = model(**task.batch(features)).logits  # three routes: each beside the base weights
+    routes_per_batch, merged = [], []
+    forward = model.forward
+
+    def spy(lang_ids=None, **batch):
+        routes_per_batch.append(len(model._groups(lang_ids)))
+        output = forward(lang_ids=lang_ids, **batch)
+        merged.append(model.merged_route)
+        return output
+
+    model.forward = spy
+    predictions = predict(model, task, features, batch_size=5)
+    model.forward = forward
+    assert set(routes_per_batch) == {1} and {("a",), ("b",), ()} == set(merged)
+    assert predictions == [task.labels[i] for i in mixed.argmax(-1).tolist()]
+    for lang in LANGS:
+        rows = [i for i, f in enumerate(features) if f["lang"] == lang]
+        with torch.no_grad():
+            alone = model(**task.batch([features[i] for i in rows])).logits
+        assert model.merged_route == model.route_of(lang)
+        torch.testing.assert_close(alone, mixed[rows], atol=1e-5, rtol=0)
+    model.merge(("b",))
+    stored = model.state_dict()
+    assert model.merged_route == () and all(torch.equal(stored[name], weight) for name, weight in base.items())
+    model.merge(("a",))
+    model.train()
+    assert model.merged_route == () and all(torch.equal(p, base[name]) for name, p in model.named_parameters()
+                                            if name in base)
+
+
 def test_kept_outputs_serve_any_batching_of_the_same_rows(tiny_backbone):
     task, model = routed_model(tiny_backbone)
     model.eval()

@@ -8,10 +8,11 @@ the outputs in order, in training (so gradients reach only the modules a row use
 PEFT's own ``set_adapter``/``enable_adapters`` also flip ``requires_grad`` on every adapter, which would
 undo the training set-up at each switch, so the active adapters are set on the tuner layers directly.
 
-Serving one route alone (a stream of one language), :meth:`RoutedModel.merge` folds its LoRA weights into the
-base weights, so each forward costs what the previous model's does. Any other route, and training, first put
-the base weights back from a copy, bit for bit: PEFT's ``unmerge`` subtracts the update again, which leaves
-rounding in the weights every other route shares.
+In inference a batch that one route serves alone (evaluation batches hold one language each) runs with that
+route's LoRA weights folded into the base weights (:meth:`RoutedModel.merge`), so each forward costs what the
+previous model's does; its logits equal the unmerged ones to float rounding (1e-5). Any other route, training,
+and storing the weights (``state_dict``) first put the base weights back from a copy, bit for bit: PEFT's
+``unmerge`` subtracts the update again, which leaves rounding in the weights every other route shares.
 
 The layers below the lowest adapted one are the same for every route: a mixed batch runs them once
 (:mod:`cml.prefix`), and within :meth:`RoutedModel.kept_prefix` training runs only the adapted layers on the
@@ -126,21 +127,35 @@ class RoutedModel(torch.nn.Module):
             layer.merge(adapter_names=[name for name in route if name in layer.lora_A])
         self.merged_route = route
 
-    def _unmerge(self) -> None:
+    def unmerge(self) -> None:
+        """Put the base weights back, bit for bit, if a route is merged into them."""
         with torch.no_grad():
             for layer, weight in self._unmerged_weights:
                 layer.get_base_layer().weight.copy_(weight)
                 layer.merged_adapters.clear()
         self.merged_route, self._unmerged_weights = BASE, []
 
+    def state_dict(self, *args, **kwargs):
+        self.unmerge()  # a stored model never holds a route's merged weights
+        return super().state_dict(*args, **kwargs)
+
     def train(self, mode: bool = True):
         if mode and self.merged_route:
-            self._unmerge()
+            self.unmerge()
         return super().train(mode)
+
+    def serve(self, route: Route) -> None:
+        """Activate ``route`` for a batch it serves alone: in inference with its LoRA weights merged (a forward
+        then costs what the previous model's does; logits equal the unmerged ones to float rounding), in
+        training beside the base weights."""
+        if self.training:
+            self.activate(route)
+        else:
+            self.merge(route)
 
     def activate(self, route: Route) -> None:
         if self.merged_route and route != self.merged_route:
-            self._unmerge()
+            self.unmerge()
         layers, heads = self._tuner_modules()
         for layer in layers:
             layer._disable_adapters = not route
@@ -165,10 +180,10 @@ class RoutedModel(torch.nn.Module):
         if prefix is not None:
             hidden = prefix.lower(batch)
             if len(groups) == 1:
-                self.activate(next(iter(groups)))
+                self.serve(next(iter(groups)))
                 return prefix.upper(hidden, batch)
         elif len(groups) == 1:
-            self.activate(next(iter(groups)))
+            self.serve(next(iter(groups)))
             return self.model(**batch)
         size = len(lang_ids)
         logits, loss, weight = None, 0.0, 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -29,8 +30,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
     def batches(self) -> list[list[int]]:
         n = len(self.lengths)
         if not self.shuffle:
-            order = sorted(range(n), key=lambda i: (self.lengths[i], i))
-            return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+            return sorted_batches(self.lengths, self.batch_size)
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(n, generator=generator).tolist()
         chunk = self.batch_size * self.multiplier
@@ -48,3 +48,16 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int, groups: Sequence[str] | None = None) -> list[list[int]]:
+    """Evaluation batches: indices sorted by length, and with ``groups`` cut within each group, so that a batch
+    holds one group's items (one language's: a routed model then serves the batch with one route, merged)."""
+    keys = groups if groups is not None else [""] * len(lengths)
+    order = sorted(range(len(lengths)), key=lambda i: (keys[i], lengths[i], i))
+    batches = []
+    for _, members in itertools.groupby(order, key=lambda i: keys[i]):
+        members = list(members)
+        batches += [members[i:i + batch_size] for i in range(0, len(members), batch_size)]
+    return batches
+

@@ -6,20 +6,21 @@ from collections.abc import Sequence
 
 import torch
 
-from ..data.batching import BucketBatchSampler
+from ..data.batching import sorted_batches
 
 
 def predict(model: torch.nn.Module, task, features: Sequence[dict], batch_size: int, device=None,
             top_k: int | None = None) -> list:
     """One prediction per feature, in input order (with ``top_k``, its ``top_k`` most probable labels and their
-    probabilities instead). Sorting by length keeps padding (and time) low."""
+    probabilities instead). Batches hold one language each (a routed model serves each with one route, its
+    weights merged) sorted by length, which keeps padding (and time) low."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     predictions: list = [None] * len(features)
-    sampler = BucketBatchSampler([len(f["input_ids"]) for f in features], batch_size, shuffle=False)
+    batches = sorted_batches([len(f["input_ids"]) for f in features], batch_size, [f.get("lang", "") for f in features])
     with torch.inference_mode():
-        for indices in sampler:
+        for indices in batches:
             batch = {k: v.to(device) for k, v in task.batch([features[i] for i in indices]).items()}
             outputs = task.predict(model, batch) if top_k is None else task.top_k(model, batch, top_k)
             for i, prediction in zip(indices, outputs):

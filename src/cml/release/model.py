@@ -117,6 +117,7 @@ def model_name(folder: Path, record: ReleaseRecord) -> str:
 def save_base(model: RoutedModel, task, folder: Path) -> None:
     """The routed network's base model and tokenizer as a Hugging Face folder (safetensors); for an assembled
     encoder-decoder, its config and every tensor (the shared table stored once per use)."""
+    model.unmerge()  # inference merges a route into the base weights; the base is stored without it
     if base_format(task) == "assembled":
         from safetensors.torch import save_file
 
