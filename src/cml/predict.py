@@ -111,8 +111,8 @@ class Predictor:
         return Example(str(index), lang, text=text, target=text)
 
     def predict(self, items: Iterable[dict], chunk: int = 64, top_k: int | None = None) -> Iterator[dict]:
-        """Predictions in input order; inputs are batched (length-sorted) in chunks of ``chunk`` lines. A chunk
-        that one route serves alone runs with that route's LoRA weights merged into the base weights. With
+        """Predictions in input order; inputs are read in chunks of ``chunk`` lines and batched a language at a
+        time, length-sorted (each batch runs with its route's LoRA weights merged into the base weights). With
         ``top_k`` each output also has ``top_k``: the most probable labels with their probabilities (per word
         for tagging), the prediction being the first."""
         from itertools import islice
@@ -122,8 +122,6 @@ class Predictor:
         items = iter(items)
         while part := list(islice(items, chunk)):
             served = [self.route(item["lang"]) for item in part]
-            if len({route for _, route in served}) == 1:  # one route serves the whole chunk: fold it in
-                self.model.merge(served[0][1])
             examples = [self.placeholder(item["text"], item["lang"], i) for i, item in enumerate(part)]
             with torch.inference_mode():
                 predictions = predict(self.model, self.task, self.task.features(examples), self.batch_size,
