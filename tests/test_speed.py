@@ -115,6 +115,32 @@ def test_mixed_languages_are_predicted_a_route_a_batch_merged_and_the_same(tiny_
                                             if name in base)
 
 
+def test_a_merged_model_gets_new_modules_and_loads_weights_on_its_exact_base(tiny_backbone):
+    """Adding a module to a model that serves a route merged (a release updated right after scoring its parent),
+    or loading weights into it, first puts the base weights back bit for bit (PEFT would subtract the update
+    again); a forward that computes gradients never merges (the LoRA weights would get none)."""
+    import warnings
+
+    from cml.config import LoraOptions
+    from cml.strategies.modular.modules import add_modules
+
+    task, model = routed_model(tiny_backbone)
+    base = {k: v.clone() for k, v in model.model.state_dict().items() if "base_layer" in k}
+    model.eval()
+    model.merge(("a",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        add_modules(model, ["c"], LoraOptions(), task, seed=0)
+    assert model.merged_route == () and all(torch.equal(model.model.state_dict()[k], v) for k, v in base.items())
+    model.merge(("a",))
+    model.load_state_dict(model.state_dict())
+    assert model.merged_route == () and all(torch.equal(model.model.state_dict()[k], v) for k, v in base.items())
+    batch = task.batch([f for f in task.features(examples()) if f["lang"] == "deu"])
+    model(**batch).loss.backward()  # eval mode, gradients on: LoRA beside the weights, so they get gradients
+    assert model.merged_route == () and model.model.base_model.model.bert.encoder.layer[1].attention.self.query \
+        .lora_A["a"].weight.grad is not None
+
+
 def test_kept_outputs_serve_any_batching_of_the_same_rows(tiny_backbone):
     task, model = routed_model(tiny_backbone)
     model.eval()

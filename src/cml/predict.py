@@ -112,7 +112,8 @@ class Predictor:
 
     def predict(self, items: Iterable[dict], chunk: int = 64, top_k: int | None = None) -> Iterator[dict]:
         """Predictions in input order; inputs are read in chunks of ``chunk`` lines and batched a language at a
-        time, length-sorted (each batch runs with its route's LoRA weights merged into the base weights). With
+        time, length-sorted (each batch runs with its route's LoRA weights merged into the base weights, except in
+        generation, which runs them beside the base weights). With
         ``top_k`` each output also has ``top_k``: the most probable labels with their probabilities (per word
         for tagging), the prediction being the first."""
         from itertools import islice

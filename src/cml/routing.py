@@ -123,9 +123,13 @@ class RoutedModel(torch.nn.Module):
         layers = [layer for layer in self._tuner_modules()[0]
                   if any(name in getattr(layer, "lora_A", {}) for name in route)]
         self._unmerged_weights = [(layer, layer.get_base_layer().weight.detach().clone()) for layer in layers]
-        for layer in layers:
-            layer.merge(adapter_names=[name for name in route if name in layer.lora_A])
-        self.merged_route = route
+        self.merged_route = route  # before merging: a merge that fails half-way is undone like a whole one
+        try:
+            for layer in layers:
+                layer.merge(adapter_names=[name for name in route if name in layer.lora_A])
+        except BaseException:
+            self.unmerge()
+            raise
 
     def unmerge(self) -> None:
         """Put the base weights back, bit for bit, if a route is merged into them."""
@@ -139,6 +143,10 @@ class RoutedModel(torch.nn.Module):
         self.unmerge()  # a stored model never holds a route's merged weights
         return super().state_dict(*args, **kwargs)
 
+    def load_state_dict(self, *args, **kwargs):
+        self.unmerge()  # the loaded weights replace the base: a merged route's copy of it would be stale
+        return super().load_state_dict(*args, **kwargs)
+
     def train(self, mode: bool = True):
         if mode and self.merged_route:
             self.unmerge()
@@ -147,8 +155,8 @@ class RoutedModel(torch.nn.Module):
     def serve(self, route: Route) -> None:
         """Activate ``route`` for a batch it serves alone: in inference with its LoRA weights merged (a forward
         then costs what the previous model's does; logits equal the unmerged ones to float rounding), in
-        training beside the base weights."""
-        if self.training:
+        training, or wherever gradients are computed, beside the base weights."""
+        if self.training or torch.is_grad_enabled():  # merged LoRA weights would get no gradient
             self.activate(route)
         else:
             self.merge(route)

@@ -24,6 +24,7 @@ def add_modules(model: RoutedModel, names: Iterable[str], options: LoraOptions, 
     loaded from a release (made with the options of the update that trained them)."""
     from peft import PeftModel, get_peft_model
 
+    model.unmerge()  # PEFT would unmerge a merged route by subtraction, leaving rounding in the base weights
     for name in names:
         # PEFT draws lora_A from the global generator: seed it per module, so a module's start does not depend on
         # what ran before it (other strategies in the run, their order).
