@@ -1,5 +1,6 @@
 """Paired bootstrap intervals and flip rates over per-item scores: pure functions of numbers, shared by the run
-summaries (:mod:`cml.evaluation.cml_metrics`), releases and the modular strategies' gate.
+summaries (:mod:`cml.evaluation.cml_metrics`), releases and the modular strategies' gate; and the fields of the
+change they describe (:class:`IntervalChange`), which run folders and releases store.
 
 **Interval** (:func:`paired_bootstrap_interval`). A 95% paired bootstrap percentile interval over the test items:
 each resample draws item indices with replacement, the same indices for before and after (which is resampling
@@ -32,6 +33,7 @@ import zlib
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import BaseModel
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -86,6 +88,19 @@ def language_change(before_score: float, after_score: float, before_items: np.nd
     negative, positive = flip_rates(before_items, after_items)
     return {"before": before_score, "after": after_score, "delta": after_score - before_score, "ci_low": low,
             "ci_high": high, "negative_flip_rate": negative, "positive_flip_rate": positive}
+
+
+class IntervalChange(BaseModel):
+    """The fields of :func:`language_change`: one language's change of one metric, with its 95% paired-bootstrap
+    interval. The records that store it (a run's summary, a release's changes) add their own fields and settings."""
+
+    before: float
+    after: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    negative_flip_rate: float
+    positive_flip_rate: float
 
 
 def language_seed(seed: int, language: str) -> list[int]:

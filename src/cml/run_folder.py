@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .bootstrap import IntervalChange
 from .errors import CMLError
 from .io import read_json, write_json
 
@@ -85,16 +86,9 @@ class StrategyRun(_Record):
     stages: list[StageRecord] = Field(min_length=1)
 
 
-class LanguageChange(_Record):
-    """One language's change over an update, of one metric, with its 95% paired-bootstrap interval."""
+class LanguageChange(_Record, IntervalChange):
+    """One language's change over an update, of one metric, and where the language stands to the update."""
 
-    before: float
-    after: float
-    delta: float
-    ci_low: float
-    ci_high: float
-    negative_flip_rate: float
-    positive_flip_rate: float
     category: Category
     distance_to_update: float | None
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..bootstrap import IntervalChange
 from ..errors import CMLError
 from ..io import read_bytes, read_json, refuse_links, sha256_bytes, write_json
 from ..task_family import TaskFamily
@@ -71,16 +72,8 @@ class Origin(_Record):
     files: dict[str, str] = {}
 
 
-class Change(_Record):
+class Change(_Record, IntervalChange):
     """One metric of one language, before and after: ``delta`` with its 95% paired-bootstrap interval."""
-
-    before: float
-    after: float
-    delta: float
-    ci_low: float
-    ci_high: float
-    negative_flip_rate: float
-    positive_flip_rate: float
 
     @property
     def significant_loss(self) -> bool:
