@@ -500,7 +500,8 @@ def test_the_v2_ud_pos_stream_reads_its_treebanks():
 
     stream = build_stream(read_dataset(config.data, config.task), config.stream, config.stream_seed)
     assert len(stream.languages) == 14
-    assert all(100 <= len(stream.test[lang]) <= 200 for lang in stream.languages)  # spa's test file has 127
+    assert all(100 <= len(stream.test[lang]) <= 600 for lang in stream.languages)  # spa's test file has 127
+    assert sum(len(stream.test[lang]) == 600 for lang in stream.languages) >= 7  # most treebanks reach the cap
     assert all(len(stream.dev[lang]) == 100 for lang in stream.languages)
     update = stream.stages[1]
     assert sorted(update.languages) == ["fin", "por", "spa", "swe"]

@@ -96,7 +96,8 @@ def overrides_of(mapping: dict) -> list[str]:
 def run_config(bench: dict, kind: str, seed: int, quick: bool, suite: dict, output_dir: Path,
                strategies: list[str] | None = None):
     """The experiment config of one benchmark, update kind and seed; ``strategies`` (labels) keeps only those,
-    else the quick mode's list or all of the config's."""
+    else the quick mode's list or the suite's (those of it the config has: a variant may be measured on some
+    streams only) or all of the config's."""
     from cml.config import load_config
     from cml.errors import CMLError
 
@@ -106,9 +107,10 @@ def run_config(bench: dict, kind: str, seed: int, quick: bool, suite: dict, outp
                  "seed": seed, "name": name, "output_dir": str(output_dir)}
     path = Path(suite["folder"]) / bench["config"]
     config = load_config(path, overrides_of(overrides))
-    wanted = strategies or (suite["quick"]["strategies"] if quick else suite.get("strategies"))
+    labels = [s.label for s in config.strategies]
+    wanted = strategies or (suite["quick"]["strategies"] if quick
+                            else [label for label in suite.get("strategies") or [] if label in labels])
     if wanted:
-        labels = [s.label for s in config.strategies]
         references = suite.get("references") or [REFERENCE]
         if set(references) - set(wanted) or set(wanted) - set(labels):
             raise CMLError(f"--strategies must name {' and '.join(references)} (the references) and only strategies "
