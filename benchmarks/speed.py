@@ -1,6 +1,6 @@
 """Speed benchmark: a modular update against full fine-tuning on one stream's first update, side by side.
 
-    python benchmarks/speed.py --stream sib200 [--repeats 3] [--threads 2] [--limit N]
+    python benchmarks/speed.py --stream sib200 [--repeats 3] [--threads 2] [--limit N] [--modular LABEL]
     python benchmarks/speed.py --show [--markdown]      # the table of every speed-<stream>.json measured
 
 ``--stream`` names a config of configs/benchmarks/ (or is a config's path). Each repeat runs, in one process:
@@ -17,7 +17,9 @@ Each figure is a ratio of two measurements of the same repeat (the machine is no
 repeat's seconds, and each figure's median and range. The update starts from the stream's model with a fresh
 head (stage 0 is not trained: speed does not depend on what the weights learnt, but early stopping would,
 so the epochs each update ran are recorded). ``--limit N`` keeps each update language's first N examples (both
-strategies get the same). Writes ``benchmarks/results/speed-<stream>.json``.
+strategies get the same). ``--modular LABEL`` times another of the stream's laft_uriel entries (a variant, e.g.
+``laft_uriel_top4``) in laft_uriel's place; the JSON names it under ``modular_strategy`` and the table's stream
+cell shows it. Writes ``benchmarks/results/speed-<stream>.json``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 STRATEGIES = ("full_finetune", "laft_uriel")
+"""The two roles each repeat times, under these keys: the reference and the modular update (``--modular``)."""
 FIGURES = ("laft_uriel_over_full_finetune_update_time", "routed_over_single_inference_time",
            "model_flops_utilisation")
 
@@ -122,15 +125,16 @@ def spread(values: list[float | None]) -> dict[str, float | list[float]] | None:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
-def measure_repeat(experiment, base, strategy_configs: list, inference_features: list[dict]) -> dict:
-    """One repeat: both updates, both inferences, the matmul ceiling. Strategies are built afresh, so every
-    repeat pays what a first update pays (grouping, typology from its disk cache)."""
+def measure_repeat(experiment, base, strategy_configs: dict, inference_features: list[dict]) -> dict:
+    """One repeat: both updates (``strategy_configs``: role in :data:`STRATEGIES` -> config), both inferences,
+    the matmul ceiling. Strategies are built afresh, so every repeat pays what a first update pays (grouping,
+    typology from its disk cache)."""
     from cml.strategies import make_strategy
 
     updates, models, records = {}, {}, {}
-    for strategy in map(make_strategy, strategy_configs):
-        name = strategy.name
-        ctx = experiment.context(name, 1)
+    for name, strategy_config in strategy_configs.items():
+        strategy = make_strategy(strategy_config)
+        ctx = experiment.context(strategy.name, 1)
         ctx.checkpoint_dir = None
         started = time.perf_counter()
         model, record = strategy.update(copy.deepcopy(base), ctx)
@@ -182,20 +186,24 @@ def measured(args: argparse.Namespace) -> dict:
 
     name, path = stream_config(args.stream)
     config = load_config(path)
-    missing = [s for s in STRATEGIES if s not in {c.label for c in config.strategies}]
+    by_label = {c.label: c for c in config.strategies}
+    roles = dict(zip(STRATEGIES, ("full_finetune", args.modular)))
+    missing = [label for label in roles.values() if label not in by_label]
     if missing:
         raise SystemExit(f"speed.py: {path} has no strategy {', '.join(missing)}")
+    if by_label[args.modular].method != "laft_uriel":
+        raise SystemExit(f"speed.py: --modular {args.modular} is a {by_label[args.modular].method} entry, not laft_uriel")
     experiment = Experiment(config)
     update = experiment.stream.stages[1]
     if args.limit is not None:
         update.train = {lang: rows[:args.limit] for lang, rows in update.train.items()}
-    strategies = [c for c in config.strategies if c.label in STRATEGIES]
+    strategies = {role: by_label[label] for role, label in roles.items()}
     base = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
     # Mixed-language batches: the test sets interleaved, so most batches hold several languages.
     test = [features for _, features in experiment.test.values()]
     mixed = [f for group in zip(*test) for f in group][:args.inference_examples]
     repeats = [measure_repeat(experiment, base, strategies, mixed) for _ in range(args.repeats)]
-    return {"stream": name, "config": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
+    return {"stream": name, "modular_strategy": args.modular, "config": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
             "update": {"stage": update.name, "languages": list(update.languages),
                        "examples": sum(len(rows) for rows in update.train.values()),
                        "epochs": experiment.training_config(1).epochs, "limit": args.limit},
@@ -221,7 +229,9 @@ def table(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
         speeds = [statistics.median(r["inference"][f"{kind}_examples_per_second"] for r in report["repeats"])
                   for kind in ("single", "routed")]
         update = report["update"]
-        rows.append([report["stream"], f"{update['examples']} examples of {', '.join(update['languages'])}, "
+        modular = report.get("modular_strategy", "laft_uriel")
+        stream = report["stream"] if modular == "laft_uriel" else f"{report['stream']} ({modular})"
+        rows.append([stream, f"{update['examples']} examples of {', '.join(update['languages'])}, "
                      f"{update['epochs']} epochs", *cells, "n/a" if floor is None else f"{floor:.2f}",
                      *(f"{s:.0f}" for s in seconds),
                      f"{speeds[0]:.1f}, {speeds[1]:.1f}"])
@@ -260,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the figures are for 2)")
     parser.add_argument("--limit", type=int, help="at most this many update examples per language")
     parser.add_argument("--inference-examples", type=int, default=1024)
+    parser.add_argument("--modular", default="laft_uriel",
+                        help="the stream's laft_uriel entry (label) timed against full_finetune")
     parser.add_argument("--output", type=Path, help="default: benchmarks/results/speed-<stream>.json")
     parser.add_argument("--show", action="store_true", help="print the table of the measured speed-*.json")
     parser.add_argument("--markdown", action="store_true", help="with --show: as a Markdown table")

@@ -1,5 +1,7 @@
 """The speed-ups change no prediction: the frozen prefix run once per batch, or once per update."""
 
+import json
+
 import pytest
 import torch
 from tiny import LANGS as TINY_LANGS
@@ -291,8 +293,6 @@ def test_the_speed_benchmark_writes_its_figures_with_their_spread(tmp_path, tiny
     output = tmp_path / "speed-tiny.json"
     assert speed.main(["--stream", str(path), "--repeats", "2", "--threads", "1", "--limit", "8",
                        "--output", str(output)]) == 0
-    import json
-
     report = json.loads(output.read_text())
     assert report["stream"] == "tiny" and report["update"]["examples"] == 8 and len(report["repeats"]) == 2
     for figure in speed.FIGURES:
@@ -304,4 +304,37 @@ def test_the_speed_benchmark_writes_its_figures_with_their_spread(tmp_path, tiny
         first["updates"]["laft_uriel"]["update_seconds"] / first["updates"]["full_finetune"]["update_seconds"])
     assert 0 < first["laft_uriel_over_full_finetune_update_flops"] < 2  # a count of the work, whatever the clock
     header, rows = speed.table([report])
-    assert len(rows[0]) == len(header)
+    assert len(rows[0]) == len(header) and rows[0][0] == "tiny" and report["modular_strategy"] == "laft_uriel"
+
+
+def test_the_speed_benchmark_times_a_laft_uriel_variant_in_its_place(tmp_path, tiny_backbone):
+    from helpers import load_benchmark, write_config
+    from tiny import write_topic_data
+
+    write_topic_data(tmp_path / "data", n=(24, 6, 6))
+    lora = {"r": 2, "target_modules": ["query", "value"]}
+    path = write_config(tmp_path / "tiny.yaml", data={"format": "sib200", "path": "data"},
+                        model={"name": tiny_backbone, "max_length": 32},
+                        training={"epochs": 1, "batch_size": 4},
+                        stream={"stages": [{"name": "initial", "amount": 8},
+                                           {"name": "update", "languages": ["hin"], "amount": 16}]},
+                        strategies=[{"method": "full_finetune"}, {"method": "no_update"},
+                                    {"method": "laft_uriel", "lora": {**lora, "layers": [0, 1]}},
+                                    {"method": "laft_uriel", "name": "laft_top", "lora": {**lora, "layers": [1]}}])
+    speed = load_benchmark("speed")
+    reports = {}
+    for label in ("laft_uriel", "laft_top"):
+        output = tmp_path / f"speed-{label}.json"
+        assert speed.main(["--stream", str(path), "--repeats", "1", "--threads", "1", "--limit", "4",
+                           "--modular", label, "--output", str(output)]) == 0
+        reports[label] = json.loads(output.read_text())
+    assert reports["laft_top"]["modular_strategy"] == "laft_top"
+    # the variant's modules sit in layer 1 only: the layer below runs once, so it counts less work than laft_uriel
+    floors = {label: r["repeats"][0]["laft_uriel_over_full_finetune_update_flops"] for label, r in reports.items()}
+    assert floors["laft_top"] < floors["laft_uriel"]
+    assert speed.table([reports["laft_top"]])[1][0][0] == "tiny (laft_top)"
+    for wrong in ("no_update", "laft_missing"):
+        with pytest.raises(SystemExit, match=wrong):
+            speed.main(["--stream", str(path), "--repeats", "1", "--limit", "4", "--modular", wrong,
+                        "--output", str(tmp_path / "wrong.json")])
+    assert not (tmp_path / "wrong.json").exists()
