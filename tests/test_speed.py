@@ -117,6 +117,49 @@ def test_mixed_languages_are_predicted_a_route_a_batch_merged_and_the_same(tiny_
                                             if name in base)
 
 
+def test_threads_sharing_a_predictor_get_what_one_thread_gets(tiny_backbone, monkeypatch):
+    """Serving merges a route's LoRA weights into the shared base weights: without the Predictor's lock, a thread
+    predicting fra (module b) would run on deu's merged module a (or leave it merged). A pause inside every merge
+    makes the threads interleave there; the labels' probabilities (``top_k``) show which weights served."""
+    import threading
+    import time
+
+    from cml.predict import Predictor
+
+    task, model = routed_model(tiny_backbone)
+    predictor = Predictor(task, model, LANGS, batch_size=4)
+    inputs = {lang: [{"text": e.text, "lang": lang} for e in examples(36) if e.lang == lang] for lang in LANGS}
+    alone = {lang: [out["top_k"] for out in predictor.predict(items, chunk=4, top_k=3)]
+             for lang, items in inputs.items()}
+    merge = RoutedModel.merge
+
+    def slow_merge(self, route):
+        merge(self, route)
+        time.sleep(0.002)
+
+    monkeypatch.setattr(RoutedModel, "merge", slow_merge)
+    together, errors = {}, []
+
+    def serve(lang):
+        try:
+            for _ in range(5):
+                got = [out["top_k"] for out in predictor.predict(inputs[lang], chunk=4, top_k=3)]
+                together.setdefault(lang, []).append(got)
+        except Exception as err:  # noqa: BLE001 - reported below, in the test's thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=serve, args=(lang,)) for lang in LANGS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for lang in LANGS:
+        assert together[lang] == [alone[lang]] * 5, lang
+    model.merge(())
+    assert all(not layer.merged_adapters for layer in model._tuner_modules()[0])
+
+
 def test_a_merged_model_gets_new_modules_and_loads_weights_on_its_exact_base(tiny_backbone):
     """Adding a module to a model that serves a route merged (a release updated right after scoring its parent),
     or loading weights into it, first puts the base weights back bit for bit (PEFT would subtract the update

@@ -6,6 +6,7 @@ strategies) or the previous model, and the output says which route served it.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -31,7 +32,12 @@ class Predictor:
     that served each. Built from a run folder (:meth:`from_run`) or a release (:func:`cml.release.api`); both
     are untrusted input: their configs are validated as strictly as a config file, nothing in them can allow
     remote code (only ``trust_remote_code``, the command line's flag, does), and weights load from safetensors
-    only."""
+    only.
+
+    One Predictor may serve several threads (a web server's): a routed forward switches the model's active
+    modules and merges a route's LoRA weights into the shared base weights, so two batches of different routes
+    running at once would each run on the other's weights and could leave them merged. A lock makes each chunk's
+    routing and forward one step; other threads wait, and the generator never holds it while it yields."""
 
     def __init__(self, task, model: RoutedModel, languages: list[str], strategy=None,
                  served_by: dict | None = None, batch_size: int = 64, scope: str = "run", base: str = "previous"):
@@ -44,6 +50,7 @@ class Predictor:
         self.served_by = dict(served_by or {})
         self.batch_size = batch_size
         self.model.eval()
+        self._serving = threading.Lock()
 
     @classmethod
     def from_run(cls, run_dir: str | Path, stage: int | None = None, strategy: str | None = None,
@@ -122,9 +129,9 @@ class Predictor:
 
         items = iter(items)
         while part := list(islice(items, chunk)):
-            served = [self.route(item["lang"]) for item in part]
-            examples = [self.placeholder(item["text"], item["lang"], i) for i, item in enumerate(part)]
-            with torch.inference_mode():
+            with self._serving, torch.inference_mode():
+                served = [self.route(item["lang"]) for item in part]
+                examples = [self.placeholder(item["text"], item["lang"], i) for i, item in enumerate(part)]
                 predictions = predict(self.model, self.task, self.task.features(examples), self.batch_size,
                                       top_k=top_k)
             for item, (how, route), prediction in zip(part, served, predictions):
