@@ -1,6 +1,7 @@
-"""Fair tuning on dev for the benchmark v2 (issue 30, item 4): every strategy's learning rate and its own main knob
+"""Fair tuning on dev for the benchmark v2 (issue 30, item 4): every strategy's learning rate (and replay's memory)
 picked on dev from grids of the same size, per stream, by this one script; the grids and the choices are recorded,
-and no choice looks at a test score.
+and no choice looks at a test score. One tuning process per results file at a time (a second one is refused when
+it would overwrite the first's points).
 
     python benchmarks/tune.py --stream ud_pos --seed 0              # every strategy's grid on ud_pos (resumable)
     python benchmarks/tune.py --stream ud_pos --strategies replay   # some strategies; the others' points are kept
@@ -70,7 +71,11 @@ class StrategyGrid(RootModel[dict[str, Annotated[list[Any], Field(min_length=1)]
             if not all(key.split(".")) or key.split(".")[0] in IDENTITY_KEYS:
                 raise ValueError(f"{key!r} is no setting to tune (a dotted key of the strategy's config other than "
                                  f"{' or '.join(IDENTITY_KEYS)})")
-            if len({json.dumps(value, sort_keys=True) for value in values}) != len(values):
+            try:
+                distinct = {json.dumps(value, sort_keys=True) for value in values}
+            except TypeError:  # a YAML date or time: pydantic reports only ValueError as the file's error
+                raise ValueError(f"{key} lists a value that is not a number, string, boolean or null") from None
+            if len(distinct) != len(values):
                 raise ValueError(f"{key} lists a value twice")
         return self
 
@@ -232,7 +237,7 @@ class TuningReport(_Strict):
 
         data = read_json(path, "tuning results")
         version = data.get("format_version") if isinstance(data, dict) else None
-        if version != FORMAT_VERSION:
+        if type(version) is not int or version != FORMAT_VERSION:  # noqa: E721 - true == 1 is no version
             raise CMLError(f"tuning results in format {json.dumps(version)}; this script reads format "
                            f"{FORMAT_VERSION}: move the file away to tune again", file=path, key="format_version")
         try:
@@ -242,10 +247,37 @@ class TuningReport(_Strict):
             raise CMLError(f"not tuning results ({first['msg']})", file=path,
                            key=".".join(map(str, first["loc"])) or None) from None
 
-    def write(self, path: Path) -> None:
+    @model_validator(mode="after")
+    def _consistent(self):
+        """Every point scores the same languages (the tables read each one), and a choice is a measured point."""
+        languages = {tuple(sorted(p.dev)) for tuning in self.strategies.values() for p in tuning.points}
+        if len(languages) > 1:
+            raise ValueError(f"the points score different languages: {sorted(languages)}")
+        for label, tuning in self.strategies.items():
+            if tuning.chosen is not None and point_key(tuning.chosen) not in {point_key(p.overrides)
+                                                                              for p in tuning.points}:
+                raise ValueError(f"{label}'s chosen point {tuning.chosen} is none of its measured points")
+        return self
+
+    def write(self, path: Path, expected: tuple[int, int] | None) -> tuple[int, int]:
+        """Write atomically; refuse when the file is not as this process last saw it (``expected``: its
+        :func:`file_stamp` when read, None when absent, then what this returned): another tuning writes there
+        too, and one of them would lose the other's points. Returns the file's new stamp."""
         from cml.io import write_json
 
+        if file_stamp(path) != expected:
+            raise CMLError("changed by another process since this tuning last wrote it; run one tuning per results "
+                           "file at a time (the points measured here since are lost)", file=path)
         write_json(path, self.model_dump(mode="json"))
+        return file_stamp(path)
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_mtime_ns, found.st_size
 
 
 def results_path(results_dir: Path, suite: dict, stream: str, quick: bool) -> Path:
@@ -299,51 +331,72 @@ class PlannedPoint:
 def stage0_model(experiment, command: str):
     """The stream's finished stage 0, loaded from the benchmark's run folder (read only). Checked before
     ``initial_stage``, which would train a missing stage 0 and write it into that folder."""
-    from cml.experiment import frozen_embedding_names
     from cml.routing import RoutedModel
     from cml.run_folder import INITIAL
+    from cml.training.checkpoint import load_model_state
 
     stage_dir = experiment.stage_dir(INITIAL, 0)
     if experiment.finished(stage_dir, 0, experiment.settings(0)) is None:
         raise CMLError(f"stage 0 of {experiment.config.name} is not finished; train it first: {command}",
                        file=stage_dir)
     model = RoutedModel(experiment.task.seeded_model(experiment.config.seed), experiment.stream.languages)
-    frozen = frozen_embedding_names(model) if experiment.config.model.freeze_embeddings else ()
-    experiment.initial_stage(model, frozen)
+    load_model_state(model, stage_dir)  # never experiment.initial_stage: it trains and saves a stage it cannot read
     return model
 
 
-def fingerprint(experiment, strategy_config) -> str:
-    """What a point's scores depend on: stage 0's settings and the update's (data, model, training, seed and the
-    strategy config with the point's overrides)."""
+def stage0_identity(experiment) -> str:
+    """Stage 0 as trained: its saved files' hashes (a stage 0 retrained with the same settings, after
+    ``--overwrite`` or on another machine, has other weights), and the package versions the updates run with."""
+    from cml.io import sha256_bytes
+    from cml.run_folder import INITIAL
+    from cml.versions import package_versions
+
+    stage_dir = experiment.stage_dir(INITIAL, 0)
+    files = {path.name: sha256_bytes(path.read_bytes()) for path in sorted(stage_dir.iterdir()) if path.is_file()}
+    return sha256_bytes(json.dumps({"files": files, "versions": package_versions()}, sort_keys=True).encode())
+
+
+def fingerprint(experiment, strategy_config, stage0: str) -> str:
+    """What a point's scores depend on: stage 0 (:func:`stage0_identity`) and its settings, and the update's
+    settings (data, model, training, seed and the strategy config with the point's overrides)."""
     from cml.io import sha256_bytes
 
-    settings = {"stage0": experiment.settings(0), "update": experiment.settings(1, strategy_config)}
+    settings = {"stage0": experiment.settings(0), "stage0_identity": stage0,
+                "update": experiment.settings(1, strategy_config)}
     return sha256_bytes(json.dumps(settings, sort_keys=True).encode())
 
 
-def plan(experiment, grids: dict[str, StrategyGrid]) -> dict[str, list[PlannedPoint]]:
+def plan(experiment, grids: dict[str, StrategyGrid], stage0: str) -> dict[str, list[PlannedPoint]]:
     """Every grid point of every strategy of the stream, in grid order."""
     strategies = {s.label: s for s in experiment.config.strategies}
     planned = {}
     for label, grid in grids.items():
         configs = [(point, with_point(strategies[label], point)) for point in grid.points()]
-        planned[label] = [PlannedPoint(point, config, fingerprint(experiment, config)) for point, config in configs]
+        planned[label] = [PlannedPoint(point, config, fingerprint(experiment, config, stage0))
+                          for point, config in configs]
     return planned
 
 
-def earlier_points(request: Request, planned: dict[str, list[PlannedPoint]]) -> dict[str, dict[str, MeasuredPoint]]:
-    """Per strategy, the points the results file holds that were measured with the same settings, by point key. A
-    file of another stream, mode or seed is refused (hours of measurements) unless ``replace``."""
-    kept: dict[str, dict[str, MeasuredPoint]] = {label: {} for label in planned}
+def earlier_report(request: Request) -> TuningReport | None:
+    """The results file's tuning of this stream, mode and seed, if any. A file of another stream, mode or seed is
+    refused (hours of measurements) unless ``replace``, which starts over it."""
     if not request.results.is_file():
-        return kept
+        return None
     report = TuningReport.read(request.results)
     if (report.stream, report.mode, report.seed) != (request.stream, request.mode, request.seed):
         if request.replace:
-            return kept
+            return None
         raise CMLError(f"holds the {report.mode} tuning of {report.stream}, seed {report.seed}; pass --replace to "
                        "start this one over it", file=request.results)
+    return report
+
+
+def earlier_points(report: TuningReport | None, planned: dict[str, list[PlannedPoint]]
+                   ) -> dict[str, dict[str, MeasuredPoint]]:
+    """Per strategy, the points ``report`` holds that were measured with the same settings, by point key."""
+    kept: dict[str, dict[str, MeasuredPoint]] = {label: {} for label in planned}
+    if report is None:
+        return kept
     for label, points in planned.items():
         before = {point_key(p.overrides): p for p in report.strategies[label].points} \
             if label in report.strategies else {}
@@ -405,15 +458,17 @@ def tune(request: Request) -> TuningReport:
 
     config = stream_config(request.grids, request.stream, request.seed, request.quick, request.output_dir)
     experiment = Experiment(config, resume=True)
-    planned = plan(experiment, request.grids.of(request.stream))
-    measured = earlier_points(request, planned)
+    stamp = file_stamp(request.results)
+    earlier = earlier_report(request)
     stage0 = stage0_model(experiment, request.train_command())
+    planned = plan(experiment, request.grids.of(request.stream), stage0_identity(experiment))
+    measured = earlier_points(earlier, planned)
     todo = [(label, point) for label in request.strategies for point in planned[label]
             if point_key(point.overrides) not in measured[label]]
     for label in request.strategies:
         if measured[label]:
             print(f"{label}: {len(measured[label])} of {len(planned[label])} points measured before, kept", flush=True)
-    tuning_report(request, experiment, measured, planned).write(request.results)
+    stamp = tuning_report(request, experiment, measured, planned).write(request.results, stamp)
     with tqdm(todo, desc=f"tuning {request.stream}", unit="point") as bar:
         for label, point in bar:
             bar.set_postfix_str(f"{label} {point_text(point.overrides)}")
@@ -422,7 +477,7 @@ def tune(request: Request) -> TuningReport:
             tqdm.write(f"{label} {point_text(point.overrides)}: mean dev {experiment.task.primary_metric} "
                        f"{result.mean_dev:.4f} ({result.train_seconds:.0f} s)")
             # after every point: an interrupted tuning keeps what it measured
-            tuning_report(request, experiment, measured, planned).write(request.results)
+            stamp = tuning_report(request, experiment, measured, planned).write(request.results, stamp)
     return tuning_report(request, experiment, measured, planned)
 
 

@@ -146,9 +146,12 @@ def test_grids_of_different_sizes_are_refused(suite_folder, tmp_path):
      "0.3 does not fit laft_uriel: Input should be greater than 0.5"),
     ({"replay": {"name": ["a", "b"]}}, "streams.tiny.replay", "'name' is no setting to tune"),
     ({"replay": {"per_language": [4, 4]}}, "streams.tiny.replay", "per_language lists a value twice"),
+    ({"replay": {"per_language": ["2020-01-01", 4]}}, "streams.tiny.replay", "not a number, string, boolean or null"),
 ])
 def test_a_grid_names_the_strategy_or_setting_it_gets_wrong(suite_folder, tmp_path, strategies, key, message):
     path = write_grid(suite_folder, tmp_path, strategies)
+    # an unquoted date in YAML is a date, not a string
+    path.write_text(path.read_text(encoding="utf-8").replace("'2020-01-01'", "2020-01-01"), encoding="utf-8")
     with pytest.raises(CMLError) as info:
         tune.load_grids(path)
     assert info.value.file == str(path) and info.value.line is not None
@@ -267,7 +270,7 @@ def test_a_second_invocation_keeps_the_points_measured_with_the_same_settings(st
     report = tune.TuningReport.read(path)
     points = report.strategies["full_finetune"].points
     report.strategies["full_finetune"].points = [points[0].model_copy(update={"fingerprint": "stale"})]
-    report.write(path)
+    report.write(path, tune.file_stamp(path))
     assert tune.main(arguments) == 0
     assert measured == [{"training.learning_rate": 1e-3}, {"training.learning_rate": 3e-3}]
     assert results(tmp_path)["strategies"]["laft_uriel"]["points"] == []  # not asked for: its grid, nothing measured
@@ -290,6 +293,86 @@ def test_tuning_refuses_to_overwrite_another_seeds_results(stream, tmp_path):
         format_version=1, suite="v2", stream="tiny", mode="full", seed=0, update_kind="subset", config="tiny.yaml",
         grid_file="grid.yaml", stage0_run=STAGE0_RUN, primary_metric="accuracy", objective=tune.OBJECTIVE,
         test_used=False, command="c", strategies={})
-    earlier.write(tmp_path / "results" / "v2-tuning-tiny.json")
+    earlier.write(tmp_path / "results" / "v2-tuning-tiny.json", tune.file_stamp(tmp_path / "results" / "v2-tuning-tiny.json"))
     with pytest.raises(CMLError, match="holds the full tuning of tiny, seed 0; pass --replace"):
         tune.main(["--stream", "tiny", "--seed", "1", *argv(stream, tmp_path)])
+
+
+def test_each_points_setting_reaches_the_training(stream, tmp_path, monkeypatch):
+    """The learning rate the trainer gets is the point's, and replay trains on its point's memory."""
+    import cml.strategies.full_finetune as full_finetune
+
+    trained = []
+    real = full_finetune.train
+
+    def spy(model, task, features, config, **kwargs):
+        trained.append((config.learning_rate, len(features)))
+        return real(model, task, features, config, **kwargs)
+
+    monkeypatch.setattr(full_finetune, "train", spy)  # replay trains through full fine-tuning's update
+    grid = {"full_finetune": {"training.learning_rate": [1e-3, 3e-3]}, "replay": {"per_language": [1, 8]}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"suite": str(stream / "suite.yaml"), "streams": {"tiny": grid}}), encoding="utf-8")
+    assert tune.main(["--stream", "tiny", "--grid", str(path), "--output-dir", str(stream / "runs"),
+                      "--results-dir", str(tmp_path / "results"), "--strategies", "full_finetune", "replay"]) == 0
+    (lr_low, update), (lr_high, same), (_, replay_small), (_, replay_large) = trained
+    assert (lr_low, lr_high) == (1e-3, 3e-3) and update == same
+    assert replay_large - replay_small == 7 * 3  # memory of 8 instead of 1 stage-0 examples, for each of 3 languages
+
+
+def test_points_are_measured_again_when_stage0_was_retrained(stream, tmp_path, monkeypatch):
+    """Kept points belong to the stage 0 they started from: the same settings retrained (other weights) are a new
+    stage 0, whose points are measured again."""
+    from safetensors.torch import load_file, save_file
+
+    arguments = ["--stream", "tiny", *argv(stream, tmp_path), "--strategies", "full_finetune"]
+    assert tune.main(arguments) == 0
+    measured = []
+    real = tune.measure_point
+    monkeypatch.setattr(tune, "measure_point", lambda e, s, p: measured.append(p.overrides) or real(e, s, p))
+    assert tune.main(arguments) == 0 and measured == []
+    weights = next((stream / "runs" / STAGE0_RUN / "stages" / "initial").glob("0-*/model.safetensors"))
+    original = weights.read_bytes()
+    tensors = load_file(weights)
+    name = next(key for key in tensors if tensors[key].is_floating_point())
+    tensors[name] = tensors[name] + 0.01
+    try:
+        save_file(tensors, weights)
+        tune.main(arguments)
+    finally:  # the module's other tests start from the stage 0 as trained
+        weights.write_bytes(original)
+    assert measured == [{"training.learning_rate": 1e-3}, {"training.learning_rate": 3e-3}]
+
+
+def test_a_results_file_another_process_changed_is_not_overwritten(tmp_path):
+    report = tune.TuningReport(
+        format_version=1, suite="v2", stream="tiny", mode="full", seed=0, update_kind="subset", config="tiny.yaml",
+        grid_file="grid.yaml", stage0_run=STAGE0_RUN, primary_metric="accuracy", objective=tune.OBJECTIVE,
+        test_used=False, command="c", strategies={})
+    path = tmp_path / "v2-tuning-tiny.json"
+    stamp = report.write(path, None)
+    stamp = report.write(path, stamp)  # this process's own writes follow each other
+    path.write_text(path.read_text() + "\n")  # another tuning's
+    with pytest.raises(CMLError, match="changed by another process"):
+        report.write(path, stamp)
+    with pytest.raises(CMLError, match="changed by another process"):
+        report.write(tmp_path / "absent-then-made.json", stamp)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda data: data["strategies"]["full_finetune"]["points"][0]["dev"].pop("fra"), "score different languages"),
+    (lambda data: data["strategies"]["full_finetune"].update(chosen={"training.learning_rate": 7.0}),
+     "none of its measured points"),
+    (lambda data: data.update(format_version=True), "format true"),
+])
+def test_a_hand_edited_results_file_is_refused_by_name(stream, tmp_path, edit, message):
+    arguments = ["--stream", "tiny", *argv(stream, tmp_path), "--strategies", "full_finetune"]
+    path = tmp_path / "results" / "v2-tuning-tiny.json"
+    if not path.exists():
+        assert tune.main(arguments) == 0
+    data = results(tmp_path)
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    result = run_script("--show", *argv(stream, tmp_path), "--stream", "tiny")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and message in result.stderr, result.stderr
+    assert str(path) in result.stderr or path.name in result.stderr
