@@ -83,8 +83,8 @@ HISTORY = [stage("s0", {"deu": 10, "fra": 2, "hin": 6}), stage("s1", {"deu": 30}
 
 def memory_after(stages: int, seed: int = 0, k: int = 4) -> dict[str, list[str]]:
     replay = Replay(ReplayConfig(method="replay", per_language=k, seed=seed))
-    replay.remember(HISTORY[:stages])
-    return replay.memory
+    replay.memory.remember(HISTORY[:stages])
+    return replay.memory.ids
 
 
 def test_replay_memory_holds_k_per_language_and_is_seeded():
@@ -102,8 +102,8 @@ def test_replay_later_stages_enter_the_memory_and_restore_continues_it():
     # a resumed run: the memory recorded by stage 2 (the stages before it), then stage 2 folded in
     restored = Replay(ReplayConfig(method="replay", per_language=4))
     restored.restore(None, {"memory": after_two}, SimpleNamespace(index=2))
-    restored.remember(HISTORY)
-    assert restored.memory == memory_after(3)
+    restored.memory.remember(HISTORY)
+    assert restored.memory.ids == memory_after(3)
 
 
 def test_reservoir_keeps_every_item_with_the_same_probability():

@@ -106,6 +106,59 @@ def test_an_update_leaves_the_languages_it_routes_to_the_previous_model_bit_for_
     assert not torch.allclose(logits(updated, ["hin"]), logits(previous, ["hin"]), atol=1e-4)
 
 
+def test_laft_replay_trains_every_groups_module_on_its_memory_and_the_gate_routes_each_language(tmp_path,
+                                                                                                   tiny_backbone):
+    """An update on Hindi alone: laft_uriel trains hin's group's module only, laft_replay also the other group's
+    (deu and fra, on their memory of stage-0 examples), records that memory, and offers deu and fra their own
+    module, which the gate takes only where dev improves. A saved stage's memory is what a resumed run continues."""
+    import cml.strategies.modular.strategy as modular
+    from cml.config import load_config
+    from cml.experiment import Experiment
+    from cml.routing import RoutedModel
+    from cml.strategies import make_strategy
+
+    path = run_config(tmp_path, tiny_backbone, epochs=2)
+    lora = "{r: 4, target_modules: [query, value]}"
+    config = load_config(path, [f"strategies=[{{method: laft_uriel, n_groups: 2, lora: {lora}}}, "
+                                f"{{method: laft_replay, n_groups: 2, per_language: 5, lora: {lora}}}]"])
+    experiment = Experiment(config)
+    previous = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
+    experiment.initial_stage(previous, ())
+    trained = {}
+    real = modular.train
+
+    def spy(model, task, features, training, **kwargs):
+        trained[kwargs["description"].split("/")[0]] = (sorted({f["lang"] for f in features}), len(features))
+        return real(model, task, features, training, **kwargs)
+
+    records = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(modular, "train", spy)
+        for strategy_config in config.strategies:
+            strategy = make_strategy(strategy_config)
+            _, records[strategy.name] = strategy.update(copy.deepcopy(previous), experiment.context(strategy.name, 1))
+    plain, rehearsed = records["laft_uriel"], records["laft_replay"]
+    groups = plain["groups"]
+    assert groups == rehearsed["groups"] and groups["deu"] == groups["fra"] != groups["hin"]  # the case's premise
+    assert plain["modules"] == [groups["hin"]] and "memory" not in plain
+    assert rehearsed["modules"] == sorted({groups["deu"], groups["hin"]})
+    update = len(experiment.stream.stages[1].train["hin"])
+    assert trained["laft_uriel"] == (["hin"], update)
+    assert trained["laft_replay"] == (["deu", "fra", "hin"], update + 3 * 5)
+    assert {lang: len(ids) for lang, ids in rehearsed["memory"].items()} == {"deu": 5, "fra": 5, "hin": 5}
+    stage0 = {e.id for lang in ("deu", "fra") for e in experiment.stream.stages[0].train[lang]}
+    assert set(rehearsed["memory"]["deu"] + rehearsed["memory"]["fra"]) <= stage0
+    for lang in ("deu", "fra"):  # plain: no module of theirs trained, so only the borrowed hin module competes
+        assert "own:" + groups[lang] in rehearsed["gate"][lang]["dev"]
+        assert not any(key.startswith("own:") for key in plain["gate"][lang]["dev"])
+        dev = rehearsed["gate"][lang]["dev"]
+        chosen = rehearsed["gate"][lang]["choice"]
+        assert all(dev[key] <= dev[next(k for k in dev if k.startswith(chosen + ":"))] for key in dev)
+    restored = make_strategy(config.strategies[1])
+    restored.restore(copy.deepcopy(previous), rehearsed, experiment.context("laft_replay", 1))
+    assert restored.memory.ids == rehearsed["memory"] and restored.memory.absorbed == 1
+
+
 # -------------------------------------------------------------------------------------------- tagging metrics
 
 REFERENCES = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"], ["O", "O"], ["O"]]

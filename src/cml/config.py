@@ -388,7 +388,20 @@ class ModularConfig(StrategyBase):
 
     @property
     def gated(self) -> bool:
-        return self.method == "laft_uriel" if self.gate is None else self.gate
+        return self.method in GATED_BY_DEFAULT if self.gate is None else self.gate
+
+
+GATED_BY_DEFAULT = ("laft_uriel", "laft_replay")
+
+
+class LaftReplayConfig(ModularConfig):
+    """LAFT-URIEL whose modules also rehearse a memory of earlier stages' examples of every language (reservoir
+    sampled, as ``replay`` keeps it): every group's module trains, the groups without new data on their memory
+    alone, and the gate keeps each language on the previous model unless its module scores better on dev."""
+
+    method: Literal["laft_replay"]
+    per_language: int = Field(32, gt=0, description="memory size k per language (reservoir sampling)")
+    seed: int = 0
 
 
 class EWCConfig(StrategyBase):
@@ -440,8 +453,8 @@ class NoUpdateConfig(StrategyBase):
     method: Literal["no_update"]
 
 
-StrategyConfig = Annotated[Union[FullFinetuneConfig, ModularConfig, EWCConfig, ReplayConfig, DistillConfig,
-                                 WiseFTConfig, NoUpdateConfig], Field(discriminator="method")]
+StrategyConfig = Annotated[Union[FullFinetuneConfig, ModularConfig, LaftReplayConfig, EWCConfig, ReplayConfig,
+                                 DistillConfig, WiseFTConfig, NoUpdateConfig], Field(discriminator="method")]
 
 
 def _metric_name(name: str | None) -> str | None:

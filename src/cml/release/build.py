@@ -33,7 +33,7 @@ from .manifest import (ADAPTER_DIR, MODEL_DIR, PREDICTIONS, Change, LanguageResu
                        Reference, ReleaseRecord, fingerprint_files, now, write_manifest, written_by_cml)
 from .model import Source, base_format, copy_base, grow_head, load_model, open_source, save_adapters, save_base
 
-NEEDS_EARLIER_DATA = ("ewc", "replay")  # they read earlier stages' data, which a release does not keep
+NEEDS_EARLIER_DATA = ("ewc", "replay", "laft_replay")  # they read earlier stages' data, which a release does not keep
 
 
 @dataclass

@@ -14,6 +14,7 @@ METHODS = {
     "lora_shared": "lora_shared:LoraShared",
     "lora_per_language": "lora_per_language:LoraPerLanguage",
     "laft_uriel": "laft_uriel:LaftUriel",
+    "laft_replay": "laft_replay:LaftReplay",
     "laft_random": "laft_random:LaftRandom",
     "ewc": "ewc:EWC",
     "replay": "replay:Replay",

@@ -36,33 +36,48 @@ def reservoir_sample(memory: Sequence[T], seen: int, items: Sequence[T], k: int,
     return memory
 
 
-class Replay(FullFinetune):
-    def __init__(self, config):
-        super().__init__(config)
-        self.memory: dict[str, list[str]] = {}  # language -> example ids, from the first `absorbed` stages
+class Memory:
+    """Up to ``per_language`` examples per language of the earlier stages, as ids (a stage's record keeps them)."""
+
+    def __init__(self, per_language: int, seed: int):
+        self.per_language, self.seed = per_language, seed
+        self.ids: dict[str, list[str]] = {}  # language -> example ids, from the first `absorbed` stages
         self.absorbed = 0
 
     def remember(self, history: Sequence[Stage]) -> dict[str, list[Example]]:
         """The memory after the stages in ``history``: fold in the ones not yet absorbed."""
         by_id = {(lang, e.id): e for stage in history for lang, examples in stage.train.items() for e in examples}
-        memory = {lang: [by_id[lang, i] for i in ids] for lang, ids in self.memory.items()}
+        memory = {lang: [by_id[lang, i] for i in ids] for lang, ids in self.ids.items()}
         for index in range(self.absorbed, len(history)):
             for lang, examples in sorted(history[index].train.items()):
                 seen = sum(len(stage.train.get(lang, ())) for stage in history[:index])
-                rng = random.Random(f"{self.config.seed}/{lang}/{index}")
-                memory[lang] = reservoir_sample(memory.get(lang, []), seen, examples, self.config.per_language, rng)
-        self.memory = {lang: [e.id for e in examples] for lang, examples in sorted(memory.items())}
+                rng = random.Random(f"{self.seed}/{lang}/{index}")
+                memory[lang] = reservoir_sample(memory.get(lang, []), seen, examples, self.per_language, rng)
+        self.ids = {lang: [e.id for e in examples] for lang, examples in sorted(memory.items())}
         self.absorbed = len(history)
         return memory
 
-    def update(self, model, ctx: StageContext):
+    def replayed(self, ctx: StageContext) -> tuple[dict[str, list[Example]], list[dict]]:
+        """The memory for ``ctx``'s stage and its examples' features, by language."""
         memory = self.remember(ctx.history)
-        replayed = ctx.task.features([e for lang in sorted(memory) for e in memory[lang]])
+        return memory, ctx.task.features([e for lang in sorted(memory) for e in memory[lang]])
+
+    def restore(self, record: dict, index: int) -> None:
+        """The memory stage ``index`` trained with (its record's): the stages before it, absorbed."""
+        self.ids, self.absorbed = {lang: list(ids) for lang, ids in record["memory"].items()}, index
+
+
+class Replay(FullFinetune):
+    def __init__(self, config):
+        super().__init__(config)
+        self.memory = Memory(config.per_language, config.seed)
+
+    def update(self, model, ctx: StageContext):
+        _, replayed = self.memory.replayed(ctx)
         model, record = super().update(model, dataclasses.replace(ctx, train_features=ctx.train_features + replayed))
-        record["memory"] = self.memory
+        record["memory"] = self.memory.ids
         return model, record
 
     def restore(self, model, record, ctx):
-        # The memory this stage trained with: the stages before it, absorbed.
-        self.memory, self.absorbed = {lang: list(ids) for lang, ids in record["memory"].items()}, ctx.index
+        self.memory.restore(record, ctx.index)
         return model

@@ -61,31 +61,37 @@ class ModularStrategy(Strategy):
             self.groups = self.assign_groups(ctx.languages, self.typology)
         for lang in [lang for lang in ctx.languages if lang not in self.groups]:
             self.groups[lang] = self.group_of_new_language(lang, ctx.languages)
-        stage_groups = sorted({self.groups[lang] for lang in ctx.stage.languages})
+        languages, train_features, extra = self.training_data(ctx)
+        stage_groups = sorted({self.groups[lang] for lang in languages})
         training_modules = ([SHARED] if self.config.hierarchical else []) + stage_groups
         self.ensure_modules(model, training_modules, ctx.task, ctx.seed)
         train_only(model, training_modules)
         router = self.router()
-        model.routes = {lang: router.through(self.groups[lang]) for lang in ctx.stage.languages}
+        model.routes = {lang: router.through(self.groups[lang]) for lang in languages}
         training = self.training_config(ctx)
         # the model may still be on the CPU (loaded from a release or a saved stage): its kept outputs belong
         # where training will run
         model.to(ctx.accelerator.device)
         gate_inputs = [features for _, features in ctx.dev.values()] if self.config.gated else []
         keeping = self.config.lora.cache_frozen_layers
-        with model.kept_prefix(ctx.task, [ctx.train_features, *gate_inputs], training.eval_batch_size) \
+        with model.kept_prefix(ctx.task, [train_features, *gate_inputs], training.eval_batch_size) \
                 if keeping else nullcontext():
-            result = train(model, ctx.task, ctx.train_features, training, accelerator=ctx.accelerator,
+            result = train(model, ctx.task, train_features, training, accelerator=ctx.accelerator,
                            seed=ctx.seed, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
                            description=f"{self.name}/{ctx.stage.name}", tracking=ctx.tracking)
             model = ctx.accelerator.unwrap_model(model)
             train_only(model, [])
             self.deployed_modules = trained_modules(model)
             record = {"train": result.to_json(), "groups": self.groups, "modules": self.deployed_modules,
-                      "stage_groups": stage_groups}
+                      "stage_groups": stage_groups, **extra}
             model.routes, record["gate"] = self.choose_routes(model, self.deployed_modules, ctx)
         record["routes"] = {lang: route_name(route) for lang, route in sorted(model.routes.items())}
         return model, record
+
+    def training_data(self, ctx: StageContext) -> tuple[list[str], list[dict], dict]:
+        """The languages whose groups' modules train, their training features, and what the stage's record adds:
+        the stage's new data alone here."""
+        return ctx.stage.languages, ctx.train_features, {}
 
     def choose_routes(self, model: RoutedModel, modules: list[str], ctx: StageContext
                       ) -> tuple[dict[str, Route], dict[str, dict]]:
