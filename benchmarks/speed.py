@@ -19,7 +19,7 @@ head (stage 0 is not trained: speed does not depend on what the weights learnt, 
 so the epochs each update ran are recorded). ``--limit N`` keeps each update language's first N examples (both
 strategies get the same). ``--modular LABEL`` times another of the stream's laft_uriel entries (a variant, e.g.
 ``laft_uriel_top4``) in laft_uriel's place; the JSON names it under ``modular_strategy`` and the table's stream
-cell shows it. Writes ``benchmarks/results/speed-<stream>.json``.
+cell shows it. Writes ``benchmarks/results/speed-<stream>.json`` (``speed-<stream>-<LABEL>.json`` for a variant).
 """
 
 from __future__ import annotations
@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference-examples", type=int, default=1024)
     parser.add_argument("--modular", default="laft_uriel",
                         help="the stream's laft_uriel entry (label) timed against full_finetune")
-    parser.add_argument("--output", type=Path, help="default: benchmarks/results/speed-<stream>.json")
+    parser.add_argument("--output", type=Path,
+                        help="default: benchmarks/results/speed-<stream>.json (-<LABEL> before .json for a variant)")
     parser.add_argument("--show", action="store_true", help="print the table of the measured speed-*.json")
     parser.add_argument("--markdown", action="store_true", help="with --show: as a Markdown table")
     args = parser.parse_args(argv)
@@ -287,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     from cml.io import write_json
 
     report = measure(args)
-    output = args.output or RESULTS / f"speed-{report['stream']}.json"
+    variant = "" if args.modular == "laft_uriel" else f"-{args.modular}"
+    output = args.output or RESULTS / f"speed-{report['stream']}{variant}.json"
     write_json(output, report)
     header, rows = table([report])
     for column, cell in zip(header, rows[0]):

@@ -154,9 +154,16 @@ def test_laft_replay_trains_every_groups_module_on_its_memory_and_the_gate_route
         dev = rehearsed["gate"][lang]["dev"]
         chosen = rehearsed["gate"][lang]["choice"]
         assert all(dev[key] <= dev[next(k for k in dev if k.startswith(chosen + ":"))] for key in dev)
+    # a resumed run: the stage's record restores its memory, and the next stage folds this stage's data into it as
+    # a run that never stopped would
     restored = make_strategy(config.strategies[1])
     restored.restore(copy.deepcopy(previous), rehearsed, experiment.context("laft_replay", 1))
-    assert restored.memory.ids == rehearsed["memory"] and restored.memory.absorbed == 1
+    stages = experiment.stream.stages
+    continued = restored.memory.remember(stages)
+    straight = make_strategy(config.strategies[1])
+    straight.memory.remember(stages[:1])
+    assert straight.memory.ids == rehearsed["memory"] and continued == straight.memory.remember(stages)
+    assert any(e.id not in rehearsed["memory"]["hin"] for e in continued["hin"])  # the update's hin data came in
 
 
 # -------------------------------------------------------------------------------------------- tagging metrics

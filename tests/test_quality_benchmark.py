@@ -115,6 +115,14 @@ def test_quality_benchmark_runs_a_chosen_set_of_strategies(tmp_path):
     for wrong in (["laft_uriel_c90"], ["full_finetune", "ewc"]):  # no reference; not in the config
         with pytest.raises(CMLError, match="--strategies must name full_finetune"):
             labels(quick=False, strategies=wrong)
+    # a suite's list runs everywhere; a stream's own list (its variants) only there; a misspelled label is refused
+    suite["strategies"] = ["full_finetune", "replay"]
+    assert labels(quick=False) == ["full_finetune", "replay"]
+    bench["strategies"] = ["full_finetune", "laft_uriel_c90"]
+    assert labels(quick=False) == ["full_finetune", "laft_uriel_c90"]
+    bench["strategies"] = ["full_finetune", "laft_uriel_c9"]
+    with pytest.raises(CMLError, match="only strategies of this config"):
+        labels(quick=False)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -477,7 +485,7 @@ def test_the_v2_suite_is_valid_and_every_stream_runs_both_references():
     ({"quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune"]}},
      "quick.strategies must run every reference; it lacks ['no_update']"),
     ({"references": ["no_update"]}, "references must start with full_finetune"),
-    ({"default_strategy": "ewc"}, "default_strategy and added_after_results must be among strategies"),
+    ({"default_strategy": "ewc"}, "default_strategy and added_after_results must be among the strategies run"),
     ({"name": "../x"}, "name: String should match pattern"),
 ])
 def test_v2_suite_errors_name_the_setting(tmp_path, change, message):

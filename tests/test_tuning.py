@@ -165,6 +165,9 @@ def test_the_v2_tuning_grid_is_valid_and_fair():
     for name in grids.grid.streams:
         sizes = {label: grid.size for label, grid in grids.of(name).items()}
         assert set(sizes.values()) == {4} and "no_update" not in sizes and "laft_uriel" in sizes, name
+        # every strategy the benchmark runs there is tuned (all or none: a fair comparison)
+        runs = tune.stream_config(grids, name, 0, quick=False, output_dir=ROOT, strategies=False).strategies
+        assert set(sizes) == {s.label for s in runs if s.method != "no_update"}, name
 
 
 # ---------------------------------------------------------------------------------------------- the choice

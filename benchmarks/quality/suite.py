@@ -24,6 +24,7 @@ class BenchmarkSpec(_Strict):
     config: str  # an experiment config, relative to the suite file
     update_kinds: dict[str, dict[str, Any]]  # kind -> config overrides (`--set` keys, YAML values)
     quick: dict[str, Any] = {}  # overrides of the quick variant
+    strategies: list[str] | None = None  # this stream's strategies (labels), where they are not the suite's
 
 
 class QuickSelection(_Strict):
@@ -62,15 +63,18 @@ class Suite(_Strict):
 
     @model_validator(mode="after")
     def _references_run(self):
-        for where, labels in (("strategies", self.strategies), ("quick.strategies", self.quick.strategies)):
+        lists = [("strategies", self.strategies), ("quick.strategies", self.quick.strategies),
+                 *((f"benchmarks.{name}.strategies", bench.strategies) for name, bench in self.benchmarks.items())]
+        for where, labels in lists:
             missing = [label for label in self.references if labels is not None and label not in labels]
             if missing:
                 raise ValueError(f"{where} must run every reference; it lacks {missing}")
         named = [self.default_strategy] if self.default_strategy else []
-        unknown = [label for label in named + self.added_after_results
-                   if self.strategies is not None and label not in self.strategies]
+        run = {label for _, labels in lists for label in labels or ()}
+        unknown = [label for label in named + self.added_after_results if run and label not in run]
         if unknown:
-            raise ValueError(f"default_strategy and added_after_results must be among strategies; {unknown} are not")
+            raise ValueError(f"default_strategy and added_after_results must be among the strategies run; {unknown} "
+                             "are not")
         return self
 
 
@@ -96,8 +100,7 @@ def overrides_of(mapping: dict) -> list[str]:
 def run_config(bench: dict, kind: str, seed: int, quick: bool, suite: dict, output_dir: Path,
                strategies: list[str] | None = None):
     """The experiment config of one benchmark, update kind and seed; ``strategies`` (labels) keeps only those,
-    else the quick mode's list or the suite's (those of it the config has: a variant may be measured on some
-    streams only) or all of the config's."""
+    else the quick mode's list, the stream's own, the suite's, or all of the config's."""
     from cml.config import load_config
     from cml.errors import CMLError
 
@@ -107,10 +110,9 @@ def run_config(bench: dict, kind: str, seed: int, quick: bool, suite: dict, outp
                  "seed": seed, "name": name, "output_dir": str(output_dir)}
     path = Path(suite["folder"]) / bench["config"]
     config = load_config(path, overrides_of(overrides))
-    labels = [s.label for s in config.strategies]
-    wanted = strategies or (suite["quick"]["strategies"] if quick
-                            else [label for label in suite.get("strategies") or [] if label in labels])
+    wanted = strategies or (suite["quick"]["strategies"] if quick else bench.get("strategies") or suite.get("strategies"))
     if wanted:
+        labels = [s.label for s in config.strategies]
         references = suite.get("references") or [REFERENCE]
         if set(references) - set(wanted) or set(wanted) - set(labels):
             raise CMLError(f"--strategies must name {' and '.join(references)} (the references) and only strategies "

@@ -380,7 +380,8 @@ class ModularConfig(StrategyBase):
         None, gt=0, description="a language whose group got no data uses the nearest trained group within this "
                                 "URIEL distance")
     hierarchical: Flag = Field(False, description="a shared module under the group modules, trained on all data")
-    gate: Flag | None = Field(None, description="pick each language's route by dev score (default: on for laft_uriel)")
+    gate: Flag | None = Field(None, description="pick each language's route by dev score (default: on for laft_uriel "
+                                                "and laft_replay)")
     gate_confidence: float | None = Field(
         None, gt=0.5, lt=1, description="gate: leave the previous model only for a route whose dev gain over it is "
         "positive at this one-sided paired-bootstrap confidence (e.g. 0.9); none: any dev gain is enough")
@@ -401,7 +402,8 @@ class LaftReplayConfig(ModularConfig):
 
     method: Literal["laft_replay"]
     per_language: int = Field(32, gt=0, description="memory size k per language (reservoir sampling)")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the memory's sampling (as replay's: not the run's seed, so runs of "
+                                     "several seeds rehearse the same examples)")
 
 
 class EWCConfig(StrategyBase):
