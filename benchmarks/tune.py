@@ -44,7 +44,7 @@ from quality.ledger import RESULTS  # noqa: E402
 from quality.suite import REPO, benchmarks_of, load_suite, run_config  # noqa: E402
 
 from cml.config import ConfigOrigin, StrategyConfig  # noqa: E402
-from cml.errors import CMLError  # noqa: E402
+from cml.errors import CMLError, invalid_record  # noqa: E402
 
 GRID = REPO / "configs" / "benchmarks" / "tuning_v2.yaml"
 UPDATE_KIND = "subset"  # the v2 suite's one update kind: the stream's first update
@@ -243,9 +243,7 @@ class TuningReport(_Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            first = err.errors()[0]
-            raise CMLError(f"not tuning results ({first['msg']})", file=path,
-                           key=".".join(map(str, first["loc"])) or None) from None
+            raise invalid_record(err, "tuning results", path) from None
 
     @model_validator(mode="after")
     def _consistent(self):

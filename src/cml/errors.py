@@ -29,6 +29,14 @@ class CMLError(Exception):
         return "".join(p + ": " for p in parts)
 
 
+def invalid_record(err, what: str, file: str | Path) -> CMLError:
+    """A record file's first validation error (a pydantic ``ValidationError``) as "not <what> (<why>)", naming the
+    file and the dotted key."""
+    first = err.errors()[0]
+    return CMLError(f"not {what} ({first['msg'].removeprefix('Value error, ')})", file=file,
+                    key=".".join(map(str, first["loc"])) or None)
+
+
 def printable(text: str) -> str:
     """``text`` on one line with its control characters escaped: a message may quote a hostile file, whose
     escape sequences must not reach the terminal."""

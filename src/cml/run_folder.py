@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .bootstrap import IntervalChange
-from .errors import CMLError
+from .errors import CMLError, invalid_record
 from .io import read_json, write_json
 
 FORMAT_VERSION = 1
@@ -196,9 +196,7 @@ def checked(model: type[BaseModel], value: Any, path: Path) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as err:
-        first = err.errors()[0]
-        raise CMLError(f"not {WHAT[model]} ({first['msg']})", file=path,
-                       key=".".join(map(str, first["loc"])) or None) from None
+        raise invalid_record(err, WHAT[model], path) from None
 
 
 class RunFolder:

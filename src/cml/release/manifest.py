@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..bootstrap import IntervalChange
-from ..errors import CMLError
+from ..errors import CMLError, invalid_record
 from ..io import read_bytes, read_json, refuse_links, sha256_bytes, write_json
 from ..task_family import TaskFamily
 
@@ -201,9 +201,7 @@ def read_manifest(folder: str | Path) -> ReleaseRecord:
     try:
         release = ReleaseRecord.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        raise CMLError(f"not a release record ({first['msg'].removeprefix('Value error, ')})", file=path,
-                       key=".".join(map(str, first["loc"])) or None) from None
+        raise invalid_record(err, "a release record", path) from None
     missing = set(release.languages) ^ set(release.results)
     if missing:
         raise CMLError(f"languages and results differ ({', '.join(sorted(missing)[:5])})", file=path)
