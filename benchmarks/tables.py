@@ -2,6 +2,7 @@
 
     python benchmarks/tables.py targets   # v1 quality: the paper's targets over the seeds, from <benchmark>-full.json
     python benchmarks/tables.py scale     # the 205-language scale benchmark, from scale.json
+    python benchmarks/tables.py v2-headline   # the README's results: per v2 stream, from v2-<stream>.json
 
 Reads ``benchmarks/results/*.json`` only (no torch), so it runs in well under a second. The tables are
 quoted in docs/benchmarks.md between generated-block markers; ``python benchmarks/docs.py`` writes them there and
@@ -22,6 +23,7 @@ RESULTS = REPO / "benchmarks" / "results"
 QUALITY = ("sib200", "pud_pos", "lemmatization")  # v1's benchmarks, in the order of suite.yaml
 STREAM_NAMES = {"sib200": "SIB-200", "pud_pos": "PUD POS", "lemmatization": "lemmatisation"}
 VARIANTS = ("laft_uriel", "laft_uriel_c90", "laft_uriel_cap4")  # the columns of met / checked, in this order
+V2_STREAMS = {"ud_pos": "UD POS", "pud_pos": "PUD POS", "lemmatization": "lemmatisation"}  # suite_v2.yaml's order
 
 
 def load(path: Path) -> dict:
@@ -131,7 +133,63 @@ def scale_table(results: Path = RESULTS) -> list[str]:
     return lines
 
 
-TABLES = {"targets": targets_table, "scale": scale_table}
+def v2_headline_table(results: Path = RESULTS) -> list[str]:
+    """Per v2 stream measured: how many languages full fine-tuning degraded significantly on each seed (the
+    problem), then two rows against it: the strategy the project recommends (the JSON's ``default_strategy``) and
+    the best protector, the highest aggregate among the strategies that ran on every seed and degraded no language
+    significantly on any (``none`` where there is none). Streams not measured yet are named below the table."""
+    header = ["stream", "seeds", "FT sig. degraded", "strategy", "sig. degraded", "sig. improved",
+              "after - FT (pt)", "improved vs FT (pp)", "loss reduction vs FT"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|---|" + "---:|" * (len(header) - 4)]
+    missing, default = [], None
+    for benchmark, title in V2_STREAMS.items():
+        path = results / f"v2-{benchmark}.json"
+        if not path.is_file():
+            missing.append(title)
+            continue
+        table = load(path)
+        default, marked = table["default_strategy"], set(table["added_after_results"])
+        for stream in table["streams"]:
+            seeds, strategies = stream["seeds"], stream["strategies"]
+            per_seed = [stream["per_seed"][str(seed)] for seed in seeds]
+            problem = ", ".join(str(stream["problem"]["per_seed"][str(seed)]["n_significant_degraded"])
+                                for seed in seeds)
+            everywhere = [name for name, figures in strategies.items()
+                          if name not in table["references"] and figures["n_significant_degraded"]["n"] == len(seeds)
+                          and all(seed_rows[name]["n_significant_degraded"] == 0 for seed_rows in per_seed)]
+            best = max(everywhere, key=lambda name: strategies[name]["versus"][REFERENCE]["aggregate_after_pp"]["mean"],
+                       default=None)
+            for role, name in (("default", default), ("best protector", best)):
+                cells = [f"{title} {stream['update_kind']}", " ".join(map(str, seeds)), problem]
+                if name is None:
+                    lines.append("| " + " | ".join([*cells, f"{role}: none", *[""] * 5]) + " |")
+                    continue
+                figures, versus = strategies[name], strategies[name]["versus"][REFERENCE]
+                label = f"{role}: `{name}`" + (" †" if name in marked else "")
+                lines.append("| " + " | ".join([
+                    *cells, label, spread(figures["n_significant_degraded"], "{:.1f}"),
+                    spread(figures["n_significant_improved"], "{:.1f}"),
+                    spread(versus["aggregate_after_pp"], "{:+.2f}"), spread(versus["improved_share_gain_pp"], "{:+.1f}"),
+                    spread(versus["loss_magnitude_reduction"], "{:.0%}")]) + " |")
+    if default is not None:
+        lines += ["", f"FT: `{REFERENCE}`. Mean ± std over the seeds; † a variant added after seeing results. The "
+                      f"paper's figures for LAFT-URIEL against full fine-tuning: +25 pp improved, -78% mean loss."]
+    if missing:
+        lines += ["", "Not measured yet: " + ", ".join(missing) + "."]
+    return lines
+
+
+def spread(figure: dict | None, form: str) -> str:
+    """A figure over seeds as ``mean ± std`` (the mean alone from one seed), ``—`` where it is undefined."""
+    if figure is None or figure.get("mean") is None:
+        return "—"
+    text = form.format(figure["mean"])
+    if figure.get("std") is not None and figure.get("n", 1) > 1:
+        text += " ± " + form.format(figure["std"]).lstrip("+")
+    return text
+
+
+TABLES = {"targets": targets_table, "scale": scale_table, "v2-headline": v2_headline_table}
 
 
 def main(argv: list[str] | None = None) -> int:

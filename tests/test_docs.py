@@ -57,3 +57,50 @@ def test_a_failing_command_is_an_error_not_a_stale_block(tmp_path):
     write(tmp_path, "README.md", "<!-- one:start -->\n<!-- one:end -->\n")
     with pytest.raises(docs.DocsError, match="exited 3"):
         docs.regenerate(True, root=tmp_path, blocks={("README.md", "one"): ("-c", "raise SystemExit(3)")})
+
+
+def v2_table(seeds_degraded: dict[str, list[int]], aggregates: dict[str, float], default="laft_uriel") -> dict:
+    """A v2 results file of one stream: per strategy, its significant losses on each seed and its aggregate over
+    full fine-tuning's; a strategy with fewer seeds than the stream's ran on those only."""
+    seeds = [0, 1, 2]
+
+    def figure(values):
+        return {"mean": sum(values) / len(values), "std": 0.0 if len(values) > 1 else None, "n": len(values)}
+
+    strategies, per_seed = {}, {str(seed): {} for seed in seeds}
+    for name, losses in seeds_degraded.items():
+        for seed, lost in zip(seeds, losses):
+            per_seed[str(seed)][name] = {"n_significant_degraded": lost}
+        strategies[name] = {
+            "n_significant_degraded": figure(losses), "n_significant_improved": figure([1] * len(losses)),
+            "versus": {"full_finetune": {"aggregate_after_pp": figure([aggregates.get(name, 0.0)] * len(losses)),
+                                         "improved_share_gain_pp": figure([5.0] * len(losses)),
+                                         "loss_magnitude_reduction": None if name == "full_finetune" else
+                                         figure([0.5] * len(losses))}}}
+    problem = {str(seed): {"n_significant_degraded": losses}
+               for seed, losses in zip(seeds, seeds_degraded["full_finetune"])}
+    return {"default_strategy": default, "references": ["full_finetune", "no_update"],
+            "added_after_results": ["late"],
+            "streams": [{"update_kind": "subset", "seeds": seeds, "strategies": strategies, "per_seed": per_seed,
+                         "problem": {"per_seed": problem}}]}
+
+
+def test_the_v2_headline_names_the_default_and_the_best_strategy_that_degraded_nothing_on_every_seed(tmp_path):
+    import json
+
+    tables = load_benchmark("tables")
+    table = v2_table({"full_finetune": [3, 5, 6], "no_update": [0, 0, 0], "laft_uriel": [0, 1, 0],
+                      "late": [0, 0, 0], "early": [0, 0, 0], "one_seed": [0]},
+                     {"laft_uriel": 0.5, "late": 0.2, "early": 0.1, "one_seed": 0.9})
+    (tmp_path / "v2-ud_pos.json").write_text(json.dumps(table), encoding="utf-8")
+    lines = tables.v2_headline_table(tmp_path)
+    rows = [line for line in lines if line.startswith("| UD POS")]
+    assert len(rows) == 2 and all("| 3, 5, 6 |" in row for row in rows), lines
+    assert "default: `laft_uriel` | 0.3 ± 0.0" in rows[0]
+    # laft_uriel lost a language on seed 1 and one_seed ran once: the best protector is the late variant, marked
+    assert "best protector: `late` † | 0.0 ± 0.0 | 1.0 ± 0.0 | +0.20 ± 0.00 | +5.0 ± 0.0 | 50% ± 0%" in rows[1]
+    assert lines[-1] == "Not measured yet: PUD POS, lemmatisation."
+
+    table = v2_table({"full_finetune": [3, 5, 6], "laft_uriel": [1, 1, 0]}, {})
+    (tmp_path / "v2-ud_pos.json").write_text(json.dumps(table), encoding="utf-8")
+    assert "best protector: none" in tables.v2_headline_table(tmp_path)[3]
