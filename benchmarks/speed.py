@@ -17,9 +17,10 @@ Each figure is a ratio of two measurements of the same repeat (the machine is no
 repeat's seconds, and each figure's median and range. The update starts from the stream's model with a fresh
 head (stage 0 is not trained: speed does not depend on what the weights learnt, but early stopping would,
 so the epochs each update ran are recorded). ``--limit N`` keeps each update language's first N examples (both
-strategies get the same). ``--modular LABEL`` times another of the stream's laft_uriel entries (a variant, e.g.
-``laft_uriel_top4``) in laft_uriel's place; the JSON names it under ``modular_strategy`` and the table's stream
-cell shows it. Writes ``benchmarks/results/speed-<stream>.json`` (``speed-<stream>-<LABEL>.json`` for a variant).
+strategies get the same). ``--modular LABEL`` times another of the stream's laft_uriel or laft_replay entries (a
+variant, e.g. ``laft_uriel_top4``) in laft_uriel's place; the JSON names it under ``modular_strategy`` and the
+table's stream cell shows it. A laft_replay entry also trains on its memory of stage 0's examples, and its work is
+counted so. Writes ``benchmarks/results/speed-<stream>.json`` (``speed-<stream>-<LABEL>.json`` for a variant).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 STRATEGIES = ("full_finetune", "laft_uriel")
 """The two roles each repeat times, under these keys: the reference and the modular update (``--modular``)."""
+MODULAR_METHODS = ("laft_uriel", "laft_replay")
+"""The methods ``--modular`` may time in laft_uriel's role."""
 FIGURES = ("laft_uriel_over_full_finetune_update_time", "routed_over_single_inference_time",
            "model_flops_utilisation")
 
@@ -77,21 +80,23 @@ def training_flops(model, features: list[dict], epochs: int) -> float | None:
 
 
 def flops_floor(model, ctx, gate: dict, prefix_depth: int, laft_epochs: int, full_epochs: int,
-                dev_passes: int) -> float | None:
+                dev_passes: int, laft_train: list[dict] | None = None) -> float | None:
     """laft_uriel's update FLOPs over full fine-tuning's, counted from the work each does (what a perfectly
     efficient implementation of each would take): full fine-tuning runs every layer forward and backward (3x) per
     epoch plus a dev pass per epoch it scored; laft_uriel runs the prefix once over the batch and the dev sets, the
     layers above it forward and back to their inputs only (2x) per epoch, and each gate candidate's layers above
-    the prefix over its language's dev set. None for encoder-decoders (generation has no such count)."""
+    the prefix over its language's dev set. ``laft_train``: what laft_uriel trained on where it is not the update's
+    data (laft_replay's memory added). None for encoder-decoders (generation has no such count)."""
     train = layer_flops(model, ctx.train_features)
     if train is None:
         return None
+    modular = train if laft_train is None else layer_flops(model, laft_train)
     layers = model.config.num_hidden_layers
     dev = {lang: layer_flops(model, features) for lang, (_, features) in ctx.dev.items()}
     full = 3 * layers * train * full_epochs + layers * sum(dev.values()) * dev_passes
     upper = layers - prefix_depth
     candidates = sum(len(gate[lang]["dev"]) * dev[lang] for lang in gate) if gate else 0
-    laft = prefix_depth * (train + sum(dev.values())) + 2 * upper * train * laft_epochs + upper * candidates
+    laft = prefix_depth * (modular + sum(dev.values())) + 2 * upper * modular * laft_epochs + upper * candidates
     return laft / full
 
 
@@ -131,7 +136,7 @@ def measure_repeat(experiment, base, strategy_configs: dict, inference_features:
     typology from its disk cache)."""
     from cml.strategies import make_strategy
 
-    updates, models, records = {}, {}, {}
+    updates, models, records, trained = {}, {}, {}, {}
     for name, strategy_config in strategy_configs.items():
         strategy = make_strategy(strategy_config)
         ctx = experiment.context(strategy.name, 1)
@@ -144,6 +149,8 @@ def measure_repeat(experiment, base, strategy_configs: dict, inference_features:
                          "examples_seen": train["examples_seen"]}
         models[name] = model
         records[name] = record
+        if hasattr(strategy, "training_data"):  # the modular role: its data once more (a memory is not redrawn)
+            trained[name] = strategy.training_data(ctx)[1]
     batch_size = experiment.training_config(1).eval_batch_size
     single = timed_predict(models["full_finetune"], experiment.task, inference_features, batch_size)
     routed = timed_predict(models["laft_uriel"], experiment.task, inference_features, batch_size)
@@ -155,7 +162,7 @@ def measure_repeat(experiment, base, strategy_configs: dict, inference_features:
     prefix = models["laft_uriel"].frozen_prefix
     floor = flops_floor(base.model, ctx, records["laft_uriel"].get("gate") or {}, prefix.depth if prefix else 0,
                         updates["laft_uriel"]["epochs_run"], full["epochs_run"],
-                        len(records["full_finetune"]["train"]["dev_history"]))
+                        len(records["full_finetune"]["train"]["dev_history"]), trained.get("laft_uriel"))
     examples = len(inference_features)
     return {"updates": updates, "inference": {"single_seconds": single, "routed_seconds": routed,
                                               "single_examples_per_second": examples / single,
@@ -191,8 +198,9 @@ def measured(args: argparse.Namespace) -> dict:
     missing = [label for label in roles.values() if label not in by_label]
     if missing:
         raise SystemExit(f"speed.py: {path} has no strategy {', '.join(missing)}")
-    if by_label[args.modular].method != "laft_uriel":
-        raise SystemExit(f"speed.py: --modular {args.modular} is a {by_label[args.modular].method} entry, not laft_uriel")
+    if by_label[args.modular].method not in MODULAR_METHODS:
+        raise SystemExit(f"speed.py: --modular {args.modular} is a {by_label[args.modular].method} entry, not one of "
+                         f"{', '.join(MODULAR_METHODS)}")
     experiment = Experiment(config)
     update = experiment.stream.stages[1]
     if args.limit is not None:
@@ -271,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="at most this many update examples per language")
     parser.add_argument("--inference-examples", type=int, default=1024)
     parser.add_argument("--modular", default="laft_uriel",
-                        help="the stream's laft_uriel entry (label) timed against full_finetune")
+                        help="the stream's laft_uriel or laft_replay entry (label) timed against full_finetune")
     parser.add_argument("--output", type=Path,
                         help="default: benchmarks/results/speed-<stream>.json (-<LABEL> before .json for a variant)")
     parser.add_argument("--show", action="store_true", help="print the table of the measured speed-*.json")

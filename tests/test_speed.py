@@ -363,10 +363,12 @@ def test_the_speed_benchmark_times_a_laft_uriel_variant_in_its_place(tmp_path, t
                                            {"name": "update", "languages": ["hin"], "amount": 16}]},
                         strategies=[{"method": "full_finetune"}, {"method": "no_update"},
                                     {"method": "laft_uriel", "lora": {**lora, "layers": [0, 1]}},
-                                    {"method": "laft_uriel", "name": "laft_top", "lora": {**lora, "layers": [1]}}])
+                                    {"method": "laft_uriel", "name": "laft_top", "lora": {**lora, "layers": [1]}},
+                                    {"method": "laft_replay", "name": "laft_rehearsing", "per_language": 4,
+                                     "lora": {**lora, "layers": [1]}}])
     speed = load_benchmark("speed")
     reports = {}
-    for label in ("laft_uriel", "laft_top"):
+    for label in ("laft_uriel", "laft_top", "laft_rehearsing"):
         output = tmp_path / f"speed-{label}.json"
         assert speed.main(["--stream", str(path), "--repeats", "1", "--threads", "1", "--limit", "4",
                            "--modular", label, "--output", str(output)]) == 0
@@ -375,9 +377,38 @@ def test_the_speed_benchmark_times_a_laft_uriel_variant_in_its_place(tmp_path, t
     # the variant's modules sit in layer 1 only: the layer below runs once, so it counts less work than laft_uriel
     floors = {label: r["repeats"][0]["laft_uriel_over_full_finetune_update_flops"] for label, r in reports.items()}
     assert floors["laft_top"] < floors["laft_uriel"]
+    # the same modules trained on the update and a memory of stage 0's examples: more work, and counted so
+    rehearsed = reports["laft_rehearsing"]["repeats"][0]["updates"]["laft_uriel"]["examples_seen"]
+    assert rehearsed > reports["laft_top"]["repeats"][0]["updates"]["laft_uriel"]["examples_seen"]
+    assert floors["laft_rehearsing"] > floors["laft_top"]
     assert speed.table([reports["laft_top"]])[1][0][0] == "tiny (laft_top)"
     for wrong in ("no_update", "laft_missing"):
         with pytest.raises(SystemExit, match=wrong):
             speed.main(["--stream", str(path), "--repeats", "1", "--limit", "4", "--modular", wrong,
                         "--output", str(tmp_path / "wrong.json")])
     assert not (tmp_path / "wrong.json").exists()
+
+
+def test_the_counted_work_of_a_modular_update_includes_what_it_rehearses(tiny_backbone):
+    from types import SimpleNamespace
+
+    from transformers import AutoModel
+
+    from helpers import load_benchmark
+
+    speed = load_benchmark("speed")
+    model = AutoModel.from_pretrained(tiny_backbone)
+    update = [{"input_ids": [1] * 10}] * 4
+    ctx = SimpleNamespace(train_features=update, dev={"hin": (None, [{"input_ids": [1] * 8}] * 2)})
+    gate = {"hin": {"dev": {"previous:previous": 0.5, "own:g1": 0.6}}}
+
+    def floor(laft_train=None):
+        return speed.flops_floor(model, ctx, gate, prefix_depth=1, laft_epochs=2, full_epochs=2, dev_passes=2,
+                                 laft_train=laft_train)
+
+    assert floor(update) == floor()  # what the update alone trains on is the default
+    layers, per_example = model.config.num_hidden_layers, speed.layer_flops(model, update[:1])
+    full = 3 * layers * 4 * per_example * 2 + layers * speed.layer_flops(model, ctx.dev["hin"][1]) * 2
+    # four rehearsed examples more: the prefix once and the layers above it forward and back, each epoch
+    extra = (1 + 2 * (layers - 1) * 2) * 4 * per_example
+    assert floor(update + update) == pytest.approx(floor() + extra / full)
