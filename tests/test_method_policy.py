@@ -234,3 +234,40 @@ def test_the_default_group_count_is_a_third_at_least_two_at_most_the_languages()
     from cml.strategies.laft_uriel import default_group_count
 
     assert [default_group_count(n) for n in (1, 2, 3, 6, 7, 20)] == [1, 2, 2, 2, 2, 6]
+
+
+def test_batches_by_route_gives_the_trainer_each_examples_route(tmp_path, tiny_backbone):
+    """With ``batches_by_route`` the modules train on batches of one route where they can: the trainer gets each
+    training example's route (memory included) as its batch group; without it, none."""
+    import cml.strategies.modular.strategy as modular
+    from cml.config import load_config
+    from cml.experiment import Experiment
+    from cml.routing import RoutedModel, route_name
+    from cml.strategies import make_strategy
+
+    path = run_config(tmp_path, tiny_backbone, epochs=1)
+    lora = "{r: 4, target_modules: [query, value]}"
+    config = load_config(path, [f"strategies=[{{method: laft_replay, n_groups: 2, per_language: 5, lora: {lora}}}, "
+                                f"{{method: laft_replay, name: by_route, n_groups: 2, per_language: 5, "
+                                f"batches_by_route: true, lora: {lora}}}]"])
+    experiment = Experiment(config)
+    previous = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
+    experiment.initial_stage(previous, ())
+    seen = {}
+    real = modular.train
+
+    def spy(model, task, features, training, **kwargs):
+        groups = kwargs["batch_groups"]
+        seen[kwargs["description"].split("/")[0]] = groups
+        if groups is not None:
+            assert groups == [route_name(model.routes[f["lang"]]) for f in features]
+        return real(model, task, features, training, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(modular, "train", spy)
+        for strategy_config in config.strategies:
+            strategy = make_strategy(strategy_config)
+            _, record = strategy.update(copy.deepcopy(previous), experiment.context(strategy.name, 1))
+    assert seen["laft_replay"] is None
+    assert sorted(set(seen["by_route"])) == sorted(record["modules"]) and len(set(seen["by_route"])) == 2
+

@@ -33,6 +33,24 @@ def test_bucket_sampler_is_seeded_and_covers_everything():
     assert max(max(lengths[i] for i in bt) - min(lengths[i] for i in bt) for bt in a) < 17
 
 
+def test_bucket_sampler_with_groups_keeps_each_group_in_its_own_batches():
+    lengths = [i % 17 for i in range(200)]
+    groups = ["abc"[i % 3] for i in range(200)]
+    plain = BucketBatchSampler(lengths, 8, shuffle=True, seed=1, multiplier=4)
+    grouped = BucketBatchSampler(lengths, 8, shuffle=True, seed=1, multiplier=4, groups=groups)
+    batches = grouped.batches()
+    assert sorted(i for batch in batches for i in batch) == list(range(200))
+    assert len(batches) == len(plain.batches()) == len(grouped)
+    def boundaries(batches):  # how many group changes fall inside batches
+        return sum(len({groups[i] for i in batch}) - 1 for batch in batches)
+
+    # sorted by group within each chunk of 32: only a chunk's 2 boundaries between its 3 groups mix a batch
+    assert boundaries(batches) <= 2 * 7 < 3 * 7 < boundaries(plain.batches())
+    assert batches == BucketBatchSampler(lengths, 8, shuffle=True, seed=1, multiplier=4, groups=groups).batches()
+    with pytest.raises(ValueError, match="199 groups for 200 examples"):
+        BucketBatchSampler(lengths, 8, shuffle=True, groups=groups[:199])
+
+
 def test_run_lowers_loss_learns_and_is_deterministic(tmp_path, tiny_backbone):
     config = load_config(run_config(tmp_path, tiny_backbone))
     first = Experiment(config).run()

@@ -386,6 +386,10 @@ class ModularConfig(StrategyBase):
         None, gt=0.5, lt=1, description="gate: leave the previous model only for a route whose dev gain over it is "
         "positive at this one-sided paired-bootstrap confidence (e.g. 0.9); none: any dev gain is enough")
     group_seed: int = Field(0, description="laft_random: seed of the random assignment")
+    batches_by_route: Flag = Field(
+        False, description="training batches hold one route each where they can (each shuffled chunk sorted by route, "
+        "then length): the adapted layers run once per batch instead of once per route in it; the batches differ "
+        "from the default's, so the result does too")
 
     @property
     def gated(self) -> bool:

@@ -12,12 +12,17 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Shuffle, cut into chunks of ``batch_size * multiplier`` examples, sort each chunk by length,
     batch it, and shuffle the batches; the one short batch (if any) goes last. The order depends only on
     (seed, epoch), so an interrupted epoch resumes with the same batches. Without ``shuffle``
-    (evaluation) examples are simply sorted by length.
+    (evaluation) examples are simply sorted by length. With ``groups`` (one key per example) each chunk is sorted
+    by group first, so that most batches hold one group (a batch at a group's boundary holds two); the number of
+    batches stays the same.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0,
-                 multiplier: int = 50):
+                 multiplier: int = 50, groups: Sequence[str] | None = None):
         self.lengths = list(lengths)
+        self.groups = list(groups) if groups is not None else None
+        if self.groups is not None and len(self.groups) != len(self.lengths):
+            raise ValueError(f"{len(self.groups)} groups for {len(self.lengths)} examples")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -36,12 +41,15 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         chunk = self.batch_size * self.multiplier
         batches = []
         for start in range(0, n, chunk):
-            part = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
+            part = sorted(order[start:start + chunk], key=self._key)
             batches += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
         permutation = torch.randperm(len(batches), generator=generator).tolist()
         # Under `accelerate launch` the loader splits each batch across processes and treats only the
         # last batch as possibly short: a short batch elsewhere would be silently dropped.
         return sorted((batches[i] for i in permutation), key=lambda batch: len(batch) < self.batch_size)
+
+    def _key(self, i: int):
+        return self.lengths[i] if self.groups is None else (self.groups[i], self.lengths[i])
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())

@@ -9,7 +9,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -159,7 +159,7 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
           seed: int, dev: dict | None = None, checkpoint_dir: Path | None = None, resume: bool = False,
           description: str = "train", on_step: Callable[[int], None] | None = None,
           loss_fn: Callable[[torch.nn.Module, dict, object], torch.Tensor] | None = None,
-          tracking: Tracking | None = None) -> TrainResult:
+          tracking: Tracking | None = None, batch_groups: Sequence[str] | None = None) -> TrainResult:
     """Train ``model`` (its trainable parameters) on ``train_features``; pick the best epoch on ``dev``.
 
     With ``checkpoint_dir`` the loop checkpoints every ``checkpoint_every_steps`` optimizer steps and at
@@ -167,6 +167,7 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     uninterrupted run (the batch order depends only on seed and epoch, and the RNG state is restored).
     ``loss_fn(model, batch, output)`` replaces the model's own loss (regularised strategies add terms).
     With ``tracking`` each optimizer step logs the loss and learning rate to the run's trackers.
+    ``batch_groups`` (a key per training example) makes most batches hold one key (:class:`BucketBatchSampler`).
     """
     if config.batch_size % accelerator.num_processes:
         raise CMLError(f"{description}: batch_size {config.batch_size} is the global batch, split across "
@@ -175,7 +176,7 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     latest = checkpoint_dir / "latest" if checkpoint_dir else None
     best_dir = checkpoint_dir / "best" if checkpoint_dir else None
     sampler = BucketBatchSampler([len(f["input_ids"]) for f in train_features], config.batch_size,
-                                 shuffle=True, seed=seed, multiplier=config.bucket_multiplier)
+                                 shuffle=True, seed=seed, multiplier=config.bucket_multiplier, groups=batch_groups)
     # The loader gets its own generator: by default each epoch's first batch draws a seed from the global
     # RNG, which would shift the dropout stream of a run resumed mid-epoch.
     loader = torch.utils.data.DataLoader(train_features, batch_sampler=sampler, collate_fn=task.batch,

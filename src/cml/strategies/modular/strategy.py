@@ -76,9 +76,11 @@ class ModularStrategy(Strategy):
         keeping = self.config.lora.cache_frozen_layers
         with model.kept_prefix(ctx.task, [train_features, *gate_inputs], training.eval_batch_size) \
                 if keeping else nullcontext():
+            by_route = ([route_name(model.routes[f["lang"]]) for f in train_features]
+                        if self.config.batches_by_route else None)
             result = train(model, ctx.task, train_features, training, accelerator=ctx.accelerator,
                            seed=ctx.seed, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
-                           description=f"{self.name}/{ctx.stage.name}", tracking=ctx.tracking)
+                           description=f"{self.name}/{ctx.stage.name}", tracking=ctx.tracking, batch_groups=by_route)
             model = ctx.accelerator.unwrap_model(model)
             train_only(model, [])
             self.deployed_modules = trained_modules(model)
