@@ -17,7 +17,8 @@ Each figure is a ratio of two measurements of the same repeat (the machine is no
 repeat's seconds, and each figure's median and range. The update starts from the stream's model with a fresh
 head (stage 0 is not trained: speed does not depend on what the weights learnt, but early stopping would,
 so the epochs each update ran are recorded). ``--limit N`` keeps each update language's first N examples (both
-strategies get the same). ``--modular LABEL`` times another of the stream's laft_uriel or laft_replay entries (a
+strategies get the same; a laft_replay entry adds its memory, which ``--limit`` does not cut, and the JSON's
+``update.memory_examples`` counts it). ``--modular LABEL`` times another of the stream's laft_uriel or laft_replay entries (a
 variant, e.g. ``laft_uriel_top4``) in laft_uriel's place; the JSON names it under ``modular_strategy`` and the
 table's stream cell shows it. A laft_replay entry also trains on its memory of stage 0's examples, and its work is
 counted so. Writes ``benchmarks/results/speed-<stream>.json`` (``speed-<stream>-<LABEL>.json`` for a variant).
@@ -151,6 +152,7 @@ def measure_repeat(experiment, base, strategy_configs: dict, inference_features:
         records[name] = record
         if hasattr(strategy, "training_data"):  # the modular role: its data once more (a memory is not redrawn)
             trained[name] = strategy.training_data(ctx)[1]
+            updates[name]["memory_examples"] = len(trained[name]) - len(ctx.train_features)
     batch_size = experiment.training_config(1).eval_batch_size
     single = timed_predict(models["full_finetune"], experiment.task, inference_features, batch_size)
     routed = timed_predict(models["laft_uriel"], experiment.task, inference_features, batch_size)
@@ -214,6 +216,7 @@ def measured(args: argparse.Namespace) -> dict:
     return {"stream": name, "modular_strategy": args.modular, "config": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
             "update": {"stage": update.name, "languages": list(update.languages),
                        "examples": sum(len(rows) for rows in update.train.values()),
+                       "memory_examples": repeats[0]["updates"]["laft_uriel"]["memory_examples"],
                        "epochs": experiment.training_config(1).epochs, "limit": args.limit},
             "inference_examples": len(mixed),
             "figures": {figure: spread([r["figures"][figure] for r in repeats]) for figure in FIGURES},

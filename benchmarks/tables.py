@@ -5,7 +5,7 @@
     python benchmarks/tables.py v2-headline   # the README's results: per v2 stream, from v2-<stream>.json
 
 Reads ``benchmarks/results/*.json`` only (no torch), so it runs in well under a second. The tables are
-quoted in docs/benchmarks.md between generated-block markers; ``python benchmarks/docs.py`` writes them there and
+quoted in docs/benchmarks.md and the README between generated-block markers; ``python benchmarks/docs.py`` writes them there and
 ``--check`` fails when they differ.
 """
 
@@ -136,12 +136,13 @@ def scale_table(results: Path = RESULTS) -> list[str]:
 def v2_headline_table(results: Path = RESULTS) -> list[str]:
     """Per v2 stream measured: how many languages full fine-tuning degraded significantly on each seed (the
     problem), then two rows against it: the strategy the project recommends (the JSON's ``default_strategy``) and
-    the best protector, the highest aggregate among the strategies that ran on every seed and degraded no language
-    significantly on any (``none`` where there is none). Streams not measured yet are named below the table."""
+    the best protector, the highest aggregate among the strategies that ran on every one of the stream's seeds and
+    degraded no language significantly on any (``none`` where there is none); the strategies that ran on fewer
+    seeds are named below the table. Streams not measured yet are named there too."""
     header = ["stream", "seeds", "FT sig. degraded", "strategy", "sig. degraded", "sig. improved",
               "after - FT (pt)", "improved vs FT (pp)", "loss reduction vs FT"]
     lines = ["| " + " | ".join(header) + " |", "|---|---|---:|---|" + "---:|" * (len(header) - 4)]
-    missing, default = [], None
+    missing, partial, default = [], {}, None
     for benchmark, title in V2_STREAMS.items():
         path = results / f"v2-{benchmark}.json"
         if not path.is_file():
@@ -152,28 +153,40 @@ def v2_headline_table(results: Path = RESULTS) -> list[str]:
         for stream in table["streams"]:
             seeds, strategies = stream["seeds"], stream["strategies"]
             per_seed = [stream["per_seed"][str(seed)] for seed in seeds]
-            problem = ", ".join(str(stream["problem"]["per_seed"][str(seed)]["n_significant_degraded"])
+            problem_seeds = (stream.get("problem") or {}).get("per_seed") or {}
+            problem = ", ".join(str(problem_seeds.get(str(seed), {}).get("n_significant_degraded", "?"))
                                 for seed in seeds)
-            everywhere = [name for name, figures in strategies.items()
-                          if name not in table["references"] and figures["n_significant_degraded"]["n"] == len(seeds)
-                          and all(seed_rows[name]["n_significant_degraded"] == 0 for seed_rows in per_seed)]
+            ran = {name: [seed for seed, rows in zip(seeds, per_seed) if name in rows] for name in strategies}
+            for name, on in ran.items():
+                if len(on) < len(seeds):
+                    partial.setdefault(f"{title} {stream['update_kind']}", []).append(
+                        f"`{name}` (seed{'s' if len(on) > 1 else ''} {' '.join(map(str, on))})")
+            everywhere = [name for name, on in ran.items()
+                          if name not in table["references"] and len(on) == len(seeds)
+                          and all(rows[name].get("n_significant_degraded") == 0 for rows in per_seed)]
             best = max(everywhere, key=lambda name: strategies[name]["versus"][REFERENCE]["aggregate_after_pp"]["mean"],
                        default=None)
             for role, name in (("default", default), ("best protector", best)):
                 cells = [f"{title} {stream['update_kind']}", " ".join(map(str, seeds)), problem]
-                if name is None:
-                    lines.append("| " + " | ".join([*cells, f"{role}: none", *[""] * 5]) + " |")
+                if name not in strategies:
+                    lines.append("| " + " | ".join([*cells, f"{role}: " + ("none" if name is None else
+                                                                           f"`{name}` not run"), *[""] * 5]) + " |")
                     continue
-                figures, versus = strategies[name], strategies[name]["versus"][REFERENCE]
+                figures, versus = strategies[name], strategies[name].get("versus", {}).get(REFERENCE, {})
                 label = f"{role}: `{name}`" + (" †" if name in marked else "")
                 lines.append("| " + " | ".join([
-                    *cells, label, spread(figures["n_significant_degraded"], "{:.1f}"),
-                    spread(figures["n_significant_improved"], "{:.1f}"),
-                    spread(versus["aggregate_after_pp"], "{:+.2f}"), spread(versus["improved_share_gain_pp"], "{:+.1f}"),
-                    spread(versus["loss_magnitude_reduction"], "{:.0%}")]) + " |")
+                    *cells, label, spread(figures.get("n_significant_degraded"), "{:.1f}"),
+                    spread(figures.get("n_significant_improved"), "{:.1f}"),
+                    spread(versus.get("aggregate_after_pp"), "{:+.2f}"),
+                    spread(versus.get("improved_share_gain_pp"), "{:+.1f}"),
+                    spread(versus.get("loss_magnitude_reduction"), "{:.0%}")]) + " |")
     if default is not None:
         lines += ["", f"FT: `{REFERENCE}`. Mean ± std over the seeds; † a variant added after seeing results. The "
-                      f"paper's figures for LAFT-URIEL against full fine-tuning: +25 pp improved, -78% mean loss."]
+                      f"paper's figures for LAFT-URIEL against full fine-tuning: +25 pp improved share, 78% loss "
+                      f"reduction (mean loss magnitude)."]
+    if partial:
+        lines += ["", "Run on fewer seeds, so not candidates for best protector: " + "; ".join(
+            f"{stream}: {', '.join(names)}" for stream, names in partial.items()) + "."]
     if missing:
         lines += ["", "Not measured yet: " + ", ".join(missing) + "."]
     return lines

@@ -99,8 +99,14 @@ def test_the_v2_headline_names_the_default_and_the_best_strategy_that_degraded_n
     assert "default: `laft_uriel` | 0.3 ± 0.0" in rows[0]
     # laft_uriel lost a language on seed 1 and one_seed ran once: the best protector is the late variant, marked
     assert "best protector: `late` † | 0.0 ± 0.0 | 1.0 ± 0.0 | +0.20 ± 0.00 | +5.0 ± 0.0 | 50% ± 0%" in rows[1]
+    assert lines[-3] == "Run on fewer seeds, so not candidates for best protector: UD POS subset: `one_seed` (seed 0)."
     assert lines[-1] == "Not measured yet: PUD POS, lemmatisation."
 
     table = v2_table({"full_finetune": [3, 5, 6], "laft_uriel": [1, 1, 0]}, {})
     (tmp_path / "v2-ud_pos.json").write_text(json.dumps(table), encoding="utf-8")
     assert "best protector: none" in tables.v2_headline_table(tmp_path)[3]
+    table = v2_table({"full_finetune": [3, 5, 6], "lora": [0, 0, 0]}, {}, default="laft_replay")
+    del table["streams"][0]["problem"]
+    (tmp_path / "v2-ud_pos.json").write_text(json.dumps(table), encoding="utf-8")
+    rows = tables.v2_headline_table(tmp_path)[2:4]  # a default the stream did not run, no problem record
+    assert "| ?, ?, ? | default: `laft_replay` not run |" in rows[0] and "best protector: `lora`" in rows[1]

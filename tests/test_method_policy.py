@@ -238,10 +238,12 @@ def test_the_default_group_count_is_a_third_at_least_two_at_most_the_languages()
 
 def test_batches_by_route_gives_the_trainer_each_examples_route(tmp_path, tiny_backbone):
     """With ``batches_by_route`` the modules train on batches of one route where they can: the trainer gets each
-    training example's route (memory included) as its batch group; without it, none."""
+    training example's route (memory included) as its batch group and its sampler sorts by it; without it, none.
+    Off, the option is not in a stage's settings, so stages saved before it existed stay reusable."""
     import cml.strategies.modular.strategy as modular
+    import cml.training.trainer as trainer
     from cml.config import load_config
-    from cml.experiment import Experiment
+    from cml.experiment import Experiment, strategy_settings
     from cml.routing import RoutedModel, route_name
     from cml.strategies import make_strategy
 
@@ -263,11 +265,21 @@ def test_batches_by_route_gives_the_trainer_each_examples_route(tmp_path, tiny_b
             assert groups == [route_name(model.routes[f["lang"]]) for f in features]
         return real(model, task, features, training, **kwargs)
 
+    sampled = []
+
+    class Recording(trainer.BucketBatchSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sampled.append(self.groups)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(modular, "train", spy)
+        patch.setattr(trainer, "BucketBatchSampler", Recording)
         for strategy_config in config.strategies:
             strategy = make_strategy(strategy_config)
             _, record = strategy.update(copy.deepcopy(previous), experiment.context(strategy.name, 1))
     assert seen["laft_replay"] is None
     assert sorted(set(seen["by_route"])) == sorted(record["modules"]) and len(set(seen["by_route"])) == 2
-
+    assert sampled == [None, seen["by_route"]]
+    assert "batches_by_route" not in strategy_settings(config.strategies[0])
+    assert strategy_settings(config.strategies[1])["batches_by_route"] is True

@@ -381,6 +381,8 @@ def test_the_speed_benchmark_times_a_laft_uriel_variant_in_its_place(tmp_path, t
     rehearsed = reports["laft_rehearsing"]["repeats"][0]["updates"]["laft_uriel"]["examples_seen"]
     assert rehearsed > reports["laft_top"]["repeats"][0]["updates"]["laft_uriel"]["examples_seen"]
     assert floors["laft_rehearsing"] > floors["laft_top"]
+    assert reports["laft_top"]["update"]["memory_examples"] == 0
+    assert reports["laft_rehearsing"]["update"]["memory_examples"] == 3 * 4  # 4 per language of stage 0's three
     assert speed.table([reports["laft_top"]])[1][0][0] == "tiny (laft_top)"
     for wrong in ("no_update", "laft_missing"):
         with pytest.raises(SystemExit, match=wrong):

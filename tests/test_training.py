@@ -41,6 +41,7 @@ def test_bucket_sampler_with_groups_keeps_each_group_in_its_own_batches():
     batches = grouped.batches()
     assert sorted(i for batch in batches for i in batch) == list(range(200))
     assert len(batches) == len(plain.batches()) == len(grouped)
+
     def boundaries(batches):  # how many group changes fall inside batches
         return sum(len({groups[i] for i in batch}) - 1 for batch in batches)
 

@@ -112,7 +112,21 @@ def stage_settings(config: ExperimentConfig, stream: Stream, index: int, strateg
             "seed": config.seed,
             # it picks the best epoch and is what the stage record's scores hold
             "primary_metric": config.evaluation.primary_metric,
-            "strategy": strategy_config.model_dump(mode="json") if strategy_config is not None else None}
+            "strategy": strategy_settings(strategy_config) if strategy_config is not None else None}
+
+
+def strategy_settings(strategy_config) -> dict:
+    """A strategy's config as a stage's settings hold it. Options added since runs were saved enter only when they
+    are on: off, they change nothing, and a stage saved before they existed (without the key) stays reusable."""
+    settings = strategy_config.model_dump(mode="json")
+    for option in ADDED_OPTIONS:
+        if settings.get(option) is False:
+            del settings[option]
+    return settings
+
+
+ADDED_OPTIONS = ("batches_by_route",)
+"""Strategy options that default to off and came after stages were saved without them."""
 
 
 class Experiment:
