@@ -19,6 +19,11 @@ from pathlib import Path
 from cml.evaluation.cml_metrics import REFERENCE
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "benchmarks") not in sys.path:  # the quality package lies beside this script, which tests load by path
+    sys.path.insert(0, str(REPO / "benchmarks"))
+
+from quality.tables import mean_and_std  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results"
 QUALITY = ("sib200", "pud_pos", "lemmatization")  # v1's benchmarks, in the order of suite.yaml
 STREAM_NAMES = {"sib200": "SIB-200", "pud_pos": "PUD POS", "lemmatization": "lemmatisation"}
@@ -193,13 +198,8 @@ def v2_headline_table(results: Path = RESULTS) -> list[str]:
 
 
 def spread(figure: dict | None, form: str) -> str:
-    """A figure over seeds as ``mean ± std`` (the mean alone from one seed), ``—`` where it is undefined."""
-    if figure is None or figure.get("mean") is None:
-        return "—"
-    text = form.format(figure["mean"])
-    if figure.get("std") is not None and figure.get("n", 1) > 1:
-        text += " ± " + form.format(figure["std"]).lstrip("+")
-    return text
+    """A figure over seeds as the quality tables write it (``mean ± std``), ``—`` where it is undefined."""
+    return "—" if figure is None or figure.get("mean") is None else mean_and_std(figure, 1, form)
 
 
 TABLES = {"targets": targets_table, "scale": scale_table, "v2-headline": v2_headline_table}

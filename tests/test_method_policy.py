@@ -106,29 +106,24 @@ def test_an_update_leaves_the_languages_it_routes_to_the_previous_model_bit_for_
     assert not torch.allclose(logits(updated, ["hin"]), logits(previous, ["hin"]), atol=1e-4)
 
 
-def test_laft_replay_trains_every_groups_module_on_its_memory_and_the_gate_routes_each_language(tmp_path,
-                                                                                                   tiny_backbone):
-    """An update on Hindi alone: laft_uriel trains hin's group's module only, laft_replay also the other group's
-    (deu and fra, on their memory of stage-0 examples), records that memory, and offers deu and fra their own
-    module, which the gate takes only where dev improves. A saved stage's memory is what a resumed run continues."""
+def updates_watched(tmp_path, tiny_backbone, strategies: str, epochs: int, watch):
+    """Stage 0 of the tiny run, then each of ``strategies`` (a YAML list) updating it, with ``watch(model, features,
+    description, **train's other keywords)`` called as each update trains (description: the strategy's name).
+    Returns the config, the experiment, the model after stage 0, and each strategy's update record."""
     import cml.strategies.modular.strategy as modular
     from cml.config import load_config
     from cml.experiment import Experiment
     from cml.routing import RoutedModel
     from cml.strategies import make_strategy
 
-    path = run_config(tmp_path, tiny_backbone, epochs=2)
-    lora = "{r: 4, target_modules: [query, value]}"
-    config = load_config(path, [f"strategies=[{{method: laft_uriel, n_groups: 2, lora: {lora}}}, "
-                                f"{{method: laft_replay, n_groups: 2, per_language: 5, lora: {lora}}}]"])
+    config = load_config(run_config(tmp_path, tiny_backbone, epochs=epochs), [f"strategies={strategies}"])
     experiment = Experiment(config)
     previous = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
     experiment.initial_stage(previous, ())
-    trained = {}
     real = modular.train
 
     def spy(model, task, features, training, **kwargs):
-        trained[kwargs["description"].split("/")[0]] = (sorted({f["lang"] for f in features}), len(features))
+        watch(model, features, **{**kwargs, "description": kwargs["description"].split("/")[0]})
         return real(model, task, features, training, **kwargs)
 
     records = {}
@@ -137,6 +132,25 @@ def test_laft_replay_trains_every_groups_module_on_its_memory_and_the_gate_route
         for strategy_config in config.strategies:
             strategy = make_strategy(strategy_config)
             _, records[strategy.name] = strategy.update(copy.deepcopy(previous), experiment.context(strategy.name, 1))
+    return config, experiment, previous, records
+
+
+def test_laft_replay_trains_every_groups_module_on_its_memory_and_the_gate_routes_each_language(tmp_path,
+                                                                                                   tiny_backbone):
+    """An update on Hindi alone: laft_uriel trains hin's group's module only, laft_replay also the other group's
+    (deu and fra, on their memory of stage-0 examples), records that memory, and offers deu and fra their own
+    module, which the gate takes only where dev improves. A saved stage's memory is what a resumed run continues."""
+    from cml.strategies import make_strategy
+
+    trained = {}
+
+    def spy(model, features, description, **kwargs):
+        trained[description] = (sorted({f["lang"] for f in features}), len(features))
+
+    lora = "{r: 4, target_modules: [query, value]}"
+    config, experiment, previous, records = updates_watched(
+        tmp_path, tiny_backbone, f"[{{method: laft_uriel, n_groups: 2, lora: {lora}}}, "
+                                 f"{{method: laft_replay, n_groups: 2, per_language: 5, lora: {lora}}}]", 2, spy)
     plain, rehearsed = records["laft_uriel"], records["laft_replay"]
     groups = plain["groups"]
     assert groups == rehearsed["groups"] and groups["deu"] == groups["fra"] != groups["hin"]  # the case's premise
@@ -240,30 +254,16 @@ def test_batches_by_route_gives_the_trainer_each_examples_route(tmp_path, tiny_b
     """With ``batches_by_route`` the modules train on batches of one route where they can: the trainer gets each
     training example's route (memory included) as its batch group and its sampler sorts by it; without it, none.
     Off, the option is not in a stage's settings, so stages saved before it existed stay reusable."""
-    import cml.strategies.modular.strategy as modular
     import cml.training.trainer as trainer
-    from cml.config import load_config
-    from cml.experiment import Experiment, strategy_settings
-    from cml.routing import RoutedModel, route_name
-    from cml.strategies import make_strategy
+    from cml.experiment import strategy_settings
+    from cml.routing import route_name
 
-    path = run_config(tmp_path, tiny_backbone, epochs=1)
-    lora = "{r: 4, target_modules: [query, value]}"
-    config = load_config(path, [f"strategies=[{{method: laft_replay, n_groups: 2, per_language: 5, lora: {lora}}}, "
-                                f"{{method: laft_replay, name: by_route, n_groups: 2, per_language: 5, "
-                                f"batches_by_route: true, lora: {lora}}}]"])
-    experiment = Experiment(config)
-    previous = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
-    experiment.initial_stage(previous, ())
     seen = {}
-    real = modular.train
 
-    def spy(model, task, features, training, **kwargs):
-        groups = kwargs["batch_groups"]
-        seen[kwargs["description"].split("/")[0]] = groups
-        if groups is not None:
-            assert groups == [route_name(model.routes[f["lang"]]) for f in features]
-        return real(model, task, features, training, **kwargs)
+    def spy(model, features, description, batch_groups, **kwargs):
+        seen[description] = batch_groups
+        if batch_groups is not None:
+            assert batch_groups == [route_name(model.routes[f["lang"]]) for f in features]
 
     sampled = []
 
@@ -272,14 +272,15 @@ def test_batches_by_route_gives_the_trainer_each_examples_route(tmp_path, tiny_b
             super().__init__(*args, **kwargs)
             sampled.append(self.groups)
 
+    lora = "{r: 4, target_modules: [query, value]}"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(modular, "train", spy)
         patch.setattr(trainer, "BucketBatchSampler", Recording)
-        for strategy_config in config.strategies:
-            strategy = make_strategy(strategy_config)
-            _, record = strategy.update(copy.deepcopy(previous), experiment.context(strategy.name, 1))
+        config, _, _, records = updates_watched(
+            tmp_path, tiny_backbone, f"[{{method: laft_replay, n_groups: 2, per_language: 5, lora: {lora}}}, "
+                                     f"{{method: laft_replay, name: by_route, n_groups: 2, per_language: 5, "
+                                     f"batches_by_route: true, lora: {lora}}}]", 1, spy)
     assert seen["laft_replay"] is None
-    assert sorted(set(seen["by_route"])) == sorted(record["modules"]) and len(set(seen["by_route"])) == 2
-    assert sampled == [None, seen["by_route"]]
+    assert sorted(set(seen["by_route"])) == sorted(records["by_route"]["modules"]) and len(set(seen["by_route"])) == 2
+    assert sampled == [None, None, seen["by_route"]]  # stage 0's training, then the two updates
     assert "batches_by_route" not in strategy_settings(config.strategies[0])
     assert strategy_settings(config.strategies[1])["batches_by_route"] is True

@@ -13,8 +13,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
     batch it, and shuffle the batches; the one short batch (if any) goes last. The order depends only on
     (seed, epoch), so an interrupted epoch resumes with the same batches. Without ``shuffle``
     (evaluation) examples are simply sorted by length. With ``groups`` (one key per example) each chunk is sorted
-    by group first, so that most batches hold one group (a batch at a group's boundary holds two); the number of
-    batches stays the same.
+    by group first, so that most batches hold one group (a batch at a group's boundary holds two or more, where a
+    small group has fewer than a batch of examples in the chunk); the number of batches stays the same.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0,
