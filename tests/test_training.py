@@ -162,15 +162,22 @@ def test_a_resume_after_the_early_stopping_checkpoint_trains_no_further(tmp_path
     assert (result.epochs_run, len(result.dev_history), result.bad_epochs) == (2, 2, 1)
 
 
-@pytest.mark.parametrize("family", ["classification", "tagging"])
-def test_each_family_lowers_the_loss(tiny_backbone, family):
+def topic_examples(n: int = 24) -> list[Example]:
+    """German examples of the tiny vocabulary's topics, labelled both ways (topic; a tag per token)."""
     from tiny import TOPICS, words
     examples = []
-    for i in range(24):
+    for i in range(n):
         topic = TOPICS[i % 3]
         tokens = (words("deu", topic)[i % 4], f"deuw{i % 6}", words("deu", topic)[(i + 1) % 4])
         examples.append(Example(str(i), "deu", text=" ".join(tokens), label=topic, tokens=tokens,
                                 tags=("X", "O", "X")))
+    return examples
+
+
+@pytest.mark.parametrize("family", ["classification", "tagging"])
+def test_each_family_lowers_the_loss(tiny_backbone, family):
+    from tiny import TOPICS
+    examples = topic_examples()
     labels = list(TOPICS) if family == "classification" else ["O", "X"]
     task = make_task(ExperimentConfig.model_fields["task"].annotation(family), labels,
                      ModelConfig(name=tiny_backbone))
@@ -181,6 +188,41 @@ def test_each_family_lowers_the_loss(tiny_backbone, family):
     result = train(model, task, features, config, accelerator=make_accelerator(config), seed=0)
     assert result.epoch_losses[-1] < 0.8 * result.epoch_losses[0]
 
+
+
+def test_training_without_dropout_trains_as_every_dropout_at_zero_would_and_puts_them_back(tiny_backbone):
+    """``dropout: false`` gives the weights of the same model trained with every dropout probability at 0
+    (attention's, which the model reads from its dropout module's probability, included), and leaves the
+    probabilities as they were; with dropout on, the same seed trains to other weights (dropout draws here)."""
+    from tiny import TOPICS
+
+    from cml.experiment import training_settings
+
+    task = make_task(ExperimentConfig.model_fields["task"].annotation("classification"), list(TOPICS),
+                     ModelConfig(name=tiny_backbone))
+    features = task.encode(topic_examples())
+    on = TrainingConfig(epochs=2, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0)
+    off = on.model_copy(update={"dropout": False})
+
+    def trained(probability: float, config: TrainingConfig) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = task.build_model()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = probability
+        train(model, task, features, config, accelerator=make_accelerator(config), seed=0)
+        return model
+
+    def same(a, b) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    without = trained(0.3, off)
+    probabilities = {module.p for module in without.modules() if isinstance(module, torch.nn.Dropout)}
+    assert probabilities == {0.3}
+    assert same(without, trained(0.0, on))
+    assert not same(without, trained(0.3, on))
+    # on (the default) it is not in a stage's settings: stages saved before the option existed stay reusable
+    assert "dropout" not in training_settings(on) and training_settings(off)["dropout"] is False
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_backbone):

@@ -301,6 +301,10 @@ class TrainingConfig(Strict):
     early_stopping_patience: int | None = Field(
         None, gt=0, description="stop after this many epochs without a better dev score")
     select_best: Flag = Field(True, description="end with the weights of the epoch with the best dev score")
+    dropout: Flag = Field(
+        True, description="false: the model's torch.nn.Dropout layers (BERT's attention, hidden and head dropout; "
+        "a LoRA module's) are off while it trains, which on CPU saves drawing their masks, about a tenth of a "
+        "training step (docs/benchmarks.md); a model that applies dropout from plain numbers (BART) keeps it")
     checkpoint_every_steps: int = Field(0, ge=0, description="0: checkpoint at the end of each stage only")
     bucket_multiplier: int = Field(
         50, gt=0, description="length bucketing: sort by length within chunks of this many batches")

@@ -108,7 +108,7 @@ def stage_settings(config: ExperimentConfig, stream: Stream, index: int, strateg
                 for stage in stream.stages[:index + 1]]
     return {"task": config.task.value, "data": config.data.model_dump(mode="json"), "stage_data": data_ids,
             "model": config.model.model_dump(mode="json"), "inputs": inputs,
-            "training": stage_training_config(config, index).model_dump(mode="json"),
+            "training": training_settings(stage_training_config(config, index)),
             "seed": config.seed,
             # it picks the best epoch and is what the stage record's scores hold
             "primary_metric": config.evaluation.primary_metric,
@@ -127,6 +127,20 @@ def strategy_settings(strategy_config) -> dict:
 
 ADDED_OPTIONS = ("batches_by_route",)
 """Strategy options that default to off and came after stages were saved without them."""
+
+
+def training_settings(training: TrainingConfig) -> dict:
+    """A stage's training config as its settings hold it: settings added since runs were saved enter only when
+    they differ from their default (:data:`ADDED_TRAINING_DEFAULTS`), as :func:`strategy_settings` does."""
+    settings = training.model_dump(mode="json")
+    for option, default in ADDED_TRAINING_DEFAULTS.items():
+        if settings.get(option) == default:
+            del settings[option]
+    return settings
+
+
+ADDED_TRAINING_DEFAULTS = {"dropout": True}
+"""Training settings that came after stages were saved without them, with the default those stages ran at."""
 
 
 class Experiment:

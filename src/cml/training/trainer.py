@@ -9,7 +9,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -131,6 +132,21 @@ def _optimizer(model: torch.nn.Module, config: TrainingConfig, new_names: frozen
          for (plain, is_new), params in sorted(groups.items())], lr=config.learning_rate)
 
 
+@contextmanager
+def without_dropout(model: torch.nn.Module) -> Iterator[None]:
+    """Every dropout of ``model`` off while the block runs, then back as it was. Its probability goes to 0 rather
+    than the module to eval mode: attention takes its dropout from the probability (``training.dropout``)."""
+    modules = [module for module in model.modules() if isinstance(module, torch.nn.Dropout)]
+    probabilities = [module.p for module in modules]
+    for module in modules:
+        module.p = 0.0
+    try:
+        yield
+    finally:
+        for module, probability in zip(modules, probabilities):
+            module.p = probability
+
+
 def _readable_checkpoint(latest: Path, best: Path, description: str) -> dict | None:
     """The in-progress checkpoint's state if it (and the best epoch's weights beside it) can be read back; a
     truncated or corrupt one is reported and the stage restarts from its beginning, which gives the same
@@ -222,80 +238,81 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
     # only a checkpoint at an epoch boundary can say the training is over (all steps, or early stopping).
     patience_spent = bool(config.early_stopping_patience) and result.bad_epochs >= config.early_stopping_patience
     done = skip_batches == 0 and (result.steps >= total_steps or patience_spent)
-    for epoch in range(start_epoch, config.epochs):
-        if done:
-            break
-        epoch_loader = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
-        # Accelerate's loader re-sets the sampler's epoch to its own iteration count at each iter(), which
-        # restarts at 0 in a resumed process: give it the true epoch first.
-        epoch_loader.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        if rng_states is not None:
-            _restore_rng_states(rng_states, accelerator)
-            rng_states = None
-        progress = tqdm(epoch_loader, desc=f"{description} epoch {epoch + 1}/{config.epochs}",
-                        initial=skip_batches, total=batches_per_epoch, leave=False,
-                        disable=not accelerator.is_local_main_process)
-        losses, started = (resumed_losses if epoch == start_epoch else []), time.perf_counter()
-        for index, batch in enumerate(progress if result.steps < total_steps else (), start=skip_batches):
-            with accelerator.accumulate(model):
-                output = model(**batch)
-                loss = loss_fn(model, batch, output) if loss_fn else output.loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    if config.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-            # Each process holds its share of the batch: sum over processes (a no-op on one) to log the
-            # whole batch's mean loss (the mean of the shares' means; equal shares, as split_batches makes
-            # them) and count every example seen.
-            share = torch.tensor([loss.item(), len(batch["input_ids"])], device=accelerator.device)
-            total_loss, seen = accelerator.reduce(share, "sum").tolist()
-            losses.append(total_loss / accelerator.num_processes)
-            result.examples_seen += int(seen)
-            if accelerator.sync_gradients:
-                result.steps += 1
-                if tracking is not None:
-                    tracking.log({"train/loss": losses[-1], "train/lr": scheduler.get_last_lr()[0]}, result.steps)
-                if on_step:
-                    on_step(result.steps)
-                if config.checkpoint_every_steps and result.steps % config.checkpoint_every_steps == 0:
-                    result.train_seconds += time.perf_counter() - started
-                    started = time.perf_counter()
-                    checkpoint(epoch, index + 1, losses)
-            elapsed = result.train_seconds + time.perf_counter() - started
-            progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}",
-                                 ex_s=f"{result.examples_seen / max(elapsed, 1e-9):.1f}")
-            if result.steps >= total_steps:
-                done = True
+    with nullcontext() if config.dropout else without_dropout(model):
+        for epoch in range(start_epoch, config.epochs):
+            if done:
                 break
-        progress.close()
-        result.train_seconds += time.perf_counter() - started
-        skip_batches = 0
-        result.epochs_run = epoch + 1
-        result.epoch_losses.append(sum(losses) / max(len(losses), 1))
-        if dev:
-            # Every process scores the whole dev set with the same weights, so all of them pick the
-            # same best epoch and early stop together, with no communication.
-            score = mean_primary(task, evaluate_languages(accelerator.unwrap_model(model), task, dev,
-                                                          config.eval_batch_size))
-            result.dev_history.append(score)
-            log.info("%s epoch %d: loss %.4f, dev %s %.4f", description, epoch + 1, result.epoch_losses[-1],
-                     task.primary_metric, score)
-            if result.best_dev is None or score > result.best_dev:
-                result.best_dev, result.best_epoch, result.bad_epochs = score, epoch + 1, 0
-                if config.select_best:
-                    best_weights = trainable_state(accelerator.unwrap_model(model))
-                    if best_dir is not None and accelerator.is_main_process:
-                        save_checkpoint(best_dir, best_weights, {"epoch": epoch + 1, "dev": score})
-            else:
-                result.bad_epochs += 1
-        checkpoint(epoch + 1, 0, [])
-        if config.early_stopping_patience and result.bad_epochs >= config.early_stopping_patience:
-            log.info("%s: early stop after epoch %d (best epoch %s)", description, epoch + 1, result.best_epoch)
-            break
+            epoch_loader = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+            # Accelerate's loader re-sets the sampler's epoch to its own iteration count at each iter(), which
+            # restarts at 0 in a resumed process: give it the true epoch first.
+            epoch_loader.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            if rng_states is not None:
+                _restore_rng_states(rng_states, accelerator)
+                rng_states = None
+            progress = tqdm(epoch_loader, desc=f"{description} epoch {epoch + 1}/{config.epochs}",
+                            initial=skip_batches, total=batches_per_epoch, leave=False,
+                            disable=not accelerator.is_local_main_process)
+            losses, started = (resumed_losses if epoch == start_epoch else []), time.perf_counter()
+            for index, batch in enumerate(progress if result.steps < total_steps else (), start=skip_batches):
+                with accelerator.accumulate(model):
+                    output = model(**batch)
+                    loss = loss_fn(model, batch, output) if loss_fn else output.loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        if config.max_grad_norm:
+                            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad()
+                # Each process holds its share of the batch: sum over processes (a no-op on one) to log the
+                # whole batch's mean loss (the mean of the shares' means; equal shares, as split_batches makes
+                # them) and count every example seen.
+                share = torch.tensor([loss.item(), len(batch["input_ids"])], device=accelerator.device)
+                total_loss, seen = accelerator.reduce(share, "sum").tolist()
+                losses.append(total_loss / accelerator.num_processes)
+                result.examples_seen += int(seen)
+                if accelerator.sync_gradients:
+                    result.steps += 1
+                    if tracking is not None:
+                        tracking.log({"train/loss": losses[-1], "train/lr": scheduler.get_last_lr()[0]}, result.steps)
+                    if on_step:
+                        on_step(result.steps)
+                    if config.checkpoint_every_steps and result.steps % config.checkpoint_every_steps == 0:
+                        result.train_seconds += time.perf_counter() - started
+                        started = time.perf_counter()
+                        checkpoint(epoch, index + 1, losses)
+                elapsed = result.train_seconds + time.perf_counter() - started
+                progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}",
+                                     ex_s=f"{result.examples_seen / max(elapsed, 1e-9):.1f}")
+                if result.steps >= total_steps:
+                    done = True
+                    break
+            progress.close()
+            result.train_seconds += time.perf_counter() - started
+            skip_batches = 0
+            result.epochs_run = epoch + 1
+            result.epoch_losses.append(sum(losses) / max(len(losses), 1))
+            if dev:
+                # Every process scores the whole dev set with the same weights, so all of them pick the
+                # same best epoch and early stop together, with no communication.
+                score = mean_primary(task, evaluate_languages(accelerator.unwrap_model(model), task, dev,
+                                                              config.eval_batch_size))
+                result.dev_history.append(score)
+                log.info("%s epoch %d: loss %.4f, dev %s %.4f", description, epoch + 1, result.epoch_losses[-1],
+                         task.primary_metric, score)
+                if result.best_dev is None or score > result.best_dev:
+                    result.best_dev, result.best_epoch, result.bad_epochs = score, epoch + 1, 0
+                    if config.select_best:
+                        best_weights = trainable_state(accelerator.unwrap_model(model))
+                        if best_dir is not None and accelerator.is_main_process:
+                            save_checkpoint(best_dir, best_weights, {"epoch": epoch + 1, "dev": score})
+                else:
+                    result.bad_epochs += 1
+            checkpoint(epoch + 1, 0, [])
+            if config.early_stopping_patience and result.bad_epochs >= config.early_stopping_patience:
+                log.info("%s: early stop after epoch %d (best epoch %s)", description, epoch + 1, result.best_epoch)
+                break
     unwrapped = accelerator.unwrap_model(model)
     if config.select_best and best_weights is not None:
         unwrapped.load_state_dict(best_weights, strict=False)
