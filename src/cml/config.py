@@ -302,9 +302,10 @@ class TrainingConfig(Strict):
         None, gt=0, description="stop after this many epochs without a better dev score")
     select_best: Flag = Field(True, description="end with the weights of the epoch with the best dev score")
     dropout: Flag = Field(
-        True, description="false: the model's torch.nn.Dropout layers (BERT's attention, hidden and head dropout; "
-        "a LoRA module's) are off while it trains, which on CPU saves drawing their masks, about a tenth of a "
-        "training step (docs/benchmarks.md); a model that applies dropout from plain numbers (BART) keeps it")
+        True, description="false: the model's dropout modules (torch.nn.Dropout and its kin: BERT's attention, "
+        "hidden and head dropout; a LoRA module's) are off while it trains, which on CPU saves drawing their masks, "
+        "about a tenth of a training step (docs/benchmarks.md); dropout a model applies from a plain number (T5's "
+        "attention, BART) stays on")
     checkpoint_every_steps: int = Field(0, ge=0, description="0: checkpoint at the end of each stage only")
     bucket_multiplier: int = Field(
         50, gt=0, description="length bucketing: sort by length within chunks of this many batches")

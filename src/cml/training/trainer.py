@@ -136,7 +136,8 @@ def _optimizer(model: torch.nn.Module, config: TrainingConfig, new_names: frozen
 def without_dropout(model: torch.nn.Module) -> Iterator[None]:
     """Every dropout of ``model`` off while the block runs, then back as it was. Its probability goes to 0 rather
     than the module to eval mode: attention takes its dropout from the probability (``training.dropout``)."""
-    modules = [module for module in model.modules() if isinstance(module, torch.nn.Dropout)]
+    # _DropoutNd: the base of Dropout, Dropout1d-3d and the alpha dropouts
+    modules = [module for module in model.modules() if isinstance(module, torch.nn.modules.dropout._DropoutNd)]
     probabilities = [module.p for module in modules]
     for module in modules:
         module.p = 0.0
