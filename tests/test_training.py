@@ -190,7 +190,7 @@ def test_each_family_lowers_the_loss(tiny_backbone, family):
 
 
 
-def test_training_without_dropout_trains_as_every_dropout_at_zero_would_and_puts_them_back(tiny_backbone):
+def test_training_without_dropout_trains_as_every_dropout_at_zero_would_and_puts_them_back(tmp_path, tiny_backbone):
     """``dropout: false`` gives the weights of the same model trained with every dropout probability at 0
     (attention's, which the model reads from its dropout module's probability, included), and leaves the
     probabilities as they were; with dropout on, the same seed trains to other weights (dropout draws here)."""
@@ -223,6 +223,10 @@ def test_training_without_dropout_trains_as_every_dropout_at_zero_would_and_puts
     assert not same(without, trained(0.3, on))
     # on (the default) it is not in a stage's settings: stages saved before the option existed stay reusable
     assert "dropout" not in training_settings(on) and training_settings(off)["dropout"] is False
+    config = load_config(run_config(tmp_path, tiny_backbone))
+    assert "dropout" not in Experiment(config).settings(0)["training"]
+    config.training = off
+    assert Experiment(config).settings(0)["training"]["dropout"] is False
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_backbone):
