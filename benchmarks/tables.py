@@ -142,12 +142,12 @@ def v2_headline_table(results: Path = RESULTS) -> list[str]:
     """Per v2 stream measured: how many languages full fine-tuning degraded significantly on each seed (the
     problem), then two rows against it: the strategy the project recommends (the JSON's ``default_strategy``) and
     the best protector, the highest aggregate among the strategies that ran on every one of the stream's seeds and
-    degraded no language significantly on any (``none`` where there is none); the strategies that ran on fewer
-    seeds are named below the table. Streams not measured yet are named there too."""
+    degraded no language significantly on any (``none`` where there is none). Named below the table: the seeds
+    where the problem is absent, the strategies that ran on fewer seeds, and the streams not measured yet."""
     header = ["stream", "seeds", "FT sig. degraded", "strategy", "sig. degraded", "sig. improved",
               "after - FT (pt)", "improved vs FT (pp)", "loss reduction vs FT"]
     lines = ["| " + " | ".join(header) + " |", "|---|---|---:|---|" + "---:|" * (len(header) - 4)]
-    missing, partial, default = [], {}, None
+    missing, partial, absent, default = [], {}, {}, None
     for benchmark, title in V2_STREAMS.items():
         path = results / f"v2-{benchmark}.json"
         if not path.is_file():
@@ -161,6 +161,9 @@ def v2_headline_table(results: Path = RESULTS) -> list[str]:
             problem_seeds = (stream.get("problem") or {}).get("per_seed") or {}
             problem = ", ".join(str(problem_seeds.get(str(seed), {}).get("n_significant_degraded", "?"))
                                 for seed in seeds)
+            absent_on = [str(seed) for seed in seeds if problem_seeds.get(str(seed), {}).get("present") is False]
+            if absent_on:
+                absent[f"{title} {stream['update_kind']}"] = absent_on
             ran = {name: [seed for seed, rows in zip(seeds, per_seed) if name in rows] for name in strategies}
             for name, on in ran.items():
                 if len(on) < len(seeds):
@@ -189,6 +192,11 @@ def v2_headline_table(results: Path = RESULTS) -> list[str]:
         lines += ["", f"FT: `{REFERENCE}`. Mean ± std over the seeds; † a variant added after seeing results. The "
                       f"paper's figures for LAFT-URIEL against full fine-tuning: +25 pp improved share, 78% loss "
                       f"reduction (mean loss magnitude)."]
+    if absent:
+        lines += ["", "The problem is absent (full fine-tuning degraded fewer than 3 languages significantly), so these "
+                      "rows cannot judge a strategy, on: " + "; ".join(
+                          f"{stream} (seed{'s' if len(on) > 1 else ''} {' '.join(on)})" for stream, on in absent.items())
+                  + "."]
     if partial:
         lines += ["", "Run on fewer seeds, so not candidates for best protector: " + "; ".join(
             f"{stream}: {', '.join(names)}" for stream, names in partial.items()) + "."]
