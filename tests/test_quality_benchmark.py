@@ -210,6 +210,15 @@ def test_quality_benchmark_ledger_keeps_every_seed_once(tmp_path):
     assert merged["per_seed"]["0"] == subset["per_seed"]["0"]
     assert merged["per_seed"]["1"] == {**subset["per_seed"]["1"], **seed_rows(0.7, replay=0.85)}
     assert merged["strategies"]["ewc"]["aggregate_after"]["n"] == 3
+
+    # Two runs that read the table before either recorded (two seeds run at once): the second to record keeps the
+    # first's rows, since it merges into the table as it is then, not as it read it.
+    early, late = Ledger.read(path), Ledger.read(path)
+    early.record({"benchmark": "tiny", "mode": "full"}, {"subset": run_stream({"3": seed_rows(0.5)}, "subset")},
+                 ["subset", "all"], ORDER)
+    both = late.record({"benchmark": "tiny", "mode": "full"}, {"subset": run_stream({"4": seed_rows(0.4)}, "subset")},
+                       ["subset", "all"], ORDER)
+    assert both["streams"][0]["seeds"] == [0, 1, 2, 3, 4]
     accounted = [(seed, strategy) for record in merged["runs"] for seed, strategies in record["strategies"].items()
                  for strategy in strategies]
     assert sorted(accounted) == sorted((seed, strategy) for seed, strategies in merged["per_seed"].items()

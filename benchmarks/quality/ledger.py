@@ -3,7 +3,11 @@ where each lies, read back, and a run's streams merged in and written, keeping e
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,12 +70,29 @@ class Ledger:
         killed here leaves the earlier table whole); returns the table written. Streams of update kinds the run
         did not repeat are kept whole, a repeated one keeps the seeds and strategies the run left out
         (``merged_stream``). ``kinds`` and ``strategies`` give the order, the suite's and the config's."""
-        merged = {**self.streams, **{kind: merged_stream(self.streams.get(kind), stream, strategies, quick)
-                                     for kind, stream in streams.items()}}
-        self.header, self.streams = header, {kind: merged[kind] for kind in in_order(merged, kinds)}
-        table = self.report()
-        write_json(self.path, table)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(self.path.parent):
+            # the table as it is now: another run of this benchmark (another seed) may have recorded since this
+            # one read it, and its rows must be kept
+            self.streams = Ledger.read(self.path).streams
+            merged = {**self.streams, **{kind: merged_stream(self.streams.get(kind), stream, strategies, quick)
+                                         for kind, stream in streams.items()}}
+            self.header, self.streams = header, {kind: merged[kind] for kind in in_order(merged, kinds)}
+            table = self.report()
+            write_json(self.path, table)
         return table
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (``flock`` on the folder itself, so it leaves no file behind), waiting
+    for another holder: runs that record into its tables at the same time take turns."""
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # drops the lock
 
 
 def merged_stream(earlier: dict | None, stream: dict, order: list[str], quick: bool = False) -> dict:
