@@ -116,28 +116,27 @@ def stage_settings(config: ExperimentConfig, stream: Stream, index: int, strateg
 
 
 def strategy_settings(strategy_config) -> dict:
-    """A strategy's config as a stage's settings hold it. Options added since runs were saved enter only when they
-    are on: off, they change nothing, and a stage saved before they existed (without the key) stays reusable."""
-    settings = strategy_config.model_dump(mode="json")
-    for option in ADDED_OPTIONS:
-        if settings.get(option) is False:
-            del settings[option]
-    return settings
-
-
-ADDED_OPTIONS = ("batches_by_route",)
-"""Strategy options that default to off and came after stages were saved without them."""
+    """A strategy's config as a stage's settings hold it (:func:`without_added_defaults`)."""
+    return without_added_defaults(strategy_config.model_dump(mode="json"), ADDED_OPTIONS)
 
 
 def training_settings(training: TrainingConfig) -> dict:
-    """A stage's training config as its settings hold it: settings added since runs were saved enter only when
-    they differ from their default (:data:`ADDED_TRAINING_DEFAULTS`), as :func:`strategy_settings` does."""
-    settings = training.model_dump(mode="json")
-    for option, default in ADDED_TRAINING_DEFAULTS.items():
-        if settings.get(option) == default:
+    """A stage's training config as its settings hold it (:func:`without_added_defaults`)."""
+    return without_added_defaults(training.model_dump(mode="json"), ADDED_TRAINING_DEFAULTS)
+
+
+def without_added_defaults(settings: dict, added: dict[str, bool]) -> dict:
+    """``settings`` without the options in ``added`` that are at the default given there: options added since
+    runs were saved change nothing at their default, so they enter a stage's settings only when set otherwise,
+    and a stage saved before they existed (without the key) stays reusable."""
+    for option, default in added.items():
+        if settings.get(option) is default:
             del settings[option]
     return settings
 
+
+ADDED_OPTIONS = {"batches_by_route": False}
+"""Strategy options that came after stages were saved without them, with the default those stages ran at."""
 
 ADDED_TRAINING_DEFAULTS = {"dropout": True}
 """Training settings that came after stages were saved without them, with the default those stages ran at."""
