@@ -37,7 +37,7 @@ def config_of(seed: int, output_dir: Path):
                 if s["method"] == "laft_uriel")
     strategies = [{**laft, "name": f"laft_uriel_{name}", "lora": {**laft["lora"], "cache_frozen_layers": keep}}
                   for name, keep in VARIANTS.items()]
-    overrides = {**stream["quick"], "seed": seed, "name": f"frozen-cache-seed{seed}", "output_dir": str(output_dir),
+    overrides = {**stream["quick"], "seed": seed, "name": f"frozen-cache-seed{seed}", "output_dir": str(Path(output_dir).absolute()),
                  "strategies": strategies}
     return load_config(folder / stream["config"], overrides_of(overrides))
 

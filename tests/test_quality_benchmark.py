@@ -125,6 +125,19 @@ def test_quality_benchmark_runs_a_chosen_set_of_strategies(tmp_path):
         labels(quick=False)
 
 
+def test_quality_benchmark_output_dir_on_the_command_line_is_relative_to_where_it_is_run(tmp_path, monkeypatch):
+    # A config resolves its own relative output_dir against its folder; --output-dir runs/probes did too, and the
+    # runs went under configs/benchmarks/ (where no later invocation or stage-0 copy looked for them).
+    (tmp_path / "configs").mkdir()
+    write_config(tmp_path / "configs" / "tiny.yaml", data={"format": "sib200", "path": "data"}, model={"name": "tiny"},
+                 stream={"stages": [{"name": "initial", "amount": 40}]}, strategies=[{"method": "full_finetune"}])
+    suite = {"folder": tmp_path / "configs", "quick": {"strategies": ["full_finetune"]}}
+    bench = {"name": "tiny", "config": "tiny.yaml", "update_kinds": {"subset": {}}}
+    monkeypatch.chdir(tmp_path)
+    config = run_config(bench, "subset", 0, False, suite, Path("runs/probes"))
+    assert Path(config.output_dir) == tmp_path / "runs" / "probes"
+
+
 @pytest.mark.parametrize("text, message", [
     ("benchmarks: [\n", "suite.yaml:2: invalid YAML"),
     ("benchmarks:\n  tiny: {config: tiny.yaml}\nquick: {benchmarks: [tiny], update_kinds: [subset], strategies: []}\n",

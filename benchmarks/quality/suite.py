@@ -105,9 +105,10 @@ def run_config(bench: dict, kind: str, seed: int, quick: bool, suite: dict, outp
     from cml.errors import CMLError
 
     prefix = f"{suite['name']}-" if suite.get("name") else ""
+    # A config resolves a relative output_dir against its own folder; this one comes from the command line.
     name = f"{prefix}{bench['name']}-{kind}-{'quick' if quick else 'full'}-seed{seed}"
     overrides = {**(bench.get("quick", {}) if quick else {}), **bench["update_kinds"][kind],
-                 "seed": seed, "name": name, "output_dir": str(output_dir)}
+                 "seed": seed, "name": name, "output_dir": str(Path(output_dir).absolute())}
     path = Path(suite["folder"]) / bench["config"]
     config = load_config(path, overrides_of(overrides))
     wanted = strategies or (suite["quick"]["strategies"] if quick else bench.get("strategies") or suite.get("strategies"))
