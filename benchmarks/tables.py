@@ -159,8 +159,6 @@ def v2_headline_table(results: Path = RESULTS) -> list[str]:
             seeds, strategies = stream["seeds"], stream["strategies"]
             per_seed = [stream["per_seed"][str(seed)] for seed in seeds]
             problem_seeds = (stream.get("problem") or {}).get("per_seed") or {}
-            problem = ", ".join(str(problem_seeds.get(str(seed), {}).get("n_significant_degraded", "?"))
-                                for seed in seeds)
             absent_on = [str(seed) for seed in seeds if problem_seeds.get(str(seed), {}).get("present") is False]
             if absent_on:
                 absent[f"{title} {stream['update_kind']}"] = absent_on
@@ -175,7 +173,11 @@ def v2_headline_table(results: Path = RESULTS) -> list[str]:
             best = max(everywhere, key=lambda name: strategies[name]["versus"][REFERENCE]["aggregate_after_pp"]["mean"],
                        default=None)
             for role, name in (("default", default), ("best protector", best)):
-                cells = [f"{title} {stream['update_kind']}", " ".join(map(str, seeds)), problem]
+                # a row's seeds are those its strategy ran on, and full fine-tuning's losses are those seeds' too
+                row_seeds = ran.get(name) or seeds
+                problem = ", ".join(str(problem_seeds.get(str(seed), {}).get("n_significant_degraded", "?"))
+                                    for seed in row_seeds)
+                cells = [f"{title} {stream['update_kind']}", " ".join(map(str, row_seeds)), problem]
                 if name not in strategies:
                     lines.append("| " + " | ".join([*cells, f"{role}: " + ("none" if name is None else
                                                                            f"`{name}` not run"), *[""] * 5]) + " |")

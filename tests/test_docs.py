@@ -113,3 +113,9 @@ def test_the_v2_headline_names_the_default_and_the_best_strategy_that_degraded_n
     (tmp_path / "v2-ud_pos.json").write_text(json.dumps(table), encoding="utf-8")
     rows = tables.v2_headline_table(tmp_path)[2:4]  # a default the stream did not run, no problem record
     assert "| ?, ?, ? | default: `laft_replay` not run |" in rows[0] and "best protector: `lora`" in rows[1]
+    # a default that ran on fewer seeds than the stream shows its own seeds and full fine-tuning's losses on them
+    table = v2_table({"full_finetune": [3, 5, 6], "laft_uriel": [0]}, {})
+    (tmp_path / "v2-ud_pos.json").write_text(json.dumps(table), encoding="utf-8")
+    rows = tables.v2_headline_table(tmp_path)[2:4]
+    assert rows[0].startswith("| UD POS subset | 0 | 3 | default: `laft_uriel` | 0.0 |"), rows[0]
+    assert rows[1].startswith("| UD POS subset | 0 1 2 | 3, 5, 6 | best protector: none |"), rows[1]
