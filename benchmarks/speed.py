@@ -3,7 +3,10 @@
     python benchmarks/speed.py --stream sib200 [--repeats 3] [--threads 2] [--limit N] [--modular LABEL]
     python benchmarks/speed.py --show [--markdown]      # the table of every speed-<stream>.json measured
 
-``--stream`` names a config of configs/benchmarks/ (or is a config's path). Each repeat runs, in one process:
+``--stream`` names a config of configs/benchmarks/ (or is a config's path). A stream of the v2 benchmark is timed as
+the benchmark runs it: the suite's settings for its update (``configs/benchmarks/suite_v2.yaml``, e.g. ``pud_pos``'s 4
+update epochs where its config says 2) apply, and the JSON records them under ``suite_overrides``. Each repeat runs,
+in one process:
 
 - the update of full_finetune and of laft_uriel (the stream's own entries: same data, epochs, batch size), each
   timed whole: training plus what the strategy does around it (full fine-tuning's per-epoch dev scoring and
@@ -40,6 +43,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+if str(REPO / "benchmarks") not in sys.path:  # the quality package lies beside this script, which tests load by path
+    sys.path.insert(0, str(REPO / "benchmarks"))
 STRATEGIES = ("full_finetune", "laft_uriel")
 """The two roles each repeat times, under these keys: the reference and the modular update (``--modular``)."""
 MODULAR_METHODS = ("laft_uriel", "laft_replay")
@@ -125,6 +130,20 @@ def stream_config(stream: str) -> tuple[str, Path]:
     return stream, path
 
 
+def suite_update(path: Path, suite_path: Path) -> tuple[str | None, dict]:
+    """The update kind and settings the suite runs this stream's config with (its first update kind, e.g. v2's
+    4 update epochs for ``pud_pos``), so a benchmark stream is timed as the benchmark runs it; (None, {}) for a
+    config the suite does not run."""
+    from quality.suite import benchmarks_of, load_suite
+
+    suite = load_suite(suite_path)
+    for bench in benchmarks_of(suite).values():
+        if (Path(suite["folder"]) / bench["config"]).resolve() == path.resolve():
+            kind = next(iter(bench["update_kinds"]))
+            return kind, dict(bench["update_kinds"][kind])
+    return None, {}
+
+
 def spread(values: list[float | None]) -> dict[str, float | list[float]] | None:
     if None in values:
         return None  # not measurable here (model FLOPs utilisation of an encoder-decoder)
@@ -193,8 +212,11 @@ def measured(args: argparse.Namespace) -> dict:
     from cml.experiment import Experiment
     from cml.routing import RoutedModel
 
+    from quality.suite import overrides_of
+
     name, path = stream_config(args.stream)
-    config = load_config(path)
+    kind, overrides = suite_update(path, args.suite)
+    config = load_config(path, overrides_of(overrides))
     by_label = {c.label: c for c in config.strategies}
     roles = dict(zip(STRATEGIES, ("full_finetune", args.modular)))
     missing = [label for label in roles.values() if label not in by_label]
@@ -214,6 +236,8 @@ def measured(args: argparse.Namespace) -> dict:
     mixed = [f for group in zip(*test) for f in group][:args.inference_examples]
     repeats = [measure_repeat(experiment, base, strategies, mixed) for _ in range(args.repeats)]
     return {"stream": name, "modular_strategy": args.modular, "config": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
+            "suite": str(args.suite.relative_to(REPO) if args.suite.is_relative_to(REPO) else args.suite) if kind else None,
+            "suite_overrides": overrides,
             "update": {"stage": update.name, "languages": list(update.languages),
                        "examples": sum(len(rows) for rows in update.train.values()),
                        "memory_examples": repeats[0]["updates"]["laft_uriel"]["memory_examples"],
@@ -283,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference-examples", type=int, default=1024)
     parser.add_argument("--modular", default="laft_uriel",
                         help="the stream's laft_uriel or laft_replay entry (label) timed against full_finetune")
+    parser.add_argument("--suite", type=lambda value: Path(value).absolute(), default=REPO / "configs" / "benchmarks" / "suite_v2.yaml",
+                        help="a stream this benchmark suite runs is timed with the suite's settings for its first "
+                             "update kind (default: configs/benchmarks/suite_v2.yaml)")
     parser.add_argument("--output", type=Path,
                         help="default: benchmarks/results/speed-<stream>.json (-<LABEL> before .json for a variant)")
     parser.add_argument("--show", action="store_true", help="print the table of the measured speed-*.json")

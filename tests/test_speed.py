@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 import torch
 from tiny import LANGS as TINY_LANGS
 
@@ -348,6 +349,20 @@ def test_the_speed_benchmark_writes_its_figures_with_their_spread(tmp_path, tiny
     assert 0 < first["laft_uriel_over_full_finetune_update_flops"] < 2  # a count of the work, whatever the clock
     header, rows = speed.table([report])
     assert len(rows[0]) == len(header) and rows[0][0] == "tiny" and report["modular_strategy"] == "laft_uriel"
+    assert report["suite"] is None and report["suite_overrides"] == {}  # the v2 suite does not run this config
+
+    # a stream a suite runs is timed with the suite's settings for its update, not its config file's alone
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "s", "references": ["full_finetune"], "default_strategy": "laft_uriel",
+        "benchmarks": {"tiny": {"config": "tiny.yaml", "update_kinds": {"subset": {"update_training.epochs": 2}}}},
+        "strategies": ["full_finetune", "laft_uriel"],
+        "quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune", "laft_uriel"]}}))
+    assert speed.main(["--stream", str(path), "--repeats", "1", "--threads", "1", "--limit", "8", "--suite", str(suite),
+                       "--output", str(output)]) == 0
+    report = json.loads(output.read_text())
+    assert report["update"]["epochs"] == 2 and report["suite_overrides"] == {"update_training.epochs": 2}
+    assert all(r["updates"]["full_finetune"]["epochs_run"] == 2 for r in report["repeats"])
 
 
 def test_the_speed_benchmark_times_a_laft_uriel_variant_in_its_place(tmp_path, tiny_backbone):
