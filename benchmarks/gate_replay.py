@@ -2,6 +2,7 @@
 with a minimum dev gain, without retraining.
 
     python benchmarks/gate_replay.py RUN_DIR [RUN_DIR ...] [--min-gain 0 1 2 3 5] [--strategies laft_uriel ...]
+    python benchmarks/gate_replay.py --moves RUN_DIR [RUN_DIR ...]   # the gate's moves by route kind, on test
 
 The gate records every candidate route's dev score for every language. Raising the bar a route must clear over
 the previous model only sends more languages back to the previous model, and that replay is exact: the modules
@@ -26,13 +27,13 @@ COLUMNS = ("run", "strategy", "stage", "min_gain", "n_improved", "n_degraded", "
            "improved_share_gain_pp", "loss_magnitude_reduction", "after_vs_reference_pp", "moves_reverted")
 
 
-def replay(run_dir: Path, min_gains: list[float], strategies: list[str] | None) -> list[dict]:
-    """One row per gated strategy and threshold (in points of the run's primary metric), for the first update."""
+def gated_summary(run_dir: Path, strategies: list[str] | None) -> tuple[str, list[str], dict, dict]:
+    """The run's reference strategy, the gated strategies chosen (default: all), their finished stage records and
+    the summary of their changes against the reference, as ``cml run`` computes it."""
     from cml.errors import CMLError
-    from cml.evaluation.cml_metrics import compare_to_reference, summarize_languages, summarize_run
+    from cml.evaluation.cml_metrics import summarize_run
     from cml.reports.tables import load_results
     from cml.run_folder import RunFolder
-    from cml.strategies.modular.gate import parse_gate_dev_key
 
     results = load_results(run_dir)
     reference = results["reference_strategy"]
@@ -46,6 +47,15 @@ def replay(run_dir: Path, min_gains: list[float], strategies: list[str] | None) 
         raise CMLError(f"no gated stage records for {unknown} (gated strategies here: {gated})", file=run_dir)
     summary = summarize_run({**results, "strategies": {s: {"stages": records[s]} for s in [reference, *chosen]}},
                             run_dir, reference=reference, **results["config"].get("evaluation", {}))
+    return reference, chosen, records, summary
+
+
+def replay(run_dir: Path, min_gains: list[float], strategies: list[str] | None) -> list[dict]:
+    """One row per gated strategy and threshold (in points of the run's primary metric), for the first update."""
+    from cml.evaluation.cml_metrics import compare_to_reference, summarize_languages
+    from cml.strategies.modular.gate import parse_gate_dev_key
+
+    reference, chosen, records, summary = gated_summary(run_dir, strategies)
     rows = []
     for strategy in chosen:
         record = records[strategy][1]  # the first update alone (module docstring)
@@ -72,6 +82,41 @@ def replay(run_dir: Path, min_gains: list[float], strategies: list[str] | None) 
     return rows
 
 
+def moves(run_dir: Path, strategies: list[str] | None) -> list[dict]:
+    """Every language the gate moved off the previous model at the first update: the kind of route it took (own,
+    nearest, shared), whether it was in the update, and its test change (points) with its 95% interval."""
+    _, chosen, records, summary = gated_summary(run_dir, strategies)
+    rows = []
+    for strategy in chosen:
+        record = records[strategy][1]
+        changes = summary[strategy][record["name"]]["languages"]
+        for lang, gate in sorted(record["gate"].items()):
+            if gate["choice"] == "previous":
+                continue
+            change = changes[lang]
+            rows.append({"run": run_dir.name, "strategy": strategy, "language": lang, "kind": gate["choice"],
+                         "in_update": lang in record["updated_languages"], "delta_pp": 100 * change["delta"],
+                         "significant_loss": change["ci_high"] < 0})
+    return rows
+
+
+MOVE_COLUMNS = ("kind", "in_update", "moves", "up", "down", "unchanged", "significant_losses", "mean_delta_pp")
+
+
+def moves_by_kind(rows: list[dict]) -> list[dict]:
+    """The moves counted per route kind and in-update or not: how many, how many went up, down or stayed (on test),
+    how many lost significantly, and the mean test change."""
+    groups: dict[tuple[str, bool], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["kind"], row["in_update"]), []).append(row)
+    return [{"kind": kind, "in_update": in_update, "moves": len(group),
+             "up": sum(row["delta_pp"] > 0 for row in group), "down": sum(row["delta_pp"] < 0 for row in group),
+             "unchanged": sum(row["delta_pp"] == 0 for row in group),
+             "significant_losses": sum(row["significant_loss"] for row in group),
+             "mean_delta_pp": sum(row["delta_pp"] for row in group) / len(group)}
+            for (kind, in_update), group in sorted(groups.items())]
+
+
 def overall(rows: list[dict]) -> list[dict]:
     """Per strategy and threshold over the runs given: how many runs lost a language, languages degraded (all runs
     together), languages improved and the aggregate against the reference (means over runs), moves reverted."""
@@ -94,7 +139,7 @@ def render(rows: list[dict], columns: tuple[str, ...]) -> str:
             return "—"
         if key == "loss_magnitude_reduction":
             return f"{value:+.0%}"
-        if key in ("improved_share_gain_pp", "after_vs_reference_pp"):
+        if key in ("improved_share_gain_pp", "after_vs_reference_pp", "mean_delta_pp"):
             return f"{value:+.2f}"
         if key == "mean_improved":
             return f"{value:.2f}"
@@ -112,11 +157,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="dev gains (points of the primary metric) a route must reach over the previous model; "
                              "0 is the recorded gate")
     parser.add_argument("--strategies", nargs="+", help="gated strategies to replay (default: every gated one)")
+    parser.add_argument("--moves", action="store_true",
+                        help="instead of replaying: the languages the recorded gate moved, counted by the kind of "
+                             "route they took, and how they fared on test")
     parser.add_argument("--json", type=Path, help="also write the rows here (atomically)")
     args = parser.parse_args(argv)
     if any(gain < 0 for gain in args.min_gain):
         parser.error("--min-gain values must be >= 0")
     from cml.io import write_json
+
+    if args.moves:
+        rows = [row for run_dir in args.run_dirs for row in moves(run_dir, args.strategies)]
+        totals = moves_by_kind(rows)
+        print(render(totals, MOVE_COLUMNS))
+        if args.json:
+            write_json(args.json, {"runs": [str(run_dir) for run_dir in args.run_dirs], "moves": rows,
+                                   "by_kind": totals})
+        return 0
 
     rows = [row for run_dir in args.run_dirs for row in replay(run_dir, args.min_gain, args.strategies)]
     print(render(rows, COLUMNS))

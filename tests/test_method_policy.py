@@ -69,6 +69,19 @@ def test_gate_candidates_run_from_the_previous_model_to_the_own_group():
     assert list(strategy.router().candidates("yor", ["shared", "g2"])) == ["previous", "shared", "nearest"]
 
 
+def test_without_borrowed_routes_a_language_keeps_its_own_groups_module_or_the_previous_model():
+    gated = grouped_strategy(GROUPS, DISTANCES, hierarchical=True, borrowed_routes=False)
+    assert list(gated.router().candidates("fra", ["shared", "g1", "g2"]).items()) == [
+        ("previous", PREVIOUS), ("own", ("shared", "g2"))]  # no shared module alone, no nearest group
+    assert list(gated.router().candidates("yor", ["shared", "g2"])) == ["previous"]
+    ungated_routes = ungated(route_to_nearest=0.55, hierarchical=True, borrowed_routes=False)
+    assert {lang: ungated_routes.default_route(lang, ["shared", "g1"]) for lang in ("deu", "fra", "hin")} == {
+        "deu": ("shared", "g1"), "fra": PREVIOUS, "hin": PREVIOUS}  # with borrowing: fra ("shared", "g1"), hin shared
+    # a language the model never saw has no group of its own: it still borrows the nearest within the limit
+    assert ungated_routes.router().for_new_language("ltz", ["shared", "g1"], {"deu": 0.3, "nld": 0.3}) == (
+        "shared", "g1")
+
+
 def test_gate_ties_keep_the_more_conservative_route():
     assert gate_choice({"previous": 0.6, "shared": 0.6, "nearest": 0.6, "own": 0.6}, {}, None)[0] == "previous"
     assert gate_choice({"previous": 0.5, "shared": 0.6, "nearest": 0.7, "own": 0.7}, {}, None)[0] == "nearest"
@@ -178,6 +191,29 @@ def test_laft_replay_trains_every_groups_module_on_its_memory_and_the_gate_route
     straight.memory.remember(stages[:1])
     assert straight.memory.ids == rehearsed["memory"] and continued == straight.memory.remember(stages)
     assert any(e.id not in rehearsed["memory"]["hin"] for e in continued["hin"])  # the update's hin data came in
+
+
+def test_without_borrowed_routes_the_gate_offers_no_other_groups_module_and_trains_the_same(tmp_path, tiny_backbone):
+    """An update on Hindi: deu and fra, whose group got no data, are offered hin's module (nearest) by default and
+    keep the previous model without borrowing; hin's module trains the same either way, so its dev score in the gate
+    is the same. The option enters a stage's settings only when off (stages saved before it stay reusable)."""
+    from cml.experiment import strategy_settings
+
+    lora = "{r: 4, target_modules: [query, value]}"
+    config, _, _, records = updates_watched(
+        tmp_path, tiny_backbone, f"[{{method: laft_uriel, n_groups: 2, lora: {lora}}}, {{method: laft_uriel, "
+                                 f"name: own_only, n_groups: 2, borrowed_routes: false, lora: {lora}}}]", 2,
+        lambda *args, **kwargs: None)
+    borrowing, own_only = records["laft_uriel"], records["own_only"]
+    hin_group = borrowing["groups"]["hin"]
+    assert borrowing["groups"]["deu"] == borrowing["groups"]["fra"] != hin_group  # the case's premise
+    for lang in ("deu", "fra"):
+        assert f"nearest:{hin_group}" in borrowing["gate"][lang]["dev"]
+        assert list(own_only["gate"][lang]["dev"]) == ["previous:previous"]
+        assert own_only["routes"][lang] == "previous"
+    assert own_only["gate"]["hin"]["dev"] == borrowing["gate"]["hin"]["dev"]
+    assert "borrowed_routes" not in strategy_settings(config.strategies[0])
+    assert strategy_settings(config.strategies[1])["borrowed_routes"] is False
 
 
 # -------------------------------------------------------------------------------------------- tagging metrics

@@ -293,6 +293,24 @@ def test_gate_replay_reverts_moves_below_the_minimum_dev_gain(strategy_run, tmp_
         after = mean(changes[lang]["after" if lang in kept else "before"] for lang in LANGS)
         assert row["after_vs_reference_pp"] == pytest.approx(100 * (after - reference_after))
 
+    # --moves: each moved language with its route kind and test change, then counted per kind (deu made a
+    # borrowed move here)
+    state["record"]["gate"]["deu"]["choice"] = "nearest"
+    state["record"]["gate"]["deu"]["dev"] = {"previous:previous": 0.5, f"nearest:{routes['deu']}": 0.505}
+    state_path.write_text(json.dumps(state))
+    moved = script.moves(run_dir, ["laft_uriel_hier"])
+    updated = set(state["record"]["updated_languages"])
+    assert [(row["language"], row["kind"], row["in_update"]) for row in moved] == [
+        (lang, "nearest" if lang == "deu" else "own", lang in updated) for lang in LANGS]
+    assert [row["delta_pp"] for row in moved] == pytest.approx([100 * changes[lang]["delta"] for lang in LANGS])
+    by_kind = script.moves_by_kind(moved)
+    assert sum(row["moves"] for row in by_kind) == len(LANGS)
+    for row in by_kind:
+        group = [m for m in moved if (m["kind"], m["in_update"]) == (row["kind"], row["in_update"])]
+        assert row["up"] + row["down"] + row["unchanged"] == row["moves"] == len(group)
+        assert row["mean_delta_pp"] == pytest.approx(mean(m["delta_pp"] for m in group))
+        assert row["significant_losses"] == sum(changes[m["language"]]["ci_high"] < 0 for m in group)
+
     with pytest.raises(CMLError, match="no gated stage records"):
         script.replay(run_dir, [0], ["full_finetune"])
     assert script.main([str(run_dir), str(run_dir), "--min-gain", "0", "2", "--json", str(tmp_path / "r.json")]) == 0

@@ -385,6 +385,12 @@ class ModularConfig(StrategyBase):
         None, gt=0, description="a language whose group got no data uses the nearest trained group within this "
                                 "URIEL distance")
     hierarchical: Flag = Field(False, description="a shared module under the group modules, trained on all data")
+    borrowed_routes: Flag = Field(
+        True, description="after an update a language may also take a module it did not train with: the nearest "
+        "trained group's (under the gate, or within route_to_nearest) and, hierarchical, the shared module alone; "
+        "false: only its own group's module or the previous model (a language the model never saw, at prediction "
+        "time, still borrows). Borrowed routes moved by the gate lost on test more often than they gained "
+        "(docs/method.md, 'Borrowed routes')")
     gate: Flag | None = Field(None, description="pick each language's route by dev score (default: on for laft_uriel "
                                                 "and laft_replay)")
     gate_confidence: float | None = Field(

@@ -135,7 +135,7 @@ def without_added_defaults(settings: dict, added: dict[str, bool]) -> dict:
     return settings
 
 
-ADDED_OPTIONS = {"batches_by_route": False}
+ADDED_OPTIONS = {"batches_by_route": False, "borrowed_routes": True}
 """Strategy options that came after stages were saved without them, with the default those stages ran at."""
 
 ADDED_TRAINING_DEFAULTS = {"dropout": True}

@@ -2,8 +2,9 @@
 
 After an update, a language's candidates are, most conservative first: the previous model; the shared module
 (``hierarchical``); the nearest trained group other than its own, by mean URIEL distance to the group's members
-(within ``route_to_nearest``, or at any distance when the gate judges it on dev); its own group's module. Without
-the gate the most specific candidate serves. A language the model never saw (``cml predict``) goes to the
+(within ``route_to_nearest``, or at any distance when the gate judges it on dev); its own group's module. The
+shared and nearest candidates are borrowed: a module trained on other languages' data; ``borrowed_routes: false``
+leaves a language its own group's module or the previous model. Without the gate the most specific candidate serves. A language the model never saw (``cml predict``) goes to the
 nearest trained group within ``route_to_nearest`` (default :data:`NEW_LANGUAGE_MAX_DISTANCE`), else the shared
 module, else the previous model.
 """
@@ -45,6 +46,7 @@ class Router:
     hierarchical: bool = False
     gated: bool = False
     route_to_nearest: float | None = None
+    borrowed_routes: bool = True
 
     def through(self, group: str) -> Route:
         """The route that serves with ``group``'s module (on the shared module when hierarchical)."""
@@ -72,10 +74,10 @@ class Router:
         """The routes ``lang`` may take after an update that left the model with ``modules``, in
         :data:`CANDIDATE_KINDS` order."""
         out: dict[CandidateKind, Route] = {"previous": BASE}
-        if (shared := self.shared(modules)) is not None:
+        if self.borrowed_routes and (shared := self.shared(modules)) is not None:
             out["shared"] = shared
         borrowed = (self.nearest(lang, modules, partial(self.typology.distance, lang))
-                    if self.typology is not None else None)
+                    if self.typology is not None and self.borrowed_routes else None)
         if borrowed is not None and (self.gated or (self.route_to_nearest is not None
                                                     and borrowed[1] <= self.route_to_nearest)):
             out["nearest"] = borrowed[0]

@@ -48,7 +48,7 @@ class ModularStrategy(Strategy):
 
     def router(self) -> Router:
         return Router(self.groups, self.typology, hierarchical=self.config.hierarchical, gated=self.config.gated,
-                      route_to_nearest=self.config.route_to_nearest)
+                      route_to_nearest=self.config.route_to_nearest, borrowed_routes=self.config.borrowed_routes)
 
     def default_route(self, lang: str, modules: list[str]) -> Route:
         return self.router().default(lang, modules)
