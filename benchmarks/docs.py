@@ -36,6 +36,7 @@ BLOCKS: dict[tuple[str, str], tuple[str, ...]] = {
     ("docs/benchmarks.md", "speed"): ("benchmarks/speed.py", "--show", "--markdown"),
     ("docs/benchmarks.md", "frozen-cache"): ("benchmarks/frozen_cache_quality.py", "--show", "--markdown"),
     ("docs/benchmarks.md", "scale"): ("benchmarks/tables.py", "scale"),
+    ("docs/method.md", "gate-moves"): ("benchmarks/tables.py", "gate-moves"),
     ("docs/benchmarks.md", "train-defaults"): ("benchmarks/train_defaults.py", "--show", "--markdown"),
 }
 DOCUMENTS = ("README.md", "docs/*.md")  # where markers are looked for

@@ -3,6 +3,7 @@
     python benchmarks/tables.py targets   # v1 quality: the paper's targets over the seeds, from <benchmark>-full.json
     python benchmarks/tables.py scale     # the 205-language scale benchmark, from scale.json
     python benchmarks/tables.py v2-headline   # the README's results: per v2 stream, from v2-<stream>.json
+    python benchmarks/tables.py gate-moves    # the gate's moves by route kind, from v2-gate-moves.json
 
 Reads ``benchmarks/results/*.json`` only (no torch), so it runs in well under a second. The tables are
 quoted in docs/benchmarks.md and the README between generated-block markers; ``python benchmarks/docs.py`` writes them there and
@@ -207,12 +208,30 @@ def v2_headline_table(results: Path = RESULTS) -> list[str]:
     return lines
 
 
+def gate_moves_table(results: Path = RESULTS) -> list[str]:
+    """The v2 runs' gate moves by the kind of route taken, from v2-gate-moves.json (``gate_replay.py --moves``)."""
+    report = load(results / "v2-gate-moves.json")
+    kinds = {"own": "own group's module", "nearest": "nearest group's module (borrowed)",
+             "shared": "shared module alone (borrowed)"}
+    lines = ["| route taken | language in the update | moves | up | down | unchanged | significant losses | "
+             "mean test change (pt) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in report["by_kind"]:
+        lines.append(f"| {kinds.get(row['kind'], row['kind'])} | {'yes' if row['in_update'] else 'no'} | {row['moves']} "
+                     f"| {row['up']} | {row['down']} | {row['unchanged']} | {row['significant_losses']} | "
+                     f"{row['mean_delta_pp']:+.2f} |")
+    strategies = sorted({move["strategy"] for move in report["moves"]})
+    lines += ["", f"Over {len(report['runs'])} runs ({', '.join(Path(run).name for run in report['runs'])}) and their "
+                  f"gated strategies ({', '.join(f'`{name}`' for name in strategies)}); the first update only."]
+    return lines
+
+
 def spread(figure: dict | None, form: str) -> str:
     """A figure over seeds as the quality tables write it (``mean ± std``), ``—`` where it is undefined."""
     return "—" if figure is None or figure.get("mean") is None else mean_and_std(figure, 1, form)
 
 
-TABLES = {"targets": targets_table, "scale": scale_table, "v2-headline": v2_headline_table}
+TABLES = {"targets": targets_table, "scale": scale_table, "v2-headline": v2_headline_table,
+          "gate-moves": gate_moves_table}
 
 
 def main(argv: list[str] | None = None) -> int:
