@@ -27,9 +27,11 @@ COLUMNS = ("run", "strategy", "stage", "min_gain", "n_improved", "n_degraded", "
            "improved_share_gain_pp", "loss_magnitude_reduction", "after_vs_reference_pp", "moves_reverted")
 
 
-def gated_summary(run_dir: Path, strategies: list[str] | None) -> tuple[str, list[str], dict, dict]:
-    """The run's reference strategy, the gated strategies chosen (default: all), their finished stage records and
-    the summary of their changes against the reference, as ``cml run`` computes it."""
+def gated_summary(run_dir: Path, strategies: list[str] | None, skip_absent: bool = False
+                  ) -> tuple[str, list[str], dict, dict]:
+    """The run's reference strategy, the gated strategies chosen (default: all; ``skip_absent``: those of them the
+    run has, else each must be there), their finished stage records and the summary of their changes against the
+    reference, as ``cml run`` computes it."""
     from cml.errors import CMLError
     from cml.evaluation.cml_metrics import summarize_run
     from cml.reports.tables import load_results
@@ -42,7 +44,7 @@ def gated_summary(run_dir: Path, strategies: list[str] | None) -> tuple[str, lis
         raise CMLError(f"the run's reference strategy {reference!r} has no finished update stage here",
                        file=run_dir / "stages")
     gated = [s for s, stages in records.items() if stages[1]["index"] == 1 and stages[1].get("gate")]
-    chosen = strategies or gated
+    chosen = [s for s in strategies if s in gated or not skip_absent] if strategies else gated
     if unknown := sorted(set(chosen) - set(gated)):
         raise CMLError(f"no gated stage records for {unknown} (gated strategies here: {gated})", file=run_dir)
     summary = summarize_run({**results, "strategies": {s: {"stages": records[s]} for s in [reference, *chosen]}},
@@ -84,8 +86,9 @@ def replay(run_dir: Path, min_gains: list[float], strategies: list[str] | None) 
 
 def moves(run_dir: Path, strategies: list[str] | None) -> list[dict]:
     """Every language the gate moved off the previous model at the first update: the kind of route it took (own,
-    nearest, shared), whether it was in the update, and its test change (points) with its 95% interval."""
-    _, chosen, records, summary = gated_summary(run_dir, strategies)
+    nearest, shared), whether it was in the update, and its test change (points) with its 95% interval.
+    ``strategies``: only these, where the run has them (runs of a benchmark hold different sets)."""
+    _, chosen, records, summary = gated_summary(run_dir, strategies, skip_absent=True)
     rows = []
     for strategy in chosen:
         record = records[strategy][1]
@@ -100,21 +103,33 @@ def moves(run_dir: Path, strategies: list[str] | None) -> list[dict]:
     return rows
 
 
-MOVE_COLUMNS = ("kind", "in_update", "moves", "up", "down", "unchanged", "significant_losses", "mean_delta_pp")
+MOVE_COLUMNS = ("kind", "in_update", "moves", "up", "down", "unchanged", "significant_losses", "mean_delta_pp",
+                "languages", "languages_up", "languages_down")
 
 
 def moves_by_kind(rows: list[dict]) -> list[dict]:
     """The moves counted per route kind and in-update or not: how many, how many went up, down or stayed (on test),
-    how many lost significantly, and the mean test change."""
+    how many lost significantly, and the mean test change. Strategies of one run often make the same move, so the
+    moves are not independent: ``languages`` counts the distinct (run, language) pairs, and ``languages_up`` and
+    ``languages_down`` those whose mean change over their moves is above or below 0."""
     groups: dict[tuple[str, bool], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["kind"], row["in_update"]), []).append(row)
-    return [{"kind": kind, "in_update": in_update, "moves": len(group),
-             "up": sum(row["delta_pp"] > 0 for row in group), "down": sum(row["delta_pp"] < 0 for row in group),
-             "unchanged": sum(row["delta_pp"] == 0 for row in group),
-             "significant_losses": sum(row["significant_loss"] for row in group),
-             "mean_delta_pp": sum(row["delta_pp"] for row in group) / len(group)}
-            for (kind, in_update), group in sorted(groups.items())]
+    totals = []
+    for (kind, in_update), group in sorted(groups.items()):
+        pairs: dict[tuple[str, str], list[float]] = {}
+        for row in group:
+            pairs.setdefault((row["run"], row["language"]), []).append(row["delta_pp"])
+        pair_means = [sum(deltas) / len(deltas) for deltas in pairs.values()]
+        totals.append({"kind": kind, "in_update": in_update, "moves": len(group),
+                       "up": sum(row["delta_pp"] > 0 for row in group),
+                       "down": sum(row["delta_pp"] < 0 for row in group),
+                       "unchanged": sum(row["delta_pp"] == 0 for row in group),
+                       "significant_losses": sum(row["significant_loss"] for row in group),
+                       "mean_delta_pp": sum(row["delta_pp"] for row in group) / len(group),
+                       "languages": len(pairs), "languages_up": sum(m > 0 for m in pair_means),
+                       "languages_down": sum(m < 0 for m in pair_means)})
+    return totals
 
 
 def overall(rows: list[dict]) -> list[dict]:
@@ -156,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-gain", nargs="+", type=float, default=[0, 1, 2, 3, 5],
                         help="dev gains (points of the primary metric) a route must reach over the previous model; "
                              "0 is the recorded gate")
-    parser.add_argument("--strategies", nargs="+", help="gated strategies to replay (default: every gated one)")
+    parser.add_argument("--strategies", nargs="+",
+                        help="gated strategies to replay (default: every gated one); with --moves, those a run lacks "
+                             "are skipped")
     parser.add_argument("--moves", action="store_true",
                         help="instead of replaying: the languages the recorded gate moved, counted by the kind of "
                              "route they took, and how they fared on test")
@@ -171,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         totals = moves_by_kind(rows)
         print(render(totals, MOVE_COLUMNS))
         if args.json:
-            write_json(args.json, {"runs": [str(run_dir) for run_dir in args.run_dirs], "moves": rows,
-                                   "by_kind": totals})
+            write_json(args.json, {"runs": [str(run_dir) for run_dir in args.run_dirs],
+                                   "strategies": args.strategies, "moves": rows, "by_kind": totals})
         return 0
 
     rows = [row for run_dir in args.run_dirs for row in replay(run_dir, args.min_gain, args.strategies)]

@@ -214,14 +214,18 @@ def gate_moves_table(results: Path = RESULTS) -> list[str]:
     kinds = {"own": "own group's module", "nearest": "nearest group's module (borrowed)",
              "shared": "shared module alone (borrowed)"}
     lines = ["| route taken | language in the update | moves | up | down | unchanged | significant losses | "
-             "mean test change (pt) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "mean test change (pt) | distinct (run, language) | of which up / down on average |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in report["by_kind"]:
         lines.append(f"| {kinds.get(row['kind'], row['kind'])} | {'yes' if row['in_update'] else 'no'} | {row['moves']} "
                      f"| {row['up']} | {row['down']} | {row['unchanged']} | {row['significant_losses']} | "
-                     f"{row['mean_delta_pp']:+.2f} |")
+                     f"{row['mean_delta_pp']:+.2f} | {row['languages']} | {row['languages_up']} / "
+                     f"{row['languages_down']} |")
     strategies = sorted({move["strategy"] for move in report["moves"]})
     lines += ["", f"Over {len(report['runs'])} runs ({', '.join(Path(run).name for run in report['runs'])}) and their "
-                  f"gated strategies ({', '.join(f'`{name}`' for name in strategies)}); the first update only."]
+                  f"gated strategies ({', '.join(f'`{name}`' for name in strategies)}); the first update only. "
+                  "Strategies of one run often make the same move, so the moves are not independent; the last two "
+                  "columns count each run's language once."]
     return lines
 
 

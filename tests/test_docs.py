@@ -126,14 +126,14 @@ def test_the_gate_moves_table_names_each_route_kind_and_the_runs_it_counts(tmp_p
 
     tables = load_benchmark("tables")
     rows = [{"kind": "nearest", "in_update": False, "moves": 3, "up": 1, "down": 2, "unchanged": 0,
-             "significant_losses": 1, "mean_delta_pp": -0.125},
+             "significant_losses": 1, "mean_delta_pp": -0.125, "languages": 2, "languages_up": 0, "languages_down": 2},
             {"kind": "own", "in_update": True, "moves": 2, "up": 2, "down": 0, "unchanged": 0,
-             "significant_losses": 0, "mean_delta_pp": 1.5}]
+             "significant_losses": 0, "mean_delta_pp": 1.5, "languages": 1, "languages_up": 1, "languages_down": 0}]
     moves = [{"strategy": "laft_uriel"}, {"strategy": "laft_replay_cap4"}]
     (tmp_path / "v2-gate-moves.json").write_text(json.dumps(
         {"runs": ["runs/benchmarks/v2-ud_pos-subset-full-seed0"], "moves": moves, "by_kind": rows}), encoding="utf-8")
     lines = tables.gate_moves_table(tmp_path)
-    assert lines[2] == "| nearest group's module (borrowed) | no | 3 | 1 | 2 | 0 | 1 | -0.12 |"
-    assert lines[3] == "| own group's module | yes | 2 | 2 | 0 | 0 | 0 | +1.50 |"
-    assert lines[-1] == ("Over 1 runs (v2-ud_pos-subset-full-seed0) and their gated strategies (`laft_replay_cap4`, "
-                         "`laft_uriel`); the first update only.")
+    assert lines[2] == "| nearest group's module (borrowed) | no | 3 | 1 | 2 | 0 | 1 | -0.12 | 2 | 0 / 2 |"
+    assert lines[3] == "| own group's module | yes | 2 | 2 | 0 | 0 | 0 | +1.50 | 1 | 1 / 0 |"
+    assert lines[-1].startswith("Over 1 runs (v2-ud_pos-subset-full-seed0) and their gated strategies "
+                                "(`laft_replay_cap4`, `laft_uriel`); the first update only.")

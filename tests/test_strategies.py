@@ -293,23 +293,24 @@ def test_gate_replay_reverts_moves_below_the_minimum_dev_gain(strategy_run, tmp_
         after = mean(changes[lang]["after" if lang in kept else "before"] for lang in LANGS)
         assert row["after_vs_reference_pp"] == pytest.approx(100 * (after - reference_after))
 
-    # --moves: each moved language with its route kind and test change, then counted per kind (deu made a
-    # borrowed move here)
+    # --moves on a real run: each moved language with its route kind and its test change as the run measured it;
+    # deu made a borrowed move here, fra stayed on the previous model
     state["record"]["gate"]["deu"]["choice"] = "nearest"
     state["record"]["gate"]["deu"]["dev"] = {"previous:previous": 0.5, f"nearest:{routes['deu']}": 0.505}
+    state["record"]["gate"]["fra"]["choice"] = "previous"
     state_path.write_text(json.dumps(state))
     moved = script.moves(run_dir, ["laft_uriel_hier"])
     updated = set(state["record"]["updated_languages"])
     assert [(row["language"], row["kind"], row["in_update"]) for row in moved] == [
-        (lang, "nearest" if lang == "deu" else "own", lang in updated) for lang in LANGS]
-    assert [row["delta_pp"] for row in moved] == pytest.approx([100 * changes[lang]["delta"] for lang in LANGS])
-    by_kind = script.moves_by_kind(moved)
-    assert sum(row["moves"] for row in by_kind) == len(LANGS)
-    for row in by_kind:
-        group = [m for m in moved if (m["kind"], m["in_update"]) == (row["kind"], row["in_update"])]
-        assert row["up"] + row["down"] + row["unchanged"] == row["moves"] == len(group)
-        assert row["mean_delta_pp"] == pytest.approx(mean(m["delta_pp"] for m in group))
-        assert row["significant_losses"] == sum(changes[m["language"]]["ci_high"] < 0 for m in group)
+        ("deu", "nearest", "deu" in updated), ("hin", "own", "hin" in updated)]
+    assert [row["delta_pp"] for row in moved] == pytest.approx([100 * changes[lang]["delta"] for lang in ("deu", "hin")])
+    assert [row["significant_loss"] for row in moved] == [changes[lang]["ci_high"] < 0 for lang in ("deu", "hin")]
+    # a strategy a run lacks is skipped with --moves (runs of a benchmark hold different strategies)
+    assert script.main(["--moves", str(run_dir), "--strategies", "laft_uriel_hier", "laft_absent",
+                        "--json", str(tmp_path / "moves.json")]) == 0
+    written = json.loads((tmp_path / "moves.json").read_text())
+    assert written["moves"] == moved and written["by_kind"] == script.moves_by_kind(moved)
+    assert written["strategies"] == ["laft_uriel_hier", "laft_absent"]
 
     with pytest.raises(CMLError, match="no gated stage records"):
         script.replay(run_dir, [0], ["full_finetune"])
@@ -317,6 +318,29 @@ def test_gate_replay_reverts_moves_below_the_minimum_dev_gain(strategy_run, tmp_
     written = json.loads((tmp_path / "r.json").read_text())
     assert len(written["runs"]) == 2 * 2 * (len(gated) + 1)
     assert {row["runs"] for row in written["overall"]} == {2}
+
+
+def test_gate_moves_are_counted_per_route_kind_and_per_run_and_language():
+    """gate_replay.moves_by_kind: up, down and unchanged by the sign of each move's test change, significant losses
+    as flagged, and each (run, language) counted once in the last columns, by the mean of its moves."""
+    script = load_benchmark("gate_replay")
+
+    def move(run, lang, kind, delta, significant=False, in_update=False):
+        return {"run": run, "strategy": "s", "language": lang, "kind": kind, "in_update": in_update,
+                "delta_pp": delta, "significant_loss": significant}
+
+    rows = [move("r0", "deu", "nearest", -0.5, significant=True), move("r0", "deu", "nearest", 0.2),
+            move("r1", "deu", "nearest", 0.3), move("r0", "fra", "nearest", 0.0),
+            move("r0", "spa", "own", 1.0, in_update=True), move("r0", "ita", "own", -0.25)]
+    by_kind = {(row["kind"], row["in_update"]): row for row in script.moves_by_kind(rows)}
+    assert list(by_kind) == [("nearest", False), ("own", False), ("own", True)]
+    nearest = by_kind["nearest", False]
+    assert (nearest["moves"], nearest["up"], nearest["down"], nearest["unchanged"]) == (4, 2, 1, 1)
+    assert nearest["significant_losses"] == 1 and nearest["mean_delta_pp"] == pytest.approx(0.0)
+    # (r0, deu) averages -0.15: down; (r1, deu) up; (r0, fra) neither
+    assert (nearest["languages"], nearest["languages_up"], nearest["languages_down"]) == (3, 1, 1)
+    assert (by_kind["own", False]["down"], by_kind["own", False]["languages_down"]) == (1, 1)
+    assert (by_kind["own", True]["up"], by_kind["own", True]["mean_delta_pp"]) == (1, 1.0)
 
 
 def test_uriel_groups_put_romance_languages_together(strategy_run):

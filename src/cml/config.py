@@ -386,11 +386,11 @@ class ModularConfig(StrategyBase):
                                 "URIEL distance")
     hierarchical: Flag = Field(False, description="a shared module under the group modules, trained on all data")
     borrowed_routes: Flag = Field(
-        True, description="after an update a language may also take a module it did not train with: the nearest "
-        "trained group's (under the gate, or within route_to_nearest) and, hierarchical, the shared module alone; "
-        "false: only its own group's module or the previous model (a language the model never saw, at prediction "
-        "time, still borrows). Borrowed routes moved by the gate lost on test more often than they gained "
-        "(docs/method.md, 'Borrowed routes')")
+        True, description="after an update a language may also take a module of a group other than its own: the "
+        "nearest trained group's (under the gate, or within route_to_nearest) and, hierarchical, the shared module "
+        "alone; false: only its own group's module or the previous model (a language the model never saw, at "
+        "prediction time, still borrows). In the v2 runs so far (found after results), the gate's borrowed moves "
+        "lost on test more often than they gained (docs/method.md, 'Borrowed routes')")
     gate: Flag | None = Field(None, description="pick each language's route by dev score (default: on for laft_uriel "
                                                 "and laft_replay)")
     gate_confidence: float | None = Field(

@@ -3,8 +3,9 @@
 After an update, a language's candidates are, most conservative first: the previous model; the shared module
 (``hierarchical``); the nearest trained group other than its own, by mean URIEL distance to the group's members
 (within ``route_to_nearest``, or at any distance when the gate judges it on dev); its own group's module. The
-shared and nearest candidates are borrowed: a module trained on other languages' data; ``borrowed_routes: false``
-leaves a language its own group's module or the previous model. Without the gate the most specific candidate serves. A language the model never saw (``cml predict``) goes to the
+shared and nearest candidates are borrowed (modules of a group other than the language's own);
+``borrowed_routes: false`` leaves a language its own group's module or the previous model. Without the gate the
+most specific candidate serves. A language the model never saw (``cml predict``) goes to the
 nearest trained group within ``route_to_nearest`` (default :data:`NEW_LANGUAGE_MAX_DISTANCE`), else the shared
 module, else the previous model.
 """
