@@ -105,8 +105,8 @@ def run_config(bench: dict, kind: str, seed: int, quick: bool, suite: dict, outp
     from cml.errors import CMLError
 
     prefix = f"{suite['name']}-" if suite.get("name") else ""
-    # A config resolves a relative output_dir against its own folder; this one comes from the command line.
     name = f"{prefix}{bench['name']}-{kind}-{'quick' if quick else 'full'}-seed{seed}"
+    # A config resolves a relative output_dir against its own folder; this one comes from the command line.
     overrides = {**(bench.get("quick", {}) if quick else {}), **bench["update_kinds"][kind],
                  "seed": seed, "name": name, "output_dir": str(Path(output_dir).absolute())}
     path = Path(suite["folder"]) / bench["config"]
