@@ -4,6 +4,7 @@
     python benchmarks/tables.py scale     # the 205-language scale benchmark, from scale.json
     python benchmarks/tables.py v2-headline   # the README's results: per v2 stream, from v2-<stream>.json
     python benchmarks/tables.py gate-moves    # the gate's moves by route kind, from v2-gate-moves.json
+    python benchmarks/tables.py v2-cost       # what re-running the v2 benchmark costs, from v2-<stream>.json
 
 Reads ``benchmarks/results/*.json`` only (no torch), so it runs in well under a second. The tables are
 quoted in docs/benchmarks.md and the README between generated-block markers; ``python benchmarks/docs.py`` writes them there and
@@ -14,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
+
+import yaml
 
 from cml.evaluation.cml_metrics import REFERENCE
 
@@ -30,6 +34,9 @@ QUALITY = ("sib200", "pud_pos", "lemmatization")  # v1's benchmarks, in the orde
 STREAM_NAMES = {"sib200": "SIB-200", "pud_pos": "PUD POS", "lemmatization": "lemmatisation"}
 VARIANTS = ("laft_uriel", "laft_uriel_c90", "laft_uriel_cap4")  # the columns of met / checked, in this order
 V2_STREAMS = {"ud_pos": "UD POS", "pud_pos": "PUD POS", "lemmatization": "lemmatisation"}  # suite_v2.yaml's order
+V2_SUITE = REPO / "configs" / "benchmarks" / "suite_v2.yaml"
+V2_SEEDS = 3  # a full v2 run: seeds 0 1 2 of every stream
+V2_BUDGET_HOURS = 8  # issue 30: the full v2 benchmark re-runs in at most 8 hours of CPU
 
 
 def load(path: Path) -> dict:
@@ -229,13 +236,55 @@ def gate_moves_table(results: Path = RESULTS) -> list[str]:
     return lines
 
 
+def v2_cost_table(results: Path = RESULTS, suite: Path = V2_SUITE) -> list[str]:
+    """What re-running the v2 benchmark as ``suite`` configures it costs, from the CPU seconds each stage recorded
+    (its update and test evaluation, all threads): per strategy and stream the median over the seeds that recorded
+    it, then per stream stage 0 plus the strategies it runs, times ``V2_SEEDS``. Strategies without a record make
+    the total a lower bound, and are named."""
+    plan = {name: bench["strategies"] for name, bench in yaml.safe_load(suite.read_text("utf-8"))["benchmarks"].items()}
+    costs, stage0 = {}, {}
+    for benchmark in plan:
+        path = results / f"v2-{benchmark}.json"
+        stream = load(path)["streams"][0] if path.is_file() else {"per_seed": {}, "stage0": {}}
+        costs[benchmark] = {name: [rows[name]["stage_cpu_seconds"] for rows in stream["per_seed"].values()
+                                   if (rows.get(name) or {}).get("stage_cpu_seconds") is not None]
+                            for name in plan[benchmark]}
+        stage0[benchmark] = [curve["stage_cpu_seconds"] for curve in (stream.get("stage0") or {}).values()
+                             if curve.get("stage_cpu_seconds") is not None]
+
+    def minutes(values: list[float]) -> str:
+        return f"{statistics.median(values) / 60:.1f} ({len(values)})" if values else "—"
+
+    names = list(dict.fromkeys(name for names in plan.values() for name in names))
+    lines = ["| strategy | " + " | ".join(V2_STREAMS.get(b, b) for b in plan) + " |", "|---|" + "---:|" * len(plan),
+             "| stage 0 | " + " | ".join(minutes(stage0[b]) for b in plan) + " |"]
+    lines += ["| " + " | ".join([f"`{name}`", *(minutes(costs[b][name]) if name in plan[b] else "not run"
+                                               for b in plan)]) + " |" for name in names]
+    total, unknown = 0.0, []
+    for benchmark in plan:
+        known = [statistics.median(stage0[benchmark])] if stage0[benchmark] else []
+        known += [statistics.median(values) for values in costs[benchmark].values() if values]
+        unknown += [f"{benchmark} {name}" for name, values in
+                    {"stage 0": stage0[benchmark], **costs[benchmark]}.items() if not values]
+        total += V2_SEEDS * sum(known)
+    hours = total / 3600
+    lines += ["", f"CPU minutes per stream and seed (median over the seeds recorded, their number in brackets): each "
+                  f"stage's update (training, and a gate's dev scoring) and test evaluation, all threads. The benchmark "
+                  f"as `{suite.name}` configures it, {V2_SEEDS} seeds: {'at least ' if unknown else ''}{hours:.1f} CPU "
+                  f"hours (budget {V2_BUDGET_HOURS}), about {hours / 2:.1f} h of wall time as two one-thread jobs on "
+                  f"2 cores."]
+    if unknown:
+        lines += ["", "Not recorded yet (runs made before stages recorded their cost): " + ", ".join(unknown) + "."]
+    return lines
+
+
 def spread(figure: dict | None, form: str) -> str:
     """A figure over seeds as the quality tables write it (``mean ± std``), ``—`` where it is undefined."""
     return "—" if figure is None or figure.get("mean") is None else mean_and_std(figure, 1, form)
 
 
 TABLES = {"targets": targets_table, "scale": scale_table, "v2-headline": v2_headline_table,
-          "gate-moves": gate_moves_table}
+          "gate-moves": gate_moves_table, "v2-cost": v2_cost_table}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,10 @@ from cml.evaluation.cml_metrics import REFERENCE
 FIGURES = ("n_languages", "n_improved", "n_degraded", "n_significant_improved", "n_significant_degraded",
            "mean_delta", "mean_loss_magnitude", "max_loss", "aggregate_before", "aggregate_after",
            "negative_flip_rate", "improved_share_gain_pp", "loss_magnitude_reduction",
-           "aggregate_after_vs_reference_pp", "train_seconds")
+           "aggregate_after_vs_reference_pp", "train_seconds", "stage_seconds", "stage_cpu_seconds")
+# What a stage cost (cml.experiment.StageCost): wall and CPU seconds of its update and test evaluation. Runs made
+# before it was recorded lack it (None).
+COST = ("stage_seconds", "stage_cpu_seconds")
 # The figures of a metric that a named suite's row repeats for every metric the task computes.
 SUMMARY_FIGURES = ("n_languages", "n_improved", "n_degraded", "n_significant_improved", "n_significant_degraded",
                    "mean_delta", "mean_loss_magnitude", "aggregate_after")
@@ -26,8 +29,9 @@ def stream_rows(results: dict, references: list[str] | None = None) -> dict[str,
     rows = {row["strategy"]: row for row in overview_rows(summary) if row["stage"] == stage}
     for strategy, row in rows.items():
         row["aggregate_after_vs_reference_pp"] = 100 * (row["aggregate_after"] - rows[reference]["aggregate_after"])
-        row["train_seconds"] = sum(s["train"]["train_seconds"] for s in results["strategies"][strategy]["stages"][1:]
-                                   if s.get("train"))
+        updates = results["strategies"][strategy]["stages"][1:]
+        row["train_seconds"] = sum(s["train"]["train_seconds"] for s in updates if s.get("train"))
+        row.update(stage_cost(updates))
     figures = {strategy: {key: row.get(key) for key in FIGURES} for strategy, row in rows.items()}
     if references:
         for strategy, row in figures.items():
@@ -80,7 +84,13 @@ def stage0_curve(results: dict) -> dict:
     run of those allowed, the best epoch and whether early stopping ended it (a plateau on dev)."""
     train = results["stages"][0].get("train") or {}
     allowed = results["config"]["training"]["epochs"]
-    return {"metric": results["metric"], "dev_history": train.get("dev_history", []),
+    return {"metric": results["metric"], "dev_history": train.get("dev_history", []), **stage_cost(results["stages"][:1]),
             "epochs_run": train.get("epochs_run"), "epochs_allowed": allowed, "best_epoch": train.get("best_epoch"),
             "early_stopped": bool(train.get("epochs_run")) and train["epochs_run"] < allowed,
             "patience": results["config"]["training"].get("early_stopping_patience")}
+
+
+def stage_cost(stages: list[dict]) -> dict[str, float | None]:
+    """The ``COST`` figures summed over ``stages``, None where a stage did not record them."""
+    return {key: (sum(stage[key] for stage in stages) if all(key in stage for stage in stages) else None)
+            for key in COST}

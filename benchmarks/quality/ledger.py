@@ -125,7 +125,7 @@ def same_reference(earlier: dict[str, dict], rows: dict[str, dict]) -> bool:
     aside). Full fine-tuning is deterministic, so that holds when the config, data and code it depends on are
     unchanged, and then the earlier strategies' figures, all relative to it, still hold."""
     def figures(row: dict) -> dict:
-        return {key: row.get(key) for key in FIGURES if key != "train_seconds"}
+        return {key: row.get(key) for key in FIGURES if not key.endswith("seconds")}
 
     return REFERENCE in earlier and REFERENCE in rows and figures(earlier[REFERENCE]) == figures(rows[REFERENCE])
 

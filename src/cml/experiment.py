@@ -142,6 +142,26 @@ ADDED_TRAINING_DEFAULTS = {"dropout": True}
 """Training settings that came after stages were saved without them, with the default those stages ran at."""
 
 
+class StageCost:
+    """What a stage cost: wall seconds and CPU seconds (all of the process's threads, the cost on a shared machine)
+    of its update (training, and the gate for gated strategies) plus its test evaluation. The benchmark adds them up
+    to say what re-running it costs (benchmarks/tables.py v2-cost). A stage resumed from an earlier process's
+    checkpoint records none: this process saw only part of its cost."""
+
+    def __init__(self, resumed: bool = False):
+        self.resumed = resumed
+
+    def __enter__(self) -> StageCost:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+    def figures(self) -> dict[str, float]:
+        return {} if self.resumed else {"stage_seconds": self.wall, "stage_cpu_seconds": self.cpu}
+
+
 class Experiment:
     def __init__(self, config: ExperimentConfig, *, resume: bool = False, from_stage: int | None = None,
                  overwrite: bool = False):
@@ -218,18 +238,21 @@ class Experiment:
             log.warning("a saved stage cannot be read (%s); redoing that stage", err)
             return None
 
-    def in_progress(self, ctx: StageContext, settings: dict) -> None:
+    def in_progress(self, ctx: StageContext, settings: dict) -> bool:
         """Record what a stage's in-progress checkpoints are made with (``settings.json`` beside them), and on
         --resume refuse checkpoints made with other settings or input files: training would otherwise go on
-        from weights trained on data that has since changed."""
+        from weights trained on data that has since changed. Returns whether the stage resumes one that an
+        earlier process started."""
         path = ctx.checkpoint_dir / "settings.json"
-        if self.resume and path.is_file():
+        resumed = self.resume and path.is_file()
+        if resumed:
             saved = read_json(path, "checkpoint settings")
             if not isinstance(saved, dict):
                 raise CMLError("checkpoint settings are not a JSON object", file=path)
             self.check_same_settings(saved, settings, path, "the stage in progress")
         if self.accelerator.is_main_process:
             write_json(path, settings)
+        return resumed
 
     def stage_dir(self, strategy: str, index: int) -> Path:
         return self.folder.stage_dir(strategy, index, self.stream.stages[index].name)
@@ -351,9 +374,10 @@ class Experiment:
             self.track_stage(INITIAL, model, saved)
             return saved
         ctx = self.context(INITIAL, 0)
-        self.in_progress(ctx, settings)
-        _, artifacts = make_strategy(FullFinetuneConfig(method="full_finetune", name=INITIAL)).update(model, ctx)
-        record = self.record(ctx, INITIAL, artifacts, self.evaluate(model, INITIAL, 0))
+        with StageCost(resumed=self.in_progress(ctx, settings)) as cost:
+            _, artifacts = make_strategy(FullFinetuneConfig(method="full_finetune", name=INITIAL)).update(model, ctx)
+            evaluation = self.evaluate(model, INITIAL, 0)
+        record = {**self.record(ctx, INITIAL, artifacts, evaluation), **cost.figures()}
         if self.accelerator.is_main_process:
             save_checkpoint(stage_dir, {k: v for k, v in model.state_dict().items() if k not in frozen},
                             stage_state(record, settings))
@@ -370,9 +394,10 @@ class Experiment:
             log.info("%s stage %d: reused from %s", strategy.name, index, stage_dir)
             self.track_stage(strategy.name, model, saved)
             return model, {**saved, "stored_bytes": (stage_dir / WEIGHTS).stat().st_size}
-        self.in_progress(ctx, settings)
-        model, artifacts = strategy.update(model, ctx)
-        record = self.record(ctx, strategy.name, artifacts, self.evaluate(model, strategy.name, index))
+        with StageCost(resumed=self.in_progress(ctx, settings)) as cost:
+            model, artifacts = strategy.update(model, ctx)
+            evaluation = self.evaluate(model, strategy.name, index)
+        record = {**self.record(ctx, strategy.name, artifacts, evaluation), **cost.figures()}
         if self.accelerator.is_main_process:  # the run folder may be on the main machine only
             save_checkpoint(stage_dir, strategy.saved_state(model, frozen),
                             stage_state(record, settings))
