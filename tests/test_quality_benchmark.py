@@ -161,9 +161,10 @@ ORDER = ["full_finetune", "ewc", "replay"]
 
 
 def seed_rows(reference_after: float, **others: float) -> dict[str, dict]:
-    """One seed's rows: full fine-tuning's aggregate after the update (its train time varies with the row count),
-    and the other strategies'."""
-    return {"full_finetune": {"aggregate_after": reference_after, "train_seconds": 1.0 + len(others)},
+    """One seed's rows: full fine-tuning's aggregate after the update (its train time and cost vary with the row
+    count, as times do between runs), and the other strategies'."""
+    return {"full_finetune": {"aggregate_after": reference_after, "train_seconds": 1.0 + len(others),
+                              "stage_seconds": 2.0 + len(others), "stage_cpu_seconds": 3.0 + len(others)},
             **{k: {"aggregate_after": v} for k, v in others.items()}}
 
 
@@ -376,6 +377,7 @@ def test_v2_writes_one_table_per_stream_with_both_references_and_every_figure(tm
         assert set(row["metrics"]) >= {"accuracy"} and V2_KEYS <= set(row["metrics"]["accuracy"])
         assert row["total_loss"] == pytest.approx(row["mean_loss_magnitude"] * row["n_degraded"])
         assert row["versus"]["no_update"]["aggregate_after_pp"] == pytest.approx(100 * row["mean_delta"])
+        assert row["stage_cpu_seconds"] > 0 and row["stage_seconds"] > 0  # what tables.py v2-cost adds up
     # The problem check reads full fine-tuning's significant losses, and the exit code says whether it holds.
     naive = stream["per_seed"]["0"]["full_finetune"]
     assert stream["problem"]["per_seed"]["0"]["n_significant_degraded"] == naive["n_significant_degraded"]
@@ -385,6 +387,7 @@ def test_v2_writes_one_table_per_stream_with_both_references_and_every_figure(tm
     curve = stream["stage0"]["0"]
     assert curve["metric"] == "accuracy" and len(curve["dev_history"]) == curve["epochs_run"] <= 3
     assert curve["epochs_allowed"] == 3 and curve["patience"] == 1
+    assert curve["stage_cpu_seconds"] > 0 and curve["stage_seconds"] > 0
     assert (tmp_path / "runs" / "v2-tiny-subset-full-seed0" / "results.json").is_file()
 
     capsys.readouterr()
