@@ -42,11 +42,9 @@ if BENCHMARKS not in sys.path:  # the quality package lies beside this script, w
 from quality.ledger import RESULTS  # noqa: E402
 from quality.run import Request, run_benchmarks  # noqa: E402
 from quality.show import show_dominance, show_tables  # noqa: E402
-from quality.suite import REPO, SUITE, SUITE_V2, load_suite  # noqa: E402
+from quality.suite import REPO, SEEDS, SUITE, SUITE_V2, load_suite  # noqa: E402
 
 from cml.evaluation.cml_metrics import REFERENCE  # noqa: E402
-
-SEEDS = (0, 1, 2)
 
 
 def argument_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,8 @@
     python benchmarks/tables.py gate-moves    # the gate's moves by route kind, from v2-gate-moves.json
     python benchmarks/tables.py v2-cost       # what re-running the v2 benchmark costs, from v2-<stream>.json
 
-Reads ``benchmarks/results/*.json`` only (no torch), so it runs in well under a second. The tables are
+Reads ``benchmarks/results/*.json`` (and, for ``v2-cost``, the v2 suite's manifest) only, no torch, so it runs in
+well under a second. The tables are
 quoted in docs/benchmarks.md and the README between generated-block markers; ``python benchmarks/docs.py`` writes them there and
 ``--check`` fails when they differ.
 """
@@ -19,14 +20,13 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
 from cml.evaluation.cml_metrics import REFERENCE
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "benchmarks") not in sys.path:  # the quality package lies beside this script, which tests load by path
     sys.path.insert(0, str(REPO / "benchmarks"))
 
+from quality.suite import SEEDS, SUITE_V2, benchmarks_of, load_suite  # noqa: E402
 from quality.tables import mean_and_std  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -34,8 +34,6 @@ QUALITY = ("sib200", "pud_pos", "lemmatization")  # v1's benchmarks, in the orde
 STREAM_NAMES = {"sib200": "SIB-200", "pud_pos": "PUD POS", "lemmatization": "lemmatisation"}
 VARIANTS = ("laft_uriel", "laft_uriel_c90", "laft_uriel_cap4")  # the columns of met / checked, in this order
 V2_STREAMS = {"ud_pos": "UD POS", "pud_pos": "PUD POS", "lemmatization": "lemmatisation"}  # suite_v2.yaml's order
-V2_SUITE = REPO / "configs" / "benchmarks" / "suite_v2.yaml"
-V2_SEEDS = 3  # a full v2 run: seeds 0 1 2 of every stream
 V2_BUDGET_HOURS = 8  # issue 30: the full v2 benchmark re-runs in at most 8 hours of CPU
 
 
@@ -236,45 +234,57 @@ def gate_moves_table(results: Path = RESULTS) -> list[str]:
     return lines
 
 
-def v2_cost_table(results: Path = RESULTS, suite: Path = V2_SUITE) -> list[str]:
+def v2_cost_table(results: Path = RESULTS, suite: Path = SUITE_V2) -> list[str]:
     """What re-running the v2 benchmark as ``suite`` configures it costs, from the CPU seconds each stage recorded
-    (its update and test evaluation, all threads): per strategy and stream the median over the seeds that recorded
-    it, then per stream stage 0 plus the strategies it runs, times ``V2_SEEDS``. Strategies without a record make
-    the total a lower bound, and are named."""
-    plan = {name: bench["strategies"] for name, bench in yaml.safe_load(suite.read_text("utf-8"))["benchmarks"].items()}
+    (its update and test evaluation): per stream (benchmark and update kind) and strategy the median over the seeds
+    that recorded it, then per benchmark its stage 0 (shared by its update kinds) plus every stream's strategies,
+    times the seeds of a full run. Stages without a record make the total a lower bound, and are named."""
+    manifest = load_suite(suite)
+    plan = {(name, kind): bench["strategies"] or manifest["strategies"]
+            for name, bench in benchmarks_of(manifest).items() for kind in bench["update_kinds"]}
     costs, stage0 = {}, {}
-    for benchmark in plan:
+    for (benchmark, kind), names in plan.items():
         path = results / f"v2-{benchmark}.json"
-        stream = load(path)["streams"][0] if path.is_file() else {"per_seed": {}, "stage0": {}}
-        costs[benchmark] = {name: [rows[name]["stage_cpu_seconds"] for rows in stream["per_seed"].values()
-                                   if (rows.get(name) or {}).get("stage_cpu_seconds") is not None]
-                            for name in plan[benchmark]}
-        stage0[benchmark] = [curve["stage_cpu_seconds"] for curve in (stream.get("stage0") or {}).values()
-                             if curve.get("stage_cpu_seconds") is not None]
+        streams = {stream["update_kind"]: stream for stream in load(path)["streams"]} if path.is_file() else {}
+        stream = streams.get(kind, {})
+        costs[benchmark, kind] = {name: [rows[name]["stage_cpu_seconds"] for rows in stream.get("per_seed", {}).values()
+                                         if (rows.get(name) or {}).get("stage_cpu_seconds") is not None]
+                                  for name in names}
+        stage0.setdefault(benchmark, []).extend(curve["stage_cpu_seconds"] for curve in
+                                                (stream.get("stage0") or {}).values()
+                                                if curve.get("stage_cpu_seconds") is not None)
 
     def minutes(values: list[float]) -> str:
         return f"{statistics.median(values) / 60:.1f} ({len(values)})" if values else "—"
 
+    titles = [f"{V2_STREAMS.get(b, b)} {kind}" for b, kind in plan]
     names = list(dict.fromkeys(name for names in plan.values() for name in names))
-    lines = ["| strategy | " + " | ".join(V2_STREAMS.get(b, b) for b in plan) + " |", "|---|" + "---:|" * len(plan),
-             "| stage 0 | " + " | ".join(minutes(stage0[b]) for b in plan) + " |"]
-    lines += ["| " + " | ".join([f"`{name}`", *(minutes(costs[b][name]) if name in plan[b] else "not run"
-                                               for b in plan)]) + " |" for name in names]
-    total, unknown = 0.0, []
-    for benchmark in plan:
-        known = [statistics.median(stage0[benchmark])] if stage0[benchmark] else []
-        known += [statistics.median(values) for values in costs[benchmark].values() if values]
-        unknown += [f"{benchmark} {name}" for name, values in
-                    {"stage 0": stage0[benchmark], **costs[benchmark]}.items() if not values]
-        total += V2_SEEDS * sum(known)
-    hours = total / 3600
+    lines = ["| strategy | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(plan),
+             "| stage 0 | " + " | ".join(minutes(stage0[b]) if kind == next(k for c, k in plan if c == b)
+                                         else "shared" for b, kind in plan) + " |"]
+    lines += ["| " + " | ".join([f"`{name}`", *(minutes(costs[stream][name]) if name in plan[stream] else "not planned"
+                                               for stream in plan)]) + " |" for name in names]
+    known = [statistics.median(values) for values in stage0.values() if values]
+    known += [statistics.median(values) for stream in costs.values() for values in stream.values() if values]
+    unknown = [f"{b} stage 0" for b, values in stage0.items() if not values]
+    unknown += [f"{b} {kind} {name}" for (b, kind), stream in costs.items() for name, values in stream.items()
+                if not values]
+    hours = len(SEEDS) * sum(known) / 3600
     lines += ["", f"CPU minutes per stream and seed (median over the seeds recorded, their number in brackets): each "
-                  f"stage's update (training, and a gate's dev scoring) and test evaluation, all threads. The benchmark "
-                  f"as `{suite.name}` configures it, {V2_SEEDS} seeds: {'at least ' if unknown else ''}{hours:.1f} CPU "
-                  f"hours (budget {V2_BUDGET_HOURS}), about {hours / 2:.1f} h of wall time as two one-thread jobs on "
-                  f"2 cores."]
+                  f"stage's update (training, and a gate's dev scoring) and test evaluation, at the torch threads its "
+                  f"run used (`runs[].machine.torch_threads` in the results file). Left out, as each run's own: reading "
+                  f"and tokenising the data, building the model, the bootstrap summary (about 10 CPU s for a run whose "
+                  f"stages are all reused)."]
+    if not known:
+        lines += ["", f"No stage of `{suite.name}`'s streams recorded its cost yet: what a full run costs is not "
+                      "known."]
+        return lines
+    lines += ["", f"The benchmark as `{suite.name}` configures it, seeds {' '.join(map(str, SEEDS))}: "
+                  f"{'at least ' if unknown else ''}{hours:.1f} CPU hours (budget {V2_BUDGET_HOURS}), about "
+                  f"{hours / 2:.1f} h of wall time as two one-thread jobs on 2 cores."]
     if unknown:
-        lines += ["", "Not recorded yet (runs made before stages recorded their cost): " + ", ".join(unknown) + "."]
+        lines += ["", "Not recorded (stages run before their cost was recorded, or resumed from a checkpoint another "
+                      "process wrote): " + ", ".join(unknown) + "."]
     return lines
 
 

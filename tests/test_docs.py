@@ -144,21 +144,29 @@ def test_the_v2_cost_table_adds_stage_0_and_each_planned_strategy_over_three_see
 
     tables = load_benchmark("tables")
     suite = tmp_path / "suite.yaml"
-    suite.write_text("benchmarks:\n  ud_pos: {strategies: [full_finetune, no_update, laft_uriel]}\n"
-                     "  pud_pos: {strategies: [full_finetune]}\n", encoding="utf-8")
+    suite.write_text("name: v2\nreferences: [full_finetune, no_update]\ndefault_strategy: laft_uriel\n"
+                     "strategies: [full_finetune, no_update]\n"
+                     "quick: {benchmarks: [ud_pos], update_kinds: [subset], strategies: [full_finetune, no_update]}\n"
+                     "benchmarks:\n"
+                     "  ud_pos: {config: u.yaml, update_kinds: {subset: {}}, strategies: [full_finetune, no_update, "
+                     "laft_uriel]}\n"
+                     "  pud_pos: {config: p.yaml, update_kinds: {subset: {}}}\n", encoding="utf-8")
+    lines = tables.v2_cost_table(tmp_path, suite)
+    assert lines[-1] == "No stage of `suite.yaml`'s streams recorded its cost yet: what a full run costs is not known."
     # ud_pos: two seeds recorded their cost (laft_uriel only on seed 1), an old seed did not
     per_seed = {"0": {"full_finetune": {"stage_cpu_seconds": 600.0}, "no_update": {"stage_cpu_seconds": 60.0}},
                 "1": {"full_finetune": {"stage_cpu_seconds": 1200.0}, "no_update": {"stage_cpu_seconds": 60.0},
                       "laft_uriel": {"stage_cpu_seconds": 300.0}},
                 "2": {"full_finetune": {"stage_cpu_seconds": None}}}
     stage0 = {"0": {"stage_cpu_seconds": 3000.0}, "1": {"stage_cpu_seconds": 3600.0}, "2": {}}
-    (tmp_path / "v2-ud_pos.json").write_text(json.dumps({"streams": [{"per_seed": per_seed, "stage0": stage0}]}),
-                                             encoding="utf-8")
+    (tmp_path / "v2-ud_pos.json").write_text(json.dumps({"streams": [{"update_kind": "subset", "per_seed": per_seed,
+                                                                   "stage0": stage0}]}), encoding="utf-8")
     lines = tables.v2_cost_table(tmp_path, suite)
-    assert lines[:6] == ["| strategy | UD POS | PUD POS |", "|---|---:|---:|", "| stage 0 | 55.0 (2) | — |",
-                         "| `full_finetune` | 15.0 (2) | — |", "| `no_update` | 1.0 (2) | not run |",
-                         "| `laft_uriel` | 5.0 (1) | not run |"]
-    # 3 seeds x (55 + 15 + 1 + 5) min = 3.8 h; pud_pos has no table yet, so the total is a lower bound
-    assert "3 seeds: at least 3.8 CPU hours (budget 8), about 1.9 h of wall time" in lines[-3]
-    assert lines[-1] == "Not recorded yet (runs made before stages recorded their cost): pud_pos stage 0, " \
-                        "pud_pos full_finetune."
+    # pud_pos plans the suite's strategies (it names none of its own)
+    assert lines[:6] == ["| strategy | UD POS subset | PUD POS subset |", "|---|---:|---:|",
+                         "| stage 0 | 55.0 (2) | — |", "| `full_finetune` | 15.0 (2) | — |",
+                         "| `no_update` | 1.0 (2) | — |", "| `laft_uriel` | 5.0 (1) | not planned |"]
+    # seeds 0 1 2 x (55 + 15 + 1 + 5) min = 3.8 h; pud_pos has no table yet, so the total is a lower bound
+    assert "seeds 0 1 2: at least 3.8 CPU hours (budget 8), about 1.9 h of wall time" in lines[-3]
+    assert lines[-1].endswith("process wrote): pud_pos stage 0, pud_pos subset full_finetune, "
+                              "pud_pos subset no_update.")

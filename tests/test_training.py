@@ -105,6 +105,12 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path, tiny_backbone
         assert stage["stage_cpu_seconds"] > 0 and stage["stage_seconds"] > 0
     assert "stage_cpu_seconds" in resumed["stages"][0]
     assert "stage_cpu_seconds" not in resumed["stages"][1] and "stage_seconds" not in resumed["stages"][1]
+    # killed before its first checkpoint, the stage starts over in the next process, which sees its whole cost
+    interrupt_run(path, "full_finetune/update", 1, ["name=early"])
+    assert not (tmp_path / "runs" / "early" / "checkpoints" / "full_finetune" / "1" / "latest").exists()
+    again = Experiment(load_config(path, ["name=early"]), resume=True).run()
+    assert again["stages"][1]["stage_cpu_seconds"] > 0
+    assert [s["scores"] for s in again["stages"]] == [s["scores"] for s in reference["stages"]]
 
 
 def test_a_laft_uriel_update_killed_midway_resumes_to_the_same_modules_and_routes(tmp_path, tiny_backbone):

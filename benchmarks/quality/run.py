@@ -90,6 +90,8 @@ def run_benchmark(request: Request, bench: dict) -> dict:
 def measure_stream(request: Request, bench: dict, kind: str, labels: list[str]) -> tuple[dict, str]:
     """One update kind of a benchmark run over the seeds: its stream (``stream_table``, strategies in ``labels``'
     order, this run's record in ``runs``) and the task's primary metric."""
+    import torch
+
     from cml.experiment import Experiment
 
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -103,7 +105,8 @@ def measure_stream(request: Request, bench: dict, kind: str, labels: list[str]) 
         per_seed[str(seed)] = stream_rows(results, request.references)
         stage0[str(seed)] = stage0_curve(results)
     run = {"command": request.command,
-           "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+           "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+                       "torch_threads": torch.get_num_threads()},  # what each stage's CPU seconds were measured at
            "wall_seconds": time.perf_counter() - started,
            "cpu_seconds": time.process_time() - cpu_started,  # all threads: the cost on a shared machine
            "strategies": {seed: list(rows) for seed, rows in per_seed.items()}}

@@ -14,6 +14,7 @@ from cml.evaluation.cml_metrics import REFERENCE
 REPO = Path(__file__).resolve().parents[2]
 SUITE = REPO / "configs" / "benchmarks" / "suite.yaml"
 SUITE_V2 = REPO / "configs" / "benchmarks" / "suite_v2.yaml"
+SEEDS = (0, 1, 2)  # a full run's seeds
 
 
 class _Strict(BaseModel):

@@ -37,7 +37,7 @@ from .task_family import TaskFamily
 from .tasks import make_task
 from .training.checkpoint import load_model_state, save_checkpoint, verify_checkpoint
 from .training.tracking import Tracking, start_tracking
-from .training.trainer import make_accelerator
+from .training.trainer import LATEST, make_accelerator
 from .versions import package_versions
 
 log = logging.getLogger("cml.run")
@@ -143,23 +143,25 @@ ADDED_TRAINING_DEFAULTS = {"dropout": True}
 
 
 class StageCost:
-    """What a stage cost: wall seconds and CPU seconds (all of the process's threads, the cost on a shared machine)
-    of its update (training, and the gate for gated strategies) plus its test evaluation. The benchmark adds them up
-    to say what re-running it costs (benchmarks/tables.py v2-cost). A stage resumed from an earlier process's
-    checkpoint records none: this process saw only part of its cost."""
+    """What a stage cost: wall seconds and CPU seconds (all of this process's threads; under ``accelerate launch``
+    the main process's alone) of its update (training, and the gate for gated strategies) plus its test evaluation.
+    The benchmark adds them up to say what re-running it costs (benchmarks/tables.py v2-cost). A stage that goes on
+    from a training checkpoint another process wrote records none: this process saw only part of its cost."""
 
     def __init__(self, resumed: bool = False):
         self.resumed = resumed
+        self.seconds = self.cpu_seconds = 0.0
 
     def __enter__(self) -> StageCost:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self._started = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        self.seconds = time.perf_counter() - self._started[0]
+        self.cpu_seconds = time.process_time() - self._started[1]
 
     def figures(self) -> dict[str, float]:
-        return {} if self.resumed else {"stage_seconds": self.wall, "stage_cpu_seconds": self.cpu}
+        return {} if self.resumed else {"stage_seconds": self.seconds, "stage_cpu_seconds": self.cpu_seconds}
 
 
 class Experiment:
@@ -241,18 +243,17 @@ class Experiment:
     def in_progress(self, ctx: StageContext, settings: dict) -> bool:
         """Record what a stage's in-progress checkpoints are made with (``settings.json`` beside them), and on
         --resume refuse checkpoints made with other settings or input files: training would otherwise go on
-        from weights trained on data that has since changed. Returns whether the stage resumes one that an
-        earlier process started."""
+        from weights trained on data that has since changed. Returns whether the stage goes on from a training
+        checkpoint an earlier process wrote (a stage killed before its first checkpoint starts over)."""
         path = ctx.checkpoint_dir / "settings.json"
-        resumed = self.resume and path.is_file()
-        if resumed:
+        if self.resume and path.is_file():
             saved = read_json(path, "checkpoint settings")
             if not isinstance(saved, dict):
                 raise CMLError("checkpoint settings are not a JSON object", file=path)
             self.check_same_settings(saved, settings, path, "the stage in progress")
         if self.accelerator.is_main_process:
             write_json(path, settings)
-        return resumed
+        return self.resume and (ctx.checkpoint_dir / LATEST).is_dir()
 
     def stage_dir(self, strategy: str, index: int) -> Path:
         return self.folder.stage_dir(strategy, index, self.stream.stages[index].name)

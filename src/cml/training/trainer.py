@@ -27,6 +27,7 @@ from .checkpoint import (load_model_state, load_tensors, load_training_state, re
 from .tracking import Tracking
 
 log = logging.getLogger("cml.train")
+LATEST = "latest"  # the in-progress checkpoint's folder inside a stage's checkpoint folder: what a resume goes on from
 
 
 @dataclass
@@ -190,7 +191,7 @@ def train(model: torch.nn.Module, task, train_features: list[dict], config: Trai
         raise CMLError(f"{description}: batch_size {config.batch_size} is the global batch, split across "
                        f"{accelerator.num_processes} processes: make it a multiple of {accelerator.num_processes}")
     torch.manual_seed(seed)
-    latest = checkpoint_dir / "latest" if checkpoint_dir else None
+    latest = checkpoint_dir / LATEST if checkpoint_dir else None
     best_dir = checkpoint_dir / "best" if checkpoint_dir else None
     sampler = BucketBatchSampler([len(f["input_ids"]) for f in train_features], config.batch_size,
                                  shuffle=True, seed=seed, multiplier=config.bucket_multiplier, groups=batch_groups)
