@@ -270,11 +270,11 @@ def v2_cost_table(results: Path = RESULTS, suite: Path = SUITE_V2) -> list[str]:
     unknown += [f"{b} {kind} {name}" for (b, kind), stream in costs.items() for name, values in stream.items()
                 if not values]
     hours = len(SEEDS) * sum(known) / 3600
-    lines += ["", f"CPU minutes per stream and seed (median over the seeds recorded, their number in brackets): each "
-                  f"stage's update (training, and a gate's dev scoring) and test evaluation, at the torch threads its "
-                  f"run used (`runs[].machine.torch_threads` in the results file). Left out, as each run's own: reading "
-                  f"and tokenising the data, building the model, the bootstrap summary (about 10 CPU s for a run whose "
-                  f"stages are all reused)."]
+    lines += ["", "CPU minutes per stream and seed (median over the seeds recorded, their number in brackets): each "
+                  "stage's update (training, and a gate's dev scoring) and test evaluation, at the torch threads its "
+                  "run used (`runs[].machine.torch_threads` in the results file). Left out, as each run's own: reading "
+                  "and tokenising the data, building the model, the bootstrap summary (about 10 CPU s for a run whose "
+                  "stages are all reused)."]
     if not known:
         lines += ["", f"No stage of `{suite.name}`'s streams recorded its cost yet: what a full run costs is not "
                       "known."]
