@@ -12,6 +12,7 @@ paper's targets for ``laft_uriel``, and writes ``benchmarks/results/<benchmark>-
     python benchmarks/cml_quality.py --v2 --quick       # the benchmark v2 (issue 30): under 10 min on 2 CPU cores
     python benchmarks/cml_quality.py --v2 --benchmarks ud_pos --seeds 0   # v2, one stream and seed (resumable)
     python benchmarks/cml_quality.py --v2 --show --markdown   # v2's tables, as docs/benchmarks.md quotes them
+    python benchmarks/cml_quality.py --v2 --restamp   # the tables take the suite's default, variants and retired strategies
 
 Runs go to ``runs/benchmarks/<benchmark>-<kind>-<mode>-seed<k>/`` and resume where they stopped. The full benchmark
 takes many sessions, so the table is built in pieces and keeps each seed's rows: a run of some update kinds keeps the
@@ -39,10 +40,10 @@ BENCHMARKS = str(Path(__file__).resolve().parent)
 if BENCHMARKS not in sys.path:  # the quality package lies beside this script, which the tests load by its path
     sys.path.insert(0, BENCHMARKS)
 
-from quality.ledger import RESULTS  # noqa: E402
+from quality.ledger import RESULTS, Ledger, table_path  # noqa: E402
 from quality.run import Request, run_benchmarks  # noqa: E402
 from quality.show import show_dominance, show_tables  # noqa: E402
-from quality.suite import REPO, SEEDS, SUITE, SUITE_V2, load_suite  # noqa: E402
+from quality.suite import REPO, SEEDS, SUITE, SUITE_V2, load_suite, suite_header  # noqa: E402
 
 from cml.evaluation.cml_metrics import REFERENCE  # noqa: E402
 
@@ -65,6 +66,9 @@ def argument_parser() -> argparse.ArgumentParser:
                              "of update kind KIND (how --v2's strategies were cut); train nothing")
     parser.add_argument("--plot", type=Path, metavar="DIR",
                         help="with --show: also draw each table as DIR/<benchmark>-<mode>.png")
+    parser.add_argument("--restamp", action="store_true",
+                        help="a named suite's tables take what the suite now says of its strategies (default, "
+                             "variants added after results, retired); their rows are untouched; train nothing")
     return parser
 
 
@@ -83,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(suite["benchmarks"]))
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; {suite_path} has {sorted(suite['benchmarks'])}")
+    if args.restamp:
+        if not suite.get("name"):
+            parser.error("--restamp rewrites a named suite's tables (--v2); this suite has no name")
+        for name in names:
+            ledger = Ledger.read(table_path(args.results_dir, suite, name, "quick" if args.quick else "full"))
+            ledger.restamp(suite_header(suite))
+            print(f"restamped {ledger.path}")
+        return 0
     if args.dominated:
         show_dominance(suite, names, args.results_dir, args.dominated)
         return 0

@@ -398,6 +398,20 @@ def test_v2_writes_one_table_per_stream_with_both_references_and_every_figure(tm
     assert "| **laft_uriel** † (default) | 0 |" in out
     assert "after - no_update (pt)" in out
 
+    # The suite retires laft_uriel and recommends another: --restamp carries that into the table, rows untouched.
+    suite = yaml.safe_load((tmp_path / "suite.yaml").read_text())
+    suite.update({"strategies": ["full_finetune", "no_update"], "retired": ["laft_uriel"],
+                  "default_strategy": "no_update"})
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
+    assert script.main([*argv, "--restamp"]) == 0
+    restamped = json.loads((tmp_path / "results" / "v2-tiny.json").read_text())
+    assert restamped == {**report, "retired": ["laft_uriel"], "default_strategy": "no_update"}
+    capsys.readouterr()
+    assert script.main([*argv, "--show", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| laft_uriel † (retired) | 0 |" in out and "| **no_update** (reference, default) | 0 |" in out
+    assert "Retired: no longer run by a full run" in out
+
 
 def test_no_update_keeps_the_previous_model_and_its_figures_are_zero(tmp_path, tiny_backbone):
     script = load_benchmark("cml_quality")
@@ -510,7 +524,9 @@ def test_the_v2_suite_is_valid_and_every_stream_runs_both_references():
     ({"quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune"]}},
      "quick.strategies must run every reference; it lacks ['no_update']"),
     ({"references": ["no_update"]}, "references must start with full_finetune"),
-    ({"default_strategy": "ewc"}, "default_strategy and added_after_results must be among the strategies run"),
+    ({"default_strategy": "ewc"}, "default_strategy must be among the strategies run"),
+    ({"added_after_results": ["ewc"]}, "added_after_results among those run or retired; ['ewc'] are not"),
+    ({"retired": ["laft_uriel"]}, "retired strategies are not run, but ['laft_uriel'] are"),
     ({"name": "../x"}, "name: String should match pattern"),
 ])
 def test_v2_suite_errors_name_the_setting(tmp_path, change, message):

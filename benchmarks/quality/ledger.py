@@ -83,6 +83,18 @@ class Ledger:
         return table
 
 
+    def restamp(self, header: dict) -> None:
+        """Rewrite the table's header fields in ``header`` (a suite's, ``suite_header``), its rows untouched: what
+        the suite says of its strategies (the default, the variants added after results, the retired) changes
+        without a run. Atomic, and under the lock a recording run takes."""
+        with _exclusive(self.path.parent):
+            current = Ledger.read(self.path)
+            if not current.streams:
+                raise CMLError("no table to restamp; run the benchmark first", file=self.path)
+            current.header.update(header)
+            write_json(self.path, current.report())
+
+
 @contextmanager
 def _exclusive(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (``flock`` on the folder itself, so it leaves no file behind), waiting

@@ -17,8 +17,9 @@ from cml.errors import CMLError
 from .figures import stage0_curve, stream_rows
 from .ledger import Ledger, table_path
 from .streams import stream_table
-from .suite import benchmarks_of, run_config
+from .suite import benchmarks_of, run_config, suite_header
 from .tables import render
+
 
 @dataclass(frozen=True)
 class Request:
@@ -77,9 +78,7 @@ def run_benchmark(request: Request, bench: dict) -> dict:
         streams[kind], primary = measure_stream(request, bench, kind, labels)
     header = {"benchmark": bench["name"], "mode": request.mode}
     if request.references:
-        header.update({"suite": request.suite["name"], "primary_metric": primary, "references": request.references,
-                       "default_strategy": request.suite["default_strategy"],
-                       "added_after_results": request.suite["added_after_results"]})
+        header.update({**suite_header(request.suite), "primary_metric": primary})
     report = ledger.record(header, streams, list(bench["update_kinds"]), labels, request.quick)
     render(report)
     wall = sum(stream["runs"][-1]["wall_seconds"] for stream in streams.values())

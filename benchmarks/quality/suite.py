@@ -40,6 +40,9 @@ class Suite(_Strict):
     references: list[str] = Field([REFERENCE], min_length=1)
     default_strategy: str | None = None  # the strategy the project recommends, named in the tables
     added_after_results: list[str] = []  # variants added after seeing results: marked in the tables
+    # strategies a full run no longer runs (dominated on every stream that ran them): their measured rows stay in
+    # the tables, marked, and their settings in the stream configs, so `--strategies` can still run one
+    retired: list[str] = []
     strategies: list[str] | None = None  # the strategies a full run runs (labels; default: all of each config's)
     benchmarks: dict[str, BenchmarkSpec]
     quick: QuickSelection
@@ -72,10 +75,14 @@ class Suite(_Strict):
                 raise ValueError(f"{where} must run every reference; it lacks {missing}")
         named = [self.default_strategy] if self.default_strategy else []
         run = {label for _, labels in lists for label in labels or ()}
-        unknown = [label for label in named + self.added_after_results if run and label not in run]
+        still_run = sorted(set(self.retired) & run)
+        if still_run:
+            raise ValueError(f"retired strategies are not run, but {still_run} are")
+        unknown = [label for label in named if run and label not in run]
+        unknown += [label for label in self.added_after_results if run and label not in run | set(self.retired)]
         if unknown:
-            raise ValueError(f"default_strategy and added_after_results must be among the strategies run; {unknown} "
-                             "are not")
+            raise ValueError(f"default_strategy must be among the strategies run, added_after_results among those run "
+                             f"or retired; {unknown} are not")
         return self
 
 
@@ -86,6 +93,13 @@ def load_suite(path: Path) -> dict:
 
     tree, node = read_yaml(path, what="suite")
     return {**validated(Suite, tree, node, path).model_dump(), "file": path, "folder": path.parent}
+
+
+def suite_header(suite: dict) -> dict:
+    """What a named suite's tables say of the suite itself: its name, references, the strategy it recommends, the
+    variants added after results and the retired strategies."""
+    return {"suite": suite["name"], "references": suite["references"], "default_strategy": suite["default_strategy"],
+            "added_after_results": suite["added_after_results"], "retired": suite["retired"]}
 
 
 def benchmarks_of(suite: dict) -> dict[str, dict]:

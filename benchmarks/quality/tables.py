@@ -117,7 +117,7 @@ def v2_table(report: dict, stream: dict, metric: str | None) -> list[str]:
     """One Markdown table of a named suite's stream: the primary metric's figures (``metric`` None) or another
     metric's; references, the default strategy and variants added after seeing results marked in the first column."""
     references, default = report.get("references", []), report.get("default_strategy")
-    late = set(report.get("added_after_results", []))
+    late, retired = set(report.get("added_after_results", [])), set(report.get("retired", []))
     columns = [c for c in V2_COLUMNS if metric is None or c[1] != "train_seconds"]
 
     def cell(strategy: str, figures: dict, key: str, scale: float, fmt: str) -> str:
@@ -129,7 +129,8 @@ def v2_table(report: dict, stream: dict, metric: str | None) -> list[str]:
         return mean_and_std(value, scale, fmt)
 
     def label(strategy: str) -> str:
-        marks = (["reference"] if strategy in references else []) + (["default"] if strategy == default else [])
+        marks = (["reference"] if strategy in references else []) + (["default"] if strategy == default else []) \
+            + (["retired"] if strategy in retired else [])
         text = f"**{strategy}**" if strategy == default else strategy
         return text + (" †" if strategy in late else "") + (f" ({', '.join(marks)})" if marks else "")
 
@@ -184,6 +185,8 @@ def v2_lines(report: dict) -> list[str]:
               "model kept as is). " + (f"**{report['default_strategy']}** is the strategy the project recommends. "
                                        if report.get("default_strategy") else "")
               + ("† a variant added after seeing results. " if report.get("added_after_results") else "")
+              + ("Retired: no longer run by a full run (dominated on every stream that ran it); its rows are kept. "
+                 if report.get("retired") else "")
               + "Points are x100 of the metric; `after - X` is the aggregate after the update minus X's."]
     return lines
 
