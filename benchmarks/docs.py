@@ -33,6 +33,8 @@ BLOCKS: dict[tuple[str, str], tuple[str, ...]] = {
     ("docs/benchmarks.md", "dominated"): (*QUALITY, "--dominated", "subset"),
     ("docs/benchmarks.md", "v2-quick"): (*QUALITY, "--v2", "--show", "--markdown", "--quick"),
     ("docs/benchmarks.md", "v2-full"): (*QUALITY, "--v2", "--show", "--markdown"),
+    ("docs/benchmarks.md", "dominated-v2"): (*QUALITY, "--v2", "--dominated", "subset"),
+    ("docs/benchmarks.md", "v2-cost"): ("benchmarks/tables.py", "v2-cost"),
     ("docs/benchmarks.md", "speed"): ("benchmarks/speed.py", "--show", "--markdown"),
     ("docs/benchmarks.md", "frozen-cache"): ("benchmarks/frozen_cache_quality.py", "--show", "--markdown"),
     ("docs/benchmarks.md", "scale"): ("benchmarks/tables.py", "scale"),
