@@ -242,17 +242,20 @@ def v2_cost_table(results: Path = RESULTS, suite: Path = SUITE_V2) -> list[str]:
     manifest = load_suite(suite)
     plan = {(name, kind): bench["strategies"] or manifest["strategies"]
             for name, bench in benchmarks_of(manifest).items() for kind in bench["update_kinds"]}
+    # the update kinds of a benchmark share one stage 0: its cost is counted once, from the first kind's stream
+    first_kind = {name: next(iter(bench["update_kinds"])) for name, bench in manifest["benchmarks"].items()}
     costs, stage0 = {}, {}
-    for (benchmark, kind), names in plan.items():
+    for benchmark, bench in benchmarks_of(manifest).items():
         path = results / f"v2-{benchmark}.json"
         streams = {stream["update_kind"]: stream for stream in load(path)["streams"]} if path.is_file() else {}
-        stream = streams.get(kind, {})
-        costs[benchmark, kind] = {name: [rows[name]["stage_cpu_seconds"] for rows in stream.get("per_seed", {}).values()
-                                         if (rows.get(name) or {}).get("stage_cpu_seconds") is not None]
-                                  for name in names}
-        stage0.setdefault(benchmark, []).extend(curve["stage_cpu_seconds"] for curve in
-                                                (stream.get("stage0") or {}).values()
-                                                if curve.get("stage_cpu_seconds") is not None)
+        first = streams.get(first_kind[benchmark], {})
+        stage0[benchmark] = [curve["stage_cpu_seconds"] for curve in (first.get("stage0") or {}).values()
+                             if curve.get("stage_cpu_seconds") is not None]
+        for kind in bench["update_kinds"]:
+            per_seed = streams.get(kind, {}).get("per_seed", {})
+            costs[benchmark, kind] = {name: [rows[name]["stage_cpu_seconds"] for rows in per_seed.values()
+                                             if (rows.get(name) or {}).get("stage_cpu_seconds") is not None]
+                                      for name in plan[benchmark, kind]}
 
     def minutes(values: list[float]) -> str:
         return f"{statistics.median(values) / 60:.1f} ({len(values)})" if values else "—"
@@ -260,8 +263,8 @@ def v2_cost_table(results: Path = RESULTS, suite: Path = SUITE_V2) -> list[str]:
     titles = [f"{V2_STREAMS.get(b, b)} {kind}" for b, kind in plan]
     names = list(dict.fromkeys(name for names in plan.values() for name in names))
     lines = ["| strategy | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(plan),
-             "| stage 0 | " + " | ".join(minutes(stage0[b]) if kind == next(k for c, k in plan if c == b)
-                                         else "shared" for b, kind in plan) + " |"]
+             "| stage 0 | " + " | ".join(minutes(stage0[b]) if kind == first_kind[b] else "shared"
+                                         for b, kind in plan) + " |"]
     lines += ["| " + " | ".join([f"`{name}`", *(minutes(costs[stream][name]) if name in plan[stream] else "not planned"
                                                for stream in plan)]) + " |" for name in names]
     known = [statistics.median(values) for values in stage0.values() if values]

@@ -82,7 +82,6 @@ class Ledger:
             write_json(self.path, table)
         return table
 
-
     def restamp(self, header: dict) -> None:
         """Rewrite the table's header fields in ``header`` (a suite's, ``suite_header``), its rows untouched: what
         the suite says of its strategies (the default, the variants added after results, the retired) changes
