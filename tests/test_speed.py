@@ -76,6 +76,36 @@ def test_a_mixed_batch_runs_the_prefix_once_and_predicts_the_same(tiny_backbone)
     assert torch.equal(shared.argmax(-1), alone.argmax(-1))
 
 
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_mixed_batch_trains_in_one_pass_with_the_gradients_of_routes_apart(tiny_backbone, monkeypatch, stacked):
+    """A training batch of three routes runs each layer once (the modules' products added on their rows), and its
+    loss and every module's gradient equal those of running each route's rows apart, to float rounding (no
+    dropout: the same computation). A stacked route (two modules in one layer) runs routes apart."""
+    outcomes = []
+    for one_pass in (True, False):
+        if not one_pass:
+            monkeypatch.setattr(RoutedModel, "_one_pass_supported", lambda self, groups: False)
+        task, model = routed_model(tiny_backbone, dropout=0.0)
+        if stacked:
+            model.routes["fra"] = ("a", "b")
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_("lora_" in name or "modules_to_save" in name)
+        model.train()
+        calls = []
+        model.frozen_prefix.stack[1].register_forward_hook(lambda *args: calls.append(1))
+        output = model(**task.batch(task.features(examples())))
+        output.loss.backward()
+        outcomes.append((len(calls), output.loss.detach(), output.logits.detach(),
+                         {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}))
+    (calls, loss, logits, grads), (apart_calls, apart_loss, apart_logits, apart_grads) = outcomes
+    assert (calls, apart_calls) == ((3, 3) if stacked else (1, 3))
+    assert grads.keys() == apart_grads.keys() and any("lora_B.b" in name for name in grads)
+    torch.testing.assert_close(loss, apart_loss, atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits, apart_logits, atol=1e-5, rtol=0)
+    for name in grads:
+        torch.testing.assert_close(grads[name], apart_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_mixed_languages_are_predicted_a_route_a_batch_merged_and_the_same(tiny_backbone):
     """Inference batches hold one language each, which its route serves with its LoRA weights merged into the
     base weights: the cost of the previous model's forward. The logits equal those of the mixed batch (every

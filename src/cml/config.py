@@ -399,8 +399,8 @@ class ModularConfig(StrategyBase):
     group_seed: int = Field(0, description="laft_random: seed of the random assignment")
     batches_by_route: Flag = Field(
         False, description="training batches hold one route each where they can (each shuffled chunk sorted by route, "
-        "then length): the adapted layers run once per batch instead of once per route in it; the batches differ "
-        "from the default's, so the result does too")
+        "then length), so no module's product is split over routes; the batches differ from the default's, so the "
+        "result does too")
 
     @property
     def gated(self) -> bool:

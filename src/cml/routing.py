@@ -2,8 +2,10 @@
 
 A route is a tuple of adapter names applied together (``()`` is the previous model itself, ``("g2",)``
 a group module, ``("shared", "g2")`` a group module stacked on a shared one). A batch may mix
-languages: :class:`RoutedModel` splits it by route, runs each part with its modules, and reassembles
-the outputs in order, in training (so gradients reach only the modules a row used) and in inference.
+languages: :class:`RoutedModel` runs it once, every layer's base weights on all rows and each module's LoRA
+product on its route's rows only (so gradients reach only the modules a row used), in training and in inference.
+A batch with a stacked route (two modules' products in one layer) is split by route instead: each part runs with
+its modules, and the outputs are reassembled in order.
 
 PEFT's own ``set_adapter``/``enable_adapters`` also flip ``requires_grad`` on every adapter, which would
 undo the training set-up at each switch, so the active adapters are set on the tuner layers directly.
@@ -193,6 +195,8 @@ class RoutedModel(torch.nn.Module):
         elif len(groups) == 1:
             self.serve(next(iter(groups)))
             return self.model(**batch)
+        if self._one_pass_supported(groups):
+            return self._one_pass(groups, batch, hidden if prefix is not None else None, prefix)
         size = len(lang_ids)
         logits, loss, weight = None, 0.0, 0
         for route, rows in groups.items():
@@ -207,6 +211,69 @@ class RoutedModel(torch.nn.Module):
                 n = int((batch["labels"][rows] != IGNORE).sum())
                 loss, weight = loss + output.loss * n, weight + n
         return ModelOutput(loss=loss / weight if weight else None, logits=logits)
+
+    def _one_pass_supported(self, groups: dict[Route, torch.Tensor]) -> bool:
+        """Whether one forward can serve every route of the batch: each route holds at most one module (a
+        stacked route would add two modules' products in one layer), and every tuner layer is a plain LoRA
+        Linear, every head copy a module-to-save."""
+        from peft.tuners.lora import Linear
+        from peft.utils.other import ModulesToSaveWrapper
+
+        if any(len(route) > 1 for route in groups):
+            return False
+        layers, heads = self._tuner_modules()
+        return (all(type(layer) is Linear and not layer.lora_variant for layer in layers)
+                and all(isinstance(head, ModulesToSaveWrapper) for head in heads))
+
+    def _one_pass(self, groups: dict[Route, torch.Tensor], batch: dict, hidden: torch.Tensor | None,
+                  prefix: FrozenPrefix | None) -> ModelOutput:
+        """One forward for a batch that mixes routes: its rows sorted by route, every layer runs its base weights
+        on all of them, and each module adds its LoRA product (its head copy, its output) on its route's rows.
+
+        The computation of running each route's rows apart, with the shared part in one matrix product per layer
+        instead of one per route. PEFT's mixed adapter batches do this for inference only, one gather and
+        scatter per module and route, in the order of a set of names (so their dropout draws would differ between
+        processes); here the rows are sorted once per batch and each layer splits them into contiguous parts. In
+        training the dropout masks are other draws than those of routes run apart (the same distribution,
+        deterministic); without dropout the logits equal those to float rounding (tests/test_speed.py)."""
+        routes = sorted(groups)
+        order = torch.cat([groups[route] for route in routes])
+        sizes = [len(groups[route]) for route in routes]
+        names = [route[0] if route else None for route in routes]
+        layers, heads = self._tuner_modules()
+
+        def add_lora_products(layer, args, output):
+            products = []
+            for name, part in zip(names, args[0].split(sizes)):
+                if name is not None and name in layer.lora_A:
+                    lora_a = layer.lora_A[name]
+                    product = layer.lora_B[name](lora_a(layer.lora_dropout[name](part.to(lora_a.weight.dtype))))
+                    products.append((product * layer.scaling[name]).to(output.dtype))
+                else:
+                    products.append(output.new_zeros((len(part), *output.shape[1:])))
+            return output + torch.cat(products)
+
+        def head_copies(head, args, output):
+            return torch.cat([head.modules_to_save[name](part).to(output.dtype)
+                              if name is not None and name in head.modules_to_save else base
+                              for name, part, base in zip(names, args[0].split(sizes), output.split(sizes))])
+
+        self.unmerge()
+        hooks = [layer.register_forward_hook(add_lora_products) for layer in layers]
+        hooks += [head.register_forward_hook(head_copies) for head in heads]
+        states = [(module, module._disable_adapters) for module in [*layers, *heads]]
+        for module, _ in states:
+            module._disable_adapters = True  # each layer computes its base alone; the hooks add the modules
+        try:
+            sorted_batch = {k: v[order] for k, v in batch.items()}
+            output = (prefix.upper(hidden[order], sorted_batch) if prefix is not None
+                      else self.model(**sorted_batch))
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for module, disabled in states:
+                module._disable_adapters = disabled
+        return ModelOutput(loss=output.loss, logits=output.logits[torch.argsort(order)])
 
     @torch.no_grad()
     def generate(self, lang_ids: torch.Tensor | None = None, **kwargs):
