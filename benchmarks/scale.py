@@ -321,7 +321,7 @@ def measure(args: argparse.Namespace, phases: Phases, scratch: Path) -> dict[str
     report["routing"] = {
         "adapters": n_adapters, "examples": len(examples), "batch_size": args.batch_size, "batches": len(mixed),
         "mean_routes_per_mixed_batch": sum(routes_per_batch) / len(routes_per_batch),
-        "activate_ms": activate_ms,  # RoutedModel.activate: paid once per route in each mixed batch
+        "activate_ms": activate_ms,  # RoutedModel.activate: paid once per route in each batch split by route
         "best_seconds": best, "routed_over_plain": best["routed mixed"] / best["plain"],
         "routed_by_route_over_plain": best["routed by route"] / best["plain"],
         "plain_model_mib": _tensor_mib(plain), "routed_model_mib": _tensor_mib(routed),

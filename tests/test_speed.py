@@ -106,6 +106,33 @@ def test_a_mixed_batch_trains_in_one_pass_with_the_gradients_of_routes_apart(tin
         torch.testing.assert_close(grads[name], apart_grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_a_model_whose_adapted_layers_see_more_than_the_rows_runs_mixed_routes_apart(monkeypatch):
+    """DeBERTa-v2 runs its query and key projections on the relative-position table too, which no route owns: a
+    mixed batch then runs its routes apart (once found, from then on), as it did before the one-pass forward."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = DebertaV2Config(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=32, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                             share_att_key=True, position_buckets=8, num_labels=3, hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0)
+    lora = LoraConfig(r=2, target_modules=["query_proj", "key_proj"], init_lora_weights=False, modules_to_save=["classifier"])
+    peft = get_peft_model(DebertaV2ForSequenceClassification(config), lora, adapter_name="a")
+    peft.add_adapter("b", lora)
+    model = RoutedModel(peft, ["x", "y", "z"], {"x": ("a",), "y": ("b",)})
+    ids = torch.randint(5, 50, (4, 7))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "lang_ids": torch.tensor([0, 1, 2, 0])}
+    model.eval()
+    with torch.no_grad():
+        logits = model(**batch).logits
+        assert model._split_only == id(model.model)
+        monkeypatch.setattr(RoutedModel, "_one_pass_supported", lambda self, groups: False)
+        assert torch.equal(logits, model(**batch).logits)
+    layers, heads = model._tuner_modules()
+    assert not any(layer._forward_hooks for layer in [*layers, *heads])  # the failed pass left no hook behind
+
+
 def test_mixed_languages_are_predicted_a_route_a_batch_merged_and_the_same(tiny_backbone):
     """Inference batches hold one language each, which its route serves with its LoRA weights merged into the
     base weights: the cost of the previous model's forward. The logits equal those of the mixed batch (every

@@ -4,8 +4,9 @@ A route is a tuple of adapter names applied together (``()`` is the previous mod
 a group module, ``("shared", "g2")`` a group module stacked on a shared one). A batch may mix
 languages: :class:`RoutedModel` runs it once, every layer's base weights on all rows and each module's LoRA
 product on its route's rows only (so gradients reach only the modules a row used), in training and in inference.
-A batch with a stacked route (two modules' products in one layer) is split by route instead: each part runs with
-its modules, and the outputs are reassembled in order.
+A batch is split by route instead, each part run with its modules and the outputs reassembled in order, where a
+route stacks two modules (their products in one layer), a tuner layer is not a plain LoRA Linear, or a layer sees
+more than the batch's rows (DeBERTa's relative positions); seq2seq generation also runs route by route.
 
 PEFT's own ``set_adapter``/``enable_adapters`` also flip ``requires_grad`` on every adapter, which would
 undo the training set-up at each switch, so the active adapters are set on the tuner layers directly.
@@ -47,6 +48,10 @@ def parse_route(name: str, base: str = "previous") -> Route:
     return BASE if name == base else tuple(name.split("+"))
 
 
+class _NotRowWise(Exception):
+    """Raised within a one-pass forward by a layer whose input is not the batch's rows alone."""
+
+
 class RoutedModel(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, languages: Sequence[str], routes: dict[str, Route] | None = None):
         super().__init__()
@@ -57,6 +62,7 @@ class RoutedModel(torch.nn.Module):
         self.merged_route: Route = BASE
         self._unmerged_weights: list[tuple[torch.nn.Module, torch.Tensor]] = []
         self._prefix: tuple[int, FrozenPrefix | None] | None = None
+        self._split_only: int | None = None  # the id of a model whose mixed batches cannot run in one pass
 
     @property
     def config(self):
@@ -196,7 +202,10 @@ class RoutedModel(torch.nn.Module):
             self.serve(next(iter(groups)))
             return self.model(**batch)
         if self._one_pass_supported(groups):
-            return self._one_pass(groups, batch, hidden if prefix is not None else None, prefix)
+            try:
+                return self._one_pass(groups, batch, hidden if prefix is not None else None, prefix)
+            except _NotRowWise:  # a layer saw something other than the batch's rows: run the routes apart, from now on
+                self._split_only = id(self.model)
         size = len(lang_ids)
         logits, loss, weight = None, 0.0, 0
         for route, rows in groups.items():
@@ -215,11 +224,12 @@ class RoutedModel(torch.nn.Module):
     def _one_pass_supported(self, groups: dict[Route, torch.Tensor]) -> bool:
         """Whether one forward can serve every route of the batch: each route holds at most one module (a
         stacked route would add two modules' products in one layer), and every tuner layer is a plain LoRA
-        Linear, every head copy a module-to-save."""
+        Linear, every head copy a module-to-save (and, found on the first try, each layer sees only the batch's
+        rows)."""
         from peft.tuners.lora import Linear
         from peft.utils.other import ModulesToSaveWrapper
 
-        if any(len(route) > 1 for route in groups):
+        if any(len(route) > 1 for route in groups) or self._split_only == id(self.model):
             return False
         layers, heads = self._tuner_modules()
         return (all(type(layer) is Linear and not layer.lora_variant for layer in layers)
@@ -242,9 +252,17 @@ class RoutedModel(torch.nn.Module):
         names = [route[0] if route else None for route in routes]
         layers, heads = self._tuner_modules()
 
-        def add_lora_products(layer, args, output):
+        def rows_of(args, kwargs):
+            # A layer may also be called on something other than the batch's rows (DeBERTa runs its query and key
+            # projections on the relative-position table too), and a head with more than its input: such a
+            # call cannot be split by route.
+            if len(args) != 1 or kwargs or args[0].shape[0] != len(order):
+                raise _NotRowWise
+            return args[0].split(sizes)
+
+        def add_lora_products(layer, args, kwargs, output):
             products = []
-            for name, part in zip(names, args[0].split(sizes)):
+            for name, part in zip(names, rows_of(args, kwargs)):
                 if name is not None and name in layer.lora_A:
                     lora_a = layer.lora_A[name]
                     product = layer.lora_B[name](lora_a(layer.lora_dropout[name](part.to(lora_a.weight.dtype))))
@@ -253,14 +271,14 @@ class RoutedModel(torch.nn.Module):
                     products.append(output.new_zeros((len(part), *output.shape[1:])))
             return output + torch.cat(products)
 
-        def head_copies(head, args, output):
+        def head_copies(head, args, kwargs, output):
             return torch.cat([head.modules_to_save[name](part).to(output.dtype)
                               if name is not None and name in head.modules_to_save else base
-                              for name, part, base in zip(names, args[0].split(sizes), output.split(sizes))])
+                              for name, part, base in zip(names, rows_of(args, kwargs), output.split(sizes))])
 
         self.unmerge()
-        hooks = [layer.register_forward_hook(add_lora_products) for layer in layers]
-        hooks += [head.register_forward_hook(head_copies) for head in heads]
+        hooks = [layer.register_forward_hook(add_lora_products, with_kwargs=True) for layer in layers]
+        hooks += [head.register_forward_hook(head_copies, with_kwargs=True) for head in heads]
         states = [(module, module._disable_adapters) for module in [*layers, *heads]]
         for module, _ in states:
             module._disable_adapters = True  # each layer computes its base alone; the hooks add the modules
