@@ -243,7 +243,7 @@ def v2_cost_table(results: Path = RESULTS, suite: Path = SUITE_V2) -> list[str]:
     plan = {(name, kind): bench["strategies"] or manifest["strategies"]
             for name, bench in benchmarks_of(manifest).items() for kind in bench["update_kinds"]}
     # the update kinds of a benchmark share one stage 0: its cost is counted once, from the first kind's stream
-    first_kind = {name: next(iter(bench["update_kinds"])) for name, bench in manifest["benchmarks"].items()}
+    first_kind = {name: next(iter(bench["update_kinds"])) for name, bench in benchmarks_of(manifest).items()}
     costs, stage0 = {}, {}
     for benchmark, bench in benchmarks_of(manifest).items():
         path = results / f"v2-{benchmark}.json"

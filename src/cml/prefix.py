@@ -1,8 +1,9 @@
 """The frozen prefix of a routed encoder: its embeddings and the layers below its lowest adapted layer.
 
 Every route shares them bit for bit (no module adapts them and nothing trains them), so a batch that mixes
-routes runs them once (and, with routes that stack no modules, the adapted layers once too: :mod:`cml.routing`); and within a modular update, whose inputs repeat
-every epoch and for every gate candidate, their outputs are computed once and kept (:meth:`FrozenPrefix.keep`).
+routes runs them once (and, with routes that stack no modules, the adapted layers once too: :mod:`cml.routing`);
+and within a modular update, whose inputs repeat every epoch and for every gate candidate, their outputs are
+computed once and kept (:meth:`FrozenPrefix.keep`).
 
 Kept outputs are computed with dropout off in the frozen part (they are reused, so one dropout draw would be
 frozen into every epoch): training on them is what training with dropout only in the adapted layers gives, which
