@@ -241,6 +241,36 @@ def test_training_without_dropout_trains_as_every_dropout_at_zero_would_and_puts
     assert Experiment(config).settings(0)["training"]["dropout"] is False
 
 
+def test_the_optimizer_steps_fused_and_trains_as_torch_s_default_loop_would(tiny_backbone, monkeypatch):
+    """AdamW steps with torch's fused kernel (on CPU the default loop of one elementwise op at a time was most of a
+    full fine-tuning step for the embedded model); the weights it trains equal the loop's to float rounding."""
+    from tiny import TOPICS
+
+    from cml.training import trainer
+
+    task = make_task(ExperimentConfig.model_fields["task"].annotation("classification"), list(TOPICS),
+                     ModelConfig(name=tiny_backbone))
+    features = task.encode(topic_examples())
+    config = TrainingConfig(epochs=3, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0, weight_decay=0.01)
+
+    def trained() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = task.build_model()
+        train(model, task, features, config, accelerator=make_accelerator(config), seed=0)
+        return model.state_dict()
+
+    assert trainer._optimizer(task.build_model(), config, frozenset()).defaults["fused"] is True
+    fused = trained()
+    monkeypatch.setattr(trainer, "_fused_kernels_apply", lambda parameters: False)
+    assert not trainer._optimizer(task.build_model(), config, frozenset()).defaults["fused"]
+    loop = trained()
+    torch.manual_seed(0)
+    initial = task.build_model().state_dict()
+    assert all(not torch.equal(loop[name], initial[name]) for name in loop if name.endswith("weight"))
+    for name, value in loop.items():
+        torch.testing.assert_close(fused[name], value, rtol=1e-5, atol=1e-5, msg=name)
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_backbone):
     """The real thing: SIGKILL a `cml run` mid-update (mid-epoch), then `cml run --resume`."""
     import signal

@@ -127,10 +127,21 @@ def _optimizer(model: torch.nn.Module, config: TrainingConfig, new_names: frozen
             plain = parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
             is_new = config.new_parameters_lr_scale != 1 and _is_new(name, new_names)
             groups.setdefault((plain, is_new), []).append(parameter)
+    parameters = [parameter for params in groups.values() for parameter in params]
     return torch.optim.AdamW(
         [{"params": params, "weight_decay": 0.0 if plain else config.weight_decay,
           "lr": config.learning_rate * (config.new_parameters_lr_scale if is_new else 1.0)}
-         for (plain, is_new), params in sorted(groups.items())], lr=config.learning_rate)
+         for (plain, is_new), params in sorted(groups.items())], lr=config.learning_rate,
+        fused=_fused_kernels_apply(parameters))
+
+
+def _fused_kernels_apply(parameters: list[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW kernel can step ``parameters``: on CPU torch's default steps each tensor with one
+    elementwise op after another. Measured at 2 threads (docs/benchmarks.md): 0.064 s against 0.025 s a step for
+    multilingual-e5-small's 21M trainable parameters (embeddings frozen), 1.7 s against 0.16 s with its 96M-entry
+    embedding table trainable; the same arithmetic to float rounding."""
+    return bool(parameters) and all(
+        parameter.device.type in ("cpu", "cuda") and parameter.is_floating_point() for parameter in parameters)
 
 
 @contextmanager
