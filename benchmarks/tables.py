@@ -285,6 +285,18 @@ def v2_cost_table(results: Path = RESULTS, suite: Path = SUITE_V2) -> list[str]:
     lines += ["", f"The benchmark as `{suite.name}` configures it, seeds {' '.join(map(str, SEEDS))}: "
                   f"{'at least ' if unknown else ''}{hours:.1f} CPU hours (budget {V2_BUDGET_HOURS}), about "
                   f"{hours / 2:.1f} h of wall time as two one-thread jobs on 2 cores."]
+    default = manifest["default_strategy"]
+    default_costs = [values for (b, kind), stream in costs.items() for name, values in stream.items()
+                     if name == default]
+    if default_costs:
+        # stage 0 and every other strategy's stages are kept in the run folders and reused: a change to one method
+        # re-runs that method's stages alone
+        partial = any(not values for values in default_costs)
+        default_hours = len(SEEDS) * sum(statistics.median(values) for values in default_costs if values) / 3600
+        lines += ["", f"A change to one method re-runs only its own stages (stage 0 and the other strategies' stages "
+                      f"are reused from the run folders): the default, `{default}`, costs "
+                      f"{'at least ' if partial else ''}{default_hours:.1f} CPU hours over the streams that run it "
+                      f"({len(default_costs)}), seeds {' '.join(map(str, SEEDS))}."]
     if unknown:
         lines += ["", "Not recorded (stages run before their cost was recorded, or resumed from a checkpoint another "
                       "process wrote): " + ", ".join(unknown) + "."]

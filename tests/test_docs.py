@@ -167,6 +167,9 @@ def test_the_v2_cost_table_adds_stage_0_and_each_planned_strategy_over_three_see
                          "| stage 0 | 55.0 (2) | — |", "| `full_finetune` | 15.0 (2) | — |",
                          "| `no_update` | 1.0 (2) | — |", "| `laft_uriel` | 5.0 (1) | not planned |"]
     # seeds 0 1 2 x (55 + 15 + 1 + 5) min = 3.8 h; pud_pos has no table yet, so the total is a lower bound
-    assert "seeds 0 1 2: at least 3.8 CPU hours (budget 8), about 1.9 h of wall time" in lines[-3]
+    assert "seeds 0 1 2: at least 3.8 CPU hours (budget 8), about 1.9 h of wall time" in lines[-5]
+    # a method change re-runs the default's stages alone: 3 seeds x 5 min on ud_pos, pud_pos's unrecorded
+    assert lines[-3].endswith("the default, `laft_uriel`, costs 0.2 CPU hours over the streams that run it "
+                             "(1), seeds 0 1 2.")
     assert lines[-1].endswith("process wrote): pud_pos stage 0, pud_pos subset full_finetune, "
                               "pud_pos subset no_update.")
