@@ -119,6 +119,14 @@ def test_the_v2_headline_names_the_default_and_the_best_strategy_that_degraded_n
     rows = tables.v2_headline_table(tmp_path)[2:4]
     assert rows[0].startswith("| UD POS subset | 0 | 3 | default: `laft_uriel` | 0.0 |"), rows[0]
     assert rows[1].startswith("| UD POS subset | 0 1 2 | 3, 5, 6 | best protector: none |"), rows[1]
+    # an update of every language needs no problem: it is left out of the headline, and named
+    table = v2_table({"full_finetune": [3, 5, 6], "laft_uriel": [0, 0, 0]}, {})
+    every = {**table["streams"][0], "update_kind": "all", "problem": {"per_seed": {}, "required": False}}
+    table["streams"].append(every)
+    (tmp_path / "v2-ud_pos.json").write_text(json.dumps(table), encoding="utf-8")
+    lines = tables.v2_headline_table(tmp_path)
+    assert not any(line.startswith("| UD POS all") for line in lines)
+    assert lines[-3].endswith("are not in this table: UD POS all."), lines
 
 
 def test_the_gate_moves_table_names_each_route_kind_and_the_runs_it_counts(tmp_path):

@@ -17,7 +17,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # the script's parts: the quality 
 
 from quality.figures import FIGURES, TOTAL_LOSS, stream_rows  # noqa: E402
 from quality.ledger import Ledger, merged_stream, table_path  # noqa: E402
-from quality.streams import PROBLEM_MIN_LOSSES, aggregate, problem, stream_table, targets  # noqa: E402
+from quality.streams import (  # noqa: E402
+    PROBLEM_MIN_LOSSES, aggregate, all_languages_check, problem, stream_table, targets)
 from quality.suite import SUITE_V2, load_suite, run_config  # noqa: E402
 
 
@@ -495,6 +496,36 @@ def test_v2_rows_give_every_metric_against_both_references():
     check = problem({"0": rows}, quick=False)
     assert check["per_seed"]["0"]["n_significant_degraded"] == 2 and check["present"] is False
     assert problem({"0": rows}, quick=True)["present"] is True  # deu and fin lie outside the update
+    assert check["required"] is True
+    # an update of every language need not show the problem: it is counted, not required
+    every = problem({"0": rows}, quick=False, kind="all")
+    assert every["present"] is False and every["required"] is False
+
+
+def test_a_stream_that_need_not_show_the_problem_does_not_fail_the_run(monkeypatch, tmp_path):
+    from quality import run
+
+    def report(required):
+        return {"streams": [{"update_kind": "subset", "problem": {"present": True, "required": True}},
+                            {"update_kind": "all", "problem": {"present": False, "required": required,
+                                                               "rule": "r"}}]}
+    request = run.Request(suite={"benchmarks": {"b": {}}}, seeds=[0], quick=False, output_dir=tmp_path,
+                          results_dir=tmp_path, command="c")
+    monkeypatch.setattr(run, "run_benchmark", lambda request, bench: report(False))
+    assert run.run_benchmarks(request, ["b"]) == 0
+    monkeypatch.setattr(run, "run_benchmark", lambda request, bench: report(True))
+    assert run.run_benchmarks(request, ["b"]) == 1
+
+
+def test_the_all_languages_bar_is_no_more_degraded_than_full_fine_tuning_and_within_0_3_pt():
+    def strategies(degraded, gap):
+        return {"full_finetune": {"n_degraded": {"mean": 2.0}},
+                "laft": {"n_degraded": {"mean": degraded},
+                         "versus": {"full_finetune": {"aggregate_after_pp": {"mean": gap}}}}}
+    assert all_languages_check(strategies(2.0, -0.3), "laft")["met"] is True
+    assert all_languages_check(strategies(3.0, +1.0), "laft")["met"] is False  # one more language degraded
+    assert all_languages_check(strategies(0.0, -0.31), "laft")["met"] is False  # too far below
+    assert all_languages_check(strategies(0.0, 0.0), "other") is None
 
 
 def test_the_v2_suite_is_valid_and_every_stream_runs_both_references():
@@ -558,3 +589,20 @@ def test_the_v2_ud_pos_stream_reads_its_treebanks():
     assert sorted(update.languages) == ["fin", "por", "spa", "swe"]
     for lang in update.languages:  # the update's sentences are new: never in stage 0
         assert not {e.id for e in update.train[lang]} & {e.id for e in stream.stages[0].train[lang]}
+
+
+def test_an_update_of_every_language_shows_the_default_s_bar_instead_of_the_problem(monkeypatch):
+    from quality import tables
+
+    monkeypatch.setattr(tables, "v2_table", lambda report, stream, metric: [])
+    strategies = {"full_finetune": {"n_degraded": {"mean": 2.0}},
+                  "laft": {"n_degraded": {"mean": 1.0}, "versus": {"full_finetune": {"aggregate_after_pp": {"mean": -0.1}}}}}
+    problem_record = {"rule": "r", "present": False, "required": False,
+                      "per_seed": {"0": {"n_significant_degraded": 1, "languages": ["deu"], "outside_update": []}}}
+    report = {"suite": "v2", "benchmark": "b", "mode": "full", "primary_metric": "accuracy", "default_strategy": "laft",
+              "streams": [{"update_kind": "all", "seeds": [0], "strategies": strategies, "runs": [],
+                           "problem": problem_record}]}
+    text = "\n".join(tables.v2_lines(report))
+    assert "no problem is required here" in text and "ABSENT" not in text
+    assert "The default `laft` (bar: no more languages degraded than full_finetune, an aggregate within 0.3 pt of " \
+           "it): 1.0 degraded against 2.0, after - FT -0.10 pt: met." in text

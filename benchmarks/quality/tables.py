@@ -8,7 +8,7 @@ import sys
 from cml.evaluation.cml_metrics import REFERENCE
 
 from .figures import TOTAL_LOSS
-from .streams import RULES
+from .streams import ALL_LANGUAGES_AGGREGATE_PP, RULES, all_languages_check
 
 # The headline table's columns: header, figure, scale, format.
 COLUMNS = (("improved", "n_improved", 1, "{:.1f}"), ("degraded", "n_degraded", 1, "{:.1f}"),
@@ -159,8 +159,17 @@ def v2_lines(report: dict) -> list[str]:
                          f"({', '.join(entry['languages']) or 'none'}; outside the update: "
                          f"{', '.join(entry['outside_update']) or 'none'})" for seed, entry in per_seed.items())
         verdict = "present" if check.get("present") else "ABSENT"
-        lines.append(f"Languages {REFERENCE} degraded significantly (95% paired bootstrap): {said}. "
-                     f"Problem ({check.get('rule', '')}): {verdict}.")
+        line = f"Languages {REFERENCE} degraded significantly (95% paired bootstrap): {said}. "
+        if check.get("required", True):
+            line += f"Problem ({check.get('rule', '')}): {verdict}."
+        else:
+            line += "Every language gets new data, so no problem is required here."
+            if (bar := all_languages_check(stream["strategies"], report.get("default_strategy"))) is not None:
+                line += (f" The default `{bar['strategy']}` (bar: no more languages degraded than {REFERENCE}, an "
+                         f"aggregate within {-ALL_LANGUAGES_AGGREGATE_PP} pt of it): {bar['n_degraded']:.1f} degraded "
+                         f"against {bar['reference_n_degraded']:.1f}, after - FT {bar['after_vs_reference_pp']:+.2f} "
+                         f"pt: {'met' if bar['met'] else 'NOT met'}.")
+        lines.append(line)
         curves = []
         for seed, curve in (stream.get("stage0") or {}).items():
             points = " ".join(f"{100 * value:.1f}" for value in curve["dev_history"])
