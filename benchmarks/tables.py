@@ -293,8 +293,7 @@ def v2_cost_table(results: Path = RESULTS, suite: Path = SUITE_V2) -> list[str]:
                   f"{'at least ' if unknown else ''}{hours:.1f} CPU hours (budget {V2_BUDGET_HOURS}), about "
                   f"{hours / 2:.1f} h of wall time as two one-thread jobs on 2 cores."]
     default = manifest["default_strategy"]
-    default_costs = [values for (b, kind), stream in costs.items() for name, values in stream.items()
-                     if name == default]
+    default_costs = [stream[default] for stream in costs.values() if default in stream]
     if default_costs:
         # stage 0 and every other strategy's stages are kept in the run folders and reused: a change to one method
         # re-runs that method's stages alone

@@ -596,7 +596,8 @@ def test_an_update_of_every_language_shows_the_default_s_bar_instead_of_the_prob
 
     monkeypatch.setattr(tables, "v2_table", lambda report, stream, metric: [])
     strategies = {"full_finetune": {"n_degraded": {"mean": 2.0}},
-                  "laft": {"n_degraded": {"mean": 1.0}, "versus": {"full_finetune": {"aggregate_after_pp": {"mean": -0.1}}}}}
+                  "laft": {"n_degraded": {"mean": 1.0},
+                           "versus": {"full_finetune": {"aggregate_after_pp": {"mean": -0.1}}}}}
     problem_record = {"rule": "r", "present": False, "required": False,
                       "per_seed": {"0": {"n_significant_degraded": 1, "languages": ["deu"], "outside_update": []}}}
     report = {"suite": "v2", "benchmark": "b", "mode": "full", "primary_metric": "accuracy", "default_strategy": "laft",

@@ -102,5 +102,5 @@ def all_languages_check(strategies: dict[str, dict], default: str | None) -> dic
         return None
     degraded, reference = strategies[default]["n_degraded"]["mean"], strategies[REFERENCE]["n_degraded"]["mean"]
     gap = strategies[default]["versus"][REFERENCE]["aggregate_after_pp"]["mean"]
-    return {"strategy": default, "n_degraded": degraded, "reference_n_degraded": reference, "after_vs_reference_pp": gap,
-            "met": degraded <= reference and gap >= ALL_LANGUAGES_AGGREGATE_PP}
+    return {"strategy": default, "n_degraded": degraded, "reference_n_degraded": reference,
+            "after_vs_reference_pp": gap, "met": degraded <= reference and gap >= ALL_LANGUAGES_AGGREGATE_PP}
