@@ -497,6 +497,20 @@ def point_text(point: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value_text(value)}" for key, value in point.items())
 
 
+def grid_edges(tuning: StrategyTuning) -> list[str]:
+    """The settings whose chosen value is the first or last of a list of three or more: the dev score may still
+    rise beyond the grid there, so the grid should reach further before its pick is trusted (two values are both
+    edges, and say nothing of the kind)."""
+    if tuning.chosen is None:
+        return []
+    edges = []
+    for key, values in tuning.grid.items():
+        if len(values) >= 3 and tuning.chosen[key] in (values[0], values[-1]):
+            side = "lowest" if tuning.chosen[key] == values[0] else "highest"
+            edges.append(f"the grid's {side} {key}")
+    return edges
+
+
 def strategy_table(label: str, tuning: StrategyTuning, languages: list[str]
                    ) -> tuple[str, list[str], list[list[str]]]:
     """(title, header, rows): one row per grid point, in grid order; the chosen one marked."""
@@ -512,6 +526,8 @@ def strategy_table(label: str, tuning: StrategyTuning, languages: list[str]
         rows.append([mark, *map(value_text, values), *scores])
     status = "chosen: " + point_text(tuning.chosen) if tuning.chosen is not None else \
         f"{len(tuning.points)} of {len(rows)} points measured, none chosen yet"
+    if edges := grid_edges(tuning):
+        status += f" ({' and '.join(edges)}: a better value may lie beyond it)"
     name = label if label == tuning.method else f"{label} ({tuning.method})"
     return f"{name}: {status}", ["chosen", *keys, "mean dev", *languages, "train s"], rows
 

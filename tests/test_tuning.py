@@ -4,6 +4,7 @@ ever scored, the benchmark's run folder is only read, and measured points are ke
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -187,6 +188,28 @@ def test_the_choice_is_the_best_mean_dev_and_the_first_point_on_ties():
     assert partial.chosen is None and partial.chosen_mean_dev is None  # a partial grid chooses nothing
     whole = tune.strategy_tuning("full_finetune", grid, [point(0.7, 1e-4), point(0.8, 2e-4), point(0.8, 4e-4)])
     assert whole.chosen == {"training.learning_rate": 2e-4} and whole.chosen_mean_dev == 0.8
+
+
+def test_a_pick_at_the_grid_s_edge_is_shown_as_one():
+    grid = tune.StrategyGrid({"training.learning_rate": [1e-4, 2e-4, 4e-4]})
+    top = tune.strategy_tuning("full_finetune", grid, [point(0.7, 1e-4), point(0.8, 2e-4), point(0.9, 4e-4)])
+    inside = tune.strategy_tuning("full_finetune", grid, [point(0.7, 1e-4), point(0.9, 2e-4), point(0.8, 4e-4)])
+    bottom = tune.strategy_tuning("full_finetune", grid, [point(0.9, 1e-4), point(0.8, 2e-4), point(0.8, 4e-4)])
+    assert tune.grid_edges(top) == ["the grid's highest training.learning_rate"]
+    assert tune.grid_edges(bottom) == ["the grid's lowest training.learning_rate"]
+    assert tune.grid_edges(inside) == []
+    title, _, _ = tune.strategy_table("full_finetune", top, ["deu"])
+    assert title == ("full_finetune: chosen: training.learning_rate=4e-4 (the grid's highest training.learning_rate: "
+                     "a better value may lie beyond it)")
+    assert "beyond" not in tune.strategy_table("full_finetune", inside, ["deu"])[0]
+    two = tune.StrategyGrid({"training.learning_rate": [5e-5, 1e-4], "per_language": [32, 16]})
+    replay = tune.strategy_tuning("replay", two, [
+        tune.MeasuredPoint(overrides=dict(zip(two.root, values)), fingerprint="f", mean_dev=0.5 + i / 10,
+                           dev={"deu": 0.5}, train_seconds=1.0, cpu_seconds=1.0, eval_seconds=0.1)
+        for i, values in enumerate(itertools.product(*two.root.values()))])
+    assert tune.grid_edges(replay) == []  # with two values, both are edges: nothing to say
+    partial = tune.strategy_tuning("full_finetune", grid, [point(0.7, 1e-4)])
+    assert tune.grid_edges(partial) == []
 
 
 # ---------------------------------------------------------------------------------------------- tuning
