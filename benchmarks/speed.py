@@ -18,19 +18,26 @@ in one process:
 
 Each figure is a ratio of two measurements of the same repeat (the machine is noisy); the JSON holds every
 repeat's seconds, and each figure's median and range. The update starts from the stream's model with a fresh
-head (stage 0 is not trained: speed does not depend on what the weights learnt, but early stopping would,
-so the epochs each update ran are recorded). ``--limit N`` keeps each update language's first N examples (both
-strategies get the same; a laft_replay entry adds its memory, which ``--limit`` does not cut, and the JSON's
-``update.memory_examples`` counts it). ``--modular LABEL`` times another of the stream's laft_uriel or laft_replay entries (a
-variant, e.g. ``laft_uriel_top4``) in laft_uriel's place; the JSON names it under ``modular_strategy`` and the
-table's stream cell shows it. A laft_replay entry also trains on its memory of stage 0's examples, and its work is
-counted so. Writes ``benchmarks/results/speed-<stream>.json`` (``speed-<stream>-<LABEL>.json`` for a variant).
+head (stage 0 is not trained: training's speed does not depend on what the weights learnt, but early stopping
+would, so the epochs each update ran are recorded), or with ``--stage0-seed K`` from the v2 benchmark's finished
+stage 0 of seed K, read from its run folder (``runs/benchmarks/v2-<stream>-subset-full-seed<K>/``, never written;
+``cml_quality.py --v2`` trains it), with that seed's config, as the benchmark's update starts. A seq2seq stream
+needs it, and is refused without it: how long generation runs (the gate's dev scoring, evaluation, inference)
+depends on when the model has learnt to stop, and an untrained decoder never stops before ``max_new_tokens``, so
+a model that has trained a little generates faster than the untrained previous model it is compared with.
+``--limit N`` keeps each update language's first N examples (both strategies get the same; a laft_replay entry
+adds its memory, which ``--limit`` does not cut, and the JSON's ``update.memory_examples`` counts it).
+``--modular LABEL`` times another of the stream's laft_uriel or laft_replay entries (a variant, e.g.
+``laft_uriel_top4``) in laft_uriel's place; the JSON names it under ``modular_strategy`` and the table's stream cell
+shows it. A laft_replay entry also trains on its memory of stage 0's examples, and its work is counted so.
+Writes ``benchmarks/results/speed-<stream>.json`` (``speed-<stream>-<LABEL>.json`` for a variant).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import resource
@@ -119,6 +126,10 @@ def timed_predict(model, task, features, batch_size: int) -> float:
     return time.perf_counter() - started
 
 
+def repo_relative(path: Path) -> str:
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
 def stream_config(stream: str) -> tuple[str, Path]:
     path = Path(stream)
     if path.suffix in (".yaml", ".yml"):
@@ -130,18 +141,26 @@ def stream_config(stream: str) -> tuple[str, Path]:
     return stream, path
 
 
-def suite_update(path: Path, suite_path: Path) -> tuple[str | None, dict]:
-    """The update kind and settings the suite runs this stream's config with (its first update kind, e.g. v2's
-    4 update epochs for ``pud_pos``), so a benchmark stream is timed as the benchmark runs it; (None, {}) for a
-    config the suite does not run."""
+def suite_stream(path: Path, suite_path: Path) -> tuple[dict, dict] | None:
+    """(the suite, its benchmark spec) of the suite's stream that runs this config; None if the suite runs no
+    stream on it."""
     from quality.suite import benchmarks_of, load_suite
 
     suite = load_suite(suite_path)
     for bench in benchmarks_of(suite).values():
         if (Path(suite["folder"]) / bench["config"]).resolve() == path.resolve():
-            kind = next(iter(bench["update_kinds"]))
-            return kind, dict(bench["update_kinds"][kind])
-    return None, {}
+            return suite, bench
+    return None
+
+
+def suite_update(bench: dict | None) -> tuple[str | None, dict]:
+    """The update kind and settings the suite runs this stream's config with (its first update kind, e.g. v2's
+    4 update epochs for ``pud_pos``), so a benchmark stream is timed as the benchmark runs it; (None, {}) for a
+    config the suite does not run."""
+    if bench is None:
+        return None, {}
+    kind = next(iter(bench["update_kinds"]))
+    return kind, dict(bench["update_kinds"][kind])
 
 
 def spread(values: list[float | None]) -> dict[str, float | list[float]] | None:
@@ -159,8 +178,9 @@ def measure_repeat(experiment, base, strategy_configs: dict, inference_features:
     updates, models, records, trained = {}, {}, {}, {}
     for name, strategy_config in strategy_configs.items():
         strategy = make_strategy(strategy_config)
-        ctx = experiment.context(strategy.name, 1)
-        ctx.checkpoint_dir = None
+        # No checkpoint folder, no resuming: the run folder may be the benchmark's own (--stage0-seed), in use.
+        ctx = dataclasses.replace(experiment.context(strategy.name, 1), checkpoint_dir=None, resume=False,
+                                  tracking=None)
         started = time.perf_counter()
         model, record = strategy.update(copy.deepcopy(base), ctx)
         train = record["train"]
@@ -212,11 +232,25 @@ def measured(args: argparse.Namespace) -> dict:
     from cml.experiment import Experiment
     from cml.routing import RoutedModel
 
-    from quality.suite import overrides_of
+    from quality.run import stage0_model
+    from quality.suite import overrides_of, run_config
 
     name, path = stream_config(args.stream)
-    kind, overrides = suite_update(path, args.suite)
-    config = load_config(path, overrides_of(overrides))
+    found = suite_stream(path, args.suite)
+    kind, overrides = suite_update(found[1] if found else None)
+    if args.stage0_seed is None:
+        config = load_config(path, overrides_of(overrides))
+        if config.task == "seq2seq":
+            raise SystemExit(f"speed.py: {name} is a seq2seq stream: pass --stage0-seed K to start from the "
+                             "benchmark's trained stage 0 (an untrained decoder generates to max_new_tokens, so its "
+                             "timings say nothing of a real update's)")
+    elif found is None:
+        raise SystemExit(f"speed.py: --stage0-seed needs a stream of the suite {args.suite} (whose run folders hold "
+                         f"stage 0); it does not run {path}")
+    else:
+        suite, bench = found
+        config = run_config(bench, kind, args.stage0_seed, False, suite, args.output_dir,
+                            list(dict.fromkeys([*suite["references"], args.modular])))
     by_label = {c.label: c for c in config.strategies}
     roles = dict(zip(STRATEGIES, ("full_finetune", args.modular)))
     missing = [label for label in roles.values() if label not in by_label]
@@ -225,23 +259,29 @@ def measured(args: argparse.Namespace) -> dict:
     if by_label[args.modular].method not in MODULAR_METHODS:
         raise SystemExit(f"speed.py: --modular {args.modular} is a {by_label[args.modular].method} entry, not one of "
                          f"{', '.join(MODULAR_METHODS)}")
-    experiment = Experiment(config)
+    experiment = Experiment(config, resume=args.stage0_seed is not None)
     update = experiment.stream.stages[1]
     if args.limit is not None:
         update.train = {lang: rows[:args.limit] for lang, rows in update.train.items()}
     strategies = {role: by_label[label] for role, label in roles.items()}
-    base = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
+    if args.stage0_seed is None:
+        base = RoutedModel(experiment.task.seeded_model(config.seed), experiment.stream.languages)
+    else:
+        base = stage0_model(experiment, f"python benchmarks/cml_quality.py --v2 --benchmarks {found[1]['name']} "
+                                        f"--seeds {args.stage0_seed}")
     # Mixed-language batches: the test sets interleaved, so most batches hold several languages.
     test = [features for _, features in experiment.test.values()]
     mixed = [f for group in zip(*test) for f in group][:args.inference_examples]
     repeats = [measure_repeat(experiment, base, strategies, mixed) for _ in range(args.repeats)]
-    return {"stream": name, "modular_strategy": args.modular, "config": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
-            "suite": str(args.suite.relative_to(REPO) if args.suite.is_relative_to(REPO) else args.suite) if kind else None,
+    return {"stream": name, "modular_strategy": args.modular, "config": repo_relative(path),
+            "suite": repo_relative(args.suite) if kind else None,
             "suite_overrides": overrides,
             "update": {"stage": update.name, "languages": list(update.languages),
                        "examples": sum(len(rows) for rows in update.train.values()),
                        "memory_examples": repeats[0]["updates"]["laft_uriel"]["memory_examples"],
                        "epochs": experiment.training_config(1).epochs, "limit": args.limit},
+            "stage0": None if args.stage0_seed is None else {"seed": args.stage0_seed,
+                                                             "run": repo_relative(experiment.run_dir)},
             "inference_examples": len(mixed),
             "figures": {figure: spread([r["figures"][figure] for r in repeats]) for figure in FIGURES},
             "repeats": repeats, "torch_threads": torch.get_num_threads(), "peak_memory_mib": peak_rss_mib(),
@@ -266,8 +306,9 @@ def table(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
         update = report["update"]
         modular = report.get("modular_strategy", "laft_uriel")
         stream = report["stream"] if modular == "laft_uriel" else f"{report['stream']} ({modular})"
+        start = f", from stage 0 of seed {report['stage0']['seed']}" if report.get("stage0") else ""
         rows.append([stream, f"{update['examples']} examples of {', '.join(update['languages'])}, "
-                     f"{update['epochs']} epochs", *cells, "n/a" if floor is None else f"{floor:.2f}",
+                     f"{update['epochs']} epochs{start}", *cells, "n/a" if floor is None else f"{floor:.2f}",
                      *(f"{s:.0f}" for s in seconds),
                      f"{speeds[0]:.1f}, {speeds[1]:.1f}"])
     return header, rows
@@ -307,9 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference-examples", type=int, default=1024)
     parser.add_argument("--modular", default="laft_uriel",
                         help="the stream's laft_uriel or laft_replay entry (label) timed against full_finetune")
-    parser.add_argument("--suite", type=lambda value: Path(value).absolute(), default=REPO / "configs" / "benchmarks" / "suite_v2.yaml",
+    parser.add_argument("--suite", type=lambda value: Path(value).absolute(),
+                        default=REPO / "configs" / "benchmarks" / "suite_v2.yaml",
                         help="a stream this benchmark suite runs is timed with the suite's settings for its first "
                              "update kind (default: configs/benchmarks/suite_v2.yaml)")
+    parser.add_argument("--stage0-seed", type=int, help="start the updates from the v2 benchmark's finished stage 0 "
+                        "of this seed (its run folder under --output-dir), not from an untrained model; needed for "
+                        "a seq2seq stream")
+    parser.add_argument("--output-dir", type=lambda value: Path(value).absolute(),
+                        default=REPO / "runs" / "benchmarks",
+                        help="the benchmark's run folders' parent, for --stage0-seed (default: runs/benchmarks)")
     parser.add_argument("--output", type=Path,
                         help="default: benchmarks/results/speed-<stream>.json (-<LABEL> before .json for a variant)")
     parser.add_argument("--show", action="store_true", help="print the table of the measured speed-*.json")
@@ -337,4 +385,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cml.errors import exit_on_user_error
+
+    with exit_on_user_error():
+        sys.exit(main())

@@ -41,6 +41,7 @@ if BENCHMARKS not in sys.path:  # the quality package lies beside this script, w
     sys.path.insert(0, BENCHMARKS)
 
 from quality.ledger import RESULTS  # noqa: E402
+from quality.run import stage0_model  # noqa: E402
 from quality.suite import REPO, benchmarks_of, load_suite, run_config  # noqa: E402
 
 from cml.config import ConfigOrigin, StrategyConfig  # noqa: E402
@@ -324,22 +325,6 @@ class PlannedPoint:
     overrides: dict[str, Any]
     config: Any  # the strategy config with the overrides
     fingerprint: str
-
-
-def stage0_model(experiment, command: str):
-    """The stream's finished stage 0, loaded from the benchmark's run folder (read only). Checked before
-    ``initial_stage``, which would train a missing stage 0 and write it into that folder."""
-    from cml.routing import RoutedModel
-    from cml.run_folder import INITIAL
-    from cml.training.checkpoint import load_model_state
-
-    stage_dir = experiment.stage_dir(INITIAL, 0)
-    if experiment.finished(stage_dir, 0, experiment.settings(0)) is None:
-        raise CMLError(f"stage 0 of {experiment.config.name} is not finished; train it first: {command}",
-                       file=stage_dir)
-    model = RoutedModel(experiment.task.seeded_model(experiment.config.seed), experiment.stream.languages)
-    load_model_state(model, stage_dir)  # never experiment.initial_stage: it trains and saves a stage it cannot read
-    return model
 
 
 def stage0_identity(experiment) -> str:

@@ -463,6 +463,85 @@ def test_the_speed_benchmark_times_a_laft_uriel_variant_in_its_place(tmp_path, t
     assert not (tmp_path / "wrong.json").exists()
 
 
+def test_the_speed_benchmark_starts_from_the_benchmark_s_trained_stage0_and_leaves_its_folder_as_it_was(
+        tmp_path, tiny_backbone, monkeypatch):
+    import logging
+
+    from helpers import load_benchmark, write_config
+    from tiny import write_topic_data
+
+    from cml.errors import CMLError
+    from cml.experiment import Experiment
+
+    speed = load_benchmark("speed")  # puts the quality package beside it on the path
+    from quality.run import stage0_model
+    from quality.suite import load_suite, run_config
+
+    write_topic_data(tmp_path / "data", n=(24, 6, 6))
+    lora = {"r": 2, "target_modules": ["query", "value"], "layers": [1]}
+    path = write_config(tmp_path / "tiny.yaml", data={"format": "sib200", "path": "data"},
+                        model={"name": tiny_backbone, "max_length": 32},
+                        training={"epochs": 2, "batch_size": 4, "learning_rate": 3e-3},
+                        stream={"stages": [{"name": "initial", "amount": 8},
+                                           {"name": "subset", "languages": ["hin"], "amount": 16}]},
+                        strategies=[{"method": "full_finetune"}, {"method": "no_update"},
+                                    {"method": "laft_uriel", "lora": lora}])
+    suite_path = tmp_path / "suite.yaml"
+    suite_path.write_text(yaml.safe_dump({
+        "name": "v2", "references": ["full_finetune", "no_update"], "default_strategy": "laft_uriel",
+        "benchmarks": {"tiny": {"config": "tiny.yaml", "update_kinds": {"subset": {}}}},
+        "strategies": ["full_finetune", "no_update", "laft_uriel"],
+        "quick": {"benchmarks": ["tiny"], "update_kinds": ["subset"], "strategies": ["full_finetune", "no_update"]}}))
+    runs, output = tmp_path / "runs", tmp_path / "speed-tiny.json"
+    argv = ["--stream", str(path), "--repeats", "1", "--threads", "1", "--limit", "4", "--suite", str(suite_path),
+            "--output-dir", str(runs), "--output", str(output)]
+    with pytest.raises(CMLError, match="stage 0 of v2-tiny-subset-full-seed0 is not finished; train it first: "
+                                       "python benchmarks/cml_quality.py --v2 --benchmarks tiny --seeds 0"):
+        speed.main([*argv, "--stage0-seed", "0"])
+    assert not output.exists()
+
+    suite = load_suite(suite_path)
+    config = run_config({"name": "tiny", **suite["benchmarks"]["tiny"]}, "subset", 0, False, suite, runs,
+                        ["full_finetune", "no_update"])
+    handlers = set(logging.getLogger("cml").handlers)
+    Experiment(config, resume=True).run()  # stage 0 as cml_quality.py --v2 leaves it
+    for handler in set(logging.getLogger("cml").handlers) - handlers:  # the run's run.log handler
+        logging.getLogger("cml").removeHandler(handler)
+        handler.close()
+    before = {str(p.relative_to(runs)): p.read_bytes() if p.is_file() else None for p in sorted(runs.rglob("*"))}
+    experiment = Experiment(config, resume=True)
+    stage0 = stage0_model(experiment, "")
+    untrained = RoutedModel(experiment.task.seeded_model(0), experiment.stream.languages)
+    assert not all(torch.equal(value, untrained.state_dict()[key]) for key, value in stage0.state_dict().items())
+    bases = []
+    measure_repeat = speed.measure_repeat
+    monkeypatch.setattr(speed, "measure_repeat", lambda experiment, base, *rest: bases.append(base) or measure_repeat(
+        experiment, base, *rest))
+    assert speed.main([*argv, "--stage0-seed", "0"]) == 0
+    started, = bases
+    assert all(torch.equal(value, stage0.state_dict()[key]) for key, value in started.state_dict().items())
+    after = {str(p.relative_to(runs)): p.read_bytes() if p.is_file() else None for p in sorted(runs.rglob("*"))}
+    assert after == before  # nothing written into the benchmark's run folder: no checkpoint, lock or log
+    report = json.loads(output.read_text())
+    assert report["stage0"] == {"seed": 0, "run": str(runs / "v2-tiny-subset-full-seed0")}
+    assert speed.table([report])[1][0][1].endswith(" epochs, from stage 0 of seed 0")
+
+    with pytest.raises(SystemExit, match="--stage0-seed needs a stream of the suite"):  # v2's suite runs no tiny.yaml
+        speed.main(["--stream", str(path), "--stage0-seed", "0", "--output", str(tmp_path / "elsewhere.json")])
+    assert not (tmp_path / "elsewhere.json").exists()
+
+
+def test_a_seq2seq_stream_is_timed_only_from_a_trained_stage0(tmp_path, tiny_backbone):
+    from helpers import load_benchmark, write_config
+
+    path = write_config(tmp_path / "s2s.yaml", task="seq2seq", data={"format": "jsonl", "path": "data"},
+                        model={"name": tiny_backbone, "max_length": 16, "max_new_tokens": 3},
+                        stream={"stages": [{"name": "s0", "amount": 12}, {"name": "s1", "languages": ["deu"]}]})
+    with pytest.raises(SystemExit, match="s2s is a seq2seq stream: pass --stage0-seed K"):
+        load_benchmark("speed").main(["--stream", str(path), "--output", str(tmp_path / "s.json")])
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_the_counted_work_of_a_modular_update_includes_what_it_rehearses(tiny_backbone):
     from types import SimpleNamespace
 

@@ -114,6 +114,23 @@ def measure_stream(request: Request, bench: dict, kind: str, labels: list[str]) 
     return stream, results["metric"]
 
 
+def stage0_model(experiment, command: str):
+    """The stream's finished stage 0, loaded from the benchmark's run folder (read only: the benchmark may be
+    running in it), for the scripts that start updates from it (tuning, speed). Checked before ``initial_stage``,
+    which would train a missing stage 0 and write it into that folder; ``command`` is the one that trains it."""
+    from cml.routing import RoutedModel
+    from cml.run_folder import INITIAL
+    from cml.training.checkpoint import load_model_state
+
+    stage_dir = experiment.stage_dir(INITIAL, 0)
+    if experiment.finished(stage_dir, 0, experiment.settings(0)) is None:
+        raise CMLError(f"stage 0 of {experiment.config.name} is not finished; train it first: {command}",
+                       file=stage_dir)
+    model = RoutedModel(experiment.task.seeded_model(experiment.config.seed), experiment.stream.languages)
+    load_model_state(model, stage_dir)  # never experiment.initial_stage: it trains and saves a stage it cannot read
+    return model
+
+
 def stage0_fingerprint(config) -> str:
     """What stage 0 depends on (its examples, the model, the training settings, the seed): the settings a
     resumed run checks, so a copied stage 0 is one that run accepts."""
