@@ -20,6 +20,12 @@ def load_benchmark(name: str):
     return module
 
 
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every entry under ``folder`` with its bytes (None for a folder)."""
+    return {str(path.relative_to(folder)): path.read_bytes() if path.is_file() else None
+            for path in sorted(folder.rglob("*"))}
+
+
 def write_config(path: Path, **sections) -> Path:
     config = {"name": "t", "task": "classification", "seed": 0, "output_dir": str(path.parent / "runs")}
     config.update(sections)

@@ -467,7 +467,7 @@ def test_the_speed_benchmark_starts_from_the_benchmark_s_trained_stage0_and_leav
         tmp_path, tiny_backbone, monkeypatch):
     import logging
 
-    from helpers import load_benchmark, write_config
+    from helpers import load_benchmark, snapshot, write_config
     from tiny import write_topic_data
 
     from cml.errors import CMLError
@@ -508,7 +508,7 @@ def test_the_speed_benchmark_starts_from_the_benchmark_s_trained_stage0_and_leav
     for handler in set(logging.getLogger("cml").handlers) - handlers:  # the run's run.log handler
         logging.getLogger("cml").removeHandler(handler)
         handler.close()
-    before = {str(p.relative_to(runs)): p.read_bytes() if p.is_file() else None for p in sorted(runs.rglob("*"))}
+    before = snapshot(runs)
     experiment = Experiment(config, resume=True)
     stage0 = stage0_model(experiment, "")
     untrained = RoutedModel(experiment.task.seeded_model(0), experiment.stream.languages)
@@ -520,8 +520,7 @@ def test_the_speed_benchmark_starts_from_the_benchmark_s_trained_stage0_and_leav
     assert speed.main([*argv, "--stage0-seed", "0"]) == 0
     started, = bases
     assert all(torch.equal(value, stage0.state_dict()[key]) for key, value in started.state_dict().items())
-    after = {str(p.relative_to(runs)): p.read_bytes() if p.is_file() else None for p in sorted(runs.rglob("*"))}
-    assert after == before  # nothing written into the benchmark's run folder: no checkpoint, lock or log
+    assert snapshot(runs) == before  # nothing written into the benchmark's run folder: no checkpoint, lock or log
     report = json.loads(output.read_text())
     assert report["stage0"] == {"seed": 0, "run": str(runs / "v2-tiny-subset-full-seed0")}
     assert speed.table([report])[1][0][1].endswith(" epochs, from stage 0 of seed 0")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import load_benchmark
+from helpers import load_benchmark, snapshot
 from tiny import write_topic_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,12 +111,6 @@ def argv(stream: Path, tmp_path: Path, *more: str) -> list[str]:
 
 def results(tmp_path: Path, name: str = "v2-tuning-tiny.json") -> dict:
     return json.loads((tmp_path / "results" / name).read_text(encoding="utf-8"))
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every entry under ``folder`` with its bytes (None for a folder)."""
-    return {str(path.relative_to(folder)): path.read_bytes() if path.is_file() else None
-            for path in sorted(folder.rglob("*"))}
 
 
 # ---------------------------------------------------------------------------------------------- the grid file
